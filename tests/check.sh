@@ -3,6 +3,9 @@
 #   PATH="$PWD/.venv/bin:$PATH" bash tests/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One BLAS/OpenMP thread per process: nbdev_test and the sweep tests run processes side by side on 2 cores, and
+# oversubscribed torch threads are ~10x slower there (measured: 0.19 s vs 1.66 s per tiny ResNet step under load).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "nbdev_export: the package equals what the notebooks produce"

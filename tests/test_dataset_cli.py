@@ -1,0 +1,157 @@
+"""`lls verify`, `lls export`, `lls collect` and `lls report` as a user runs them: real subprocesses on synthetic sweeps."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from loss_lin_slope.dataset import ISSUE_KINDS, RESULT_COLUMNS, dataset_schemas, make_synthetic_sweep
+
+LLS = [str(Path(sys.executable).with_name("lls")) if Path(sys.executable).with_name("lls").exists()
+       else shutil.which("lls") or "lls"]  # the venv's console script
+KW = dict(epochs=16, steps_per_epoch=40, curvature_every_n_steps=100)
+FAULTS = {"missing": [1], "nan": [2], "duplicate": [3], "truncated": [4], "frequency": [5], "failed": [6],
+          "diverged": [7], "interrupted": [8], "adjusted": [9]}
+EXPECT = {"missing": ("missing", []), "nan": ("corrupt", ["nan"]), "duplicate": ("corrupt", ["duplicate_steps"]),
+          "truncated": ("corrupt", ["unreadable"]), "frequency": ("corrupt", ["frequency"]),
+          "failed": ("failed", []), "diverged": ("diverged", []), "interrupted": ("incomplete", []),
+          "adjusted": ("complete", [])}
+
+
+CACHE = {}
+
+
+def run_lls(*args, cwd=None, env=None):
+    p = subprocess.run(LLS + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, **CACHE, **(env or {})}, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    CACHE["LLS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # never the user's ~/.cache
+    root = tmp_path_factory.mktemp("runs")
+    faulty = make_synthetic_sweep(root, "faulty", n_runs=12, faults=FAULTS, **KW)  # store-like chunking
+    clean = make_synthetic_sweep(root, "clean", n_runs=20, chunk_epochs=4, **KW)
+    return root, faulty, clean
+
+
+def test_verify_finds_every_fault_and_nothing_else(sweeps):
+    root, faulty, _ = sweeps
+    code, out, err = run_lls("verify", "faulty", "--runs-dir", root, "--json")
+    assert code == 1, err
+    d = json.loads(out)
+    assert [r["run_id"] for r in d["runs"]] == faulty.run_ids
+    for r in d["runs"]:
+        state, kinds = EXPECT.get(faulty.faults.get(r["run_id"]), ("complete", []))
+        assert (r["state"], [i["kind"] for i in r["issues"]]) == (state, kinds), r
+    assert set(ISSUE_KINDS) >= {i["kind"] for r in d["runs"] for i in r["issues"]}
+
+
+def test_verify_table_and_exit_codes(sweeps):
+    root, faulty, clean = sweeps
+    code, out, _ = run_lls("verify", "faulty", "--runs-dir", root)
+    lines = out.strip().splitlines()
+    assert code == 1 and lines[0].split()[:3] == ["run_id", "variant", "lr"]
+    bad = [r for r, k in faulty.faults.items() if k != "adjusted"]
+    assert len(lines) == 1 + len(bad) + 1 and all(any(r in ln for ln in lines) for r in bad)
+    assert lines[-1].startswith("NOT COMPLETE faulty: 12 expected runs")
+    code, out, _ = run_lls("verify", "clean", env={"LLS_RUNS_DIR": str(root)})
+    assert code == 0 and out.strip().splitlines()[-1].startswith("OK clean: 20 expected runs: 20 complete"), out
+    code, out, _ = run_lls("verify", clean.path, "--all", "--workers", "1")
+    assert code == 0 and len(out.strip().splitlines()) == 1 + 20 + 1
+    code, out, err = run_lls("verify", "nope", "--runs-dir", root)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "sweep 'nope' not found" in err
+
+
+def test_parallel_and_cached_passes_equal_serial(sweeps, tmp_path):
+    root, faulty, clean = sweeps
+    for name in ("faulty", "clean"):
+        one = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", "--workers", "1", "--no-cache")[1])
+        two = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", "--workers", "2", "--no-cache")[1])
+        env = {"LLS_CACHE_DIR": str(tmp_path / "c")}
+        cold = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", "--workers", "2", env=env)[1])
+        warm = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", env=env)[1])
+        assert one == two == cold == warm
+    assert len(list((tmp_path / "c" / "runs").glob("*.pkl"))) == 11 + 20
+    a = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "e1", "--no-cache")
+    b = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "e2", env={"LLS_CACHE_DIR": str(tmp_path / "c")})
+    assert a[0] == b[0] == 0
+    for f in ("runs", "loss_trajectory", "val_trajectory", "curvature", "noise", "slopes"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "e1" / f"{f}.parquet"),
+                                      pd.read_parquet(tmp_path / "e2" / f"{f}.parquet"))
+
+
+def test_export_roundtrip(sweeps, tmp_path):
+    root, faulty, _ = sweeps
+    code, out, err = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "ds", "--workers", "2")
+    assert code == 0, err
+    assert "runs are not complete: they are in runs.parquet with their state and reason only" in out
+    for stem, schema in dataset_schemas().items():
+        t = pq.read_table(tmp_path / "ds" / f"{stem}.parquet")
+        assert t.schema.equals(schema, check_metadata=False)
+        assert all(t.schema.field(f.name).metadata == f.metadata for f in schema)
+    runs = pd.read_parquet(tmp_path / "ds" / "runs.parquet")
+    assert runs.run_id.tolist() == faulty.run_ids
+    assert runs[runs.state != "complete"][list(RESULT_COLUMNS)].isna().all().all()
+    assert (runs[runs.state != "complete"].reason != "").all()
+    complete = set(runs.run_id[runs.state == "complete"])
+    assert set(pd.read_parquet(tmp_path / "ds" / "loss_trajectory.parquet").run_id) == complete
+    dd = (tmp_path / "ds" / "DATA_DICTIONARY.md").read_text()
+    assert all(f"| `{f.name}` |" in dd for s in dataset_schemas().values() for f in s)
+    code, _, _ = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "csv", "--format", "csv")
+    assert code == 0 and pd.read_csv(tmp_path / "csv" / "runs.csv").run_id.tolist() == faulty.run_ids
+    code, _, err = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "x", "--format", "xlsx")
+    assert code == 2 and "invalid choice" in err
+
+
+def _hashes(root):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def test_collect(sweeps, tmp_path):
+    root, faulty, _ = sweeps
+    before = _hashes(faulty.path)
+    code, out, err = run_lls("collect", "faulty", "--runs-dir", root, "--to", tmp_path / "arch", "--checkpoints")
+    assert code == 0, err
+    assert _hashes(faulty.path) == before  # sources untouched
+    dest = tmp_path / "arch" / "faulty"
+    assert {p.name for p in dest.iterdir()} >= {"base", "bn_off", "narrow", "adamw", "sweep.json", "MANIFEST.sha256"}
+    if shutil.which("sha256sum"):
+        subprocess.run(["sha256sum", "--quiet", "-c", "MANIFEST.sha256"], cwd=dest, check=True)
+    # the archive verifies exactly like the sweep
+    a = json.loads(run_lls("verify", dest, "--json")[1])
+    b = json.loads(run_lls("verify", faulty.path, "--json")[1])
+    assert [(r["run_id"], r["state"], r["issues"]) for r in a["runs"]] == \
+           [(r["run_id"], r["state"], r["issues"]) for r in b["runs"]]
+    code, out, _ = run_lls("collect", "faulty", "--runs-dir", root, "--to", tmp_path / "arch", "--checkpoints")
+    assert code == 0 and "0 copied" in out
+
+
+def test_report(sweeps, tmp_path):
+    root, faulty, clean = sweeps
+    code, out, err = run_lls("report", "clean", "--runs-dir", root, "--out", tmp_path / "r1", "--n-boot", "200")
+    assert code == 0, err
+    assert len(out.strip().splitlines()) == 1 and out.startswith("GO (clean) || H1 ")
+    html = (tmp_path / "r1" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<script" not in html and "http://" not in html
+    code, out, err = run_lls("report", "faulty", "--runs-dir", root, "--out", tmp_path / "r2", "--n-boot", "200")
+    assert code == 0 and len(out.strip().splitlines()) == 1 and out.startswith("NO-GO (faulty): frequencies:")
+    rep = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert {c["condition"]: c["holds"] for c in rep["conditions"]} == {"frequencies": False, "r2": True, "data": False}
+    assert len(rep["exclusions"]) == 8
+
+
+def test_modules_import_light():
+    "`lls --help` imports every command module: ours must not pull in torch, pandas, pyarrow, scipy or matplotlib."
+    code = ("import sys, loss_lin_slope.dataset, loss_lin_slope.hypotheses; "
+            "print(sorted({'torch', 'pandas', 'pyarrow', 'matplotlib', 'scipy'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

@@ -1,0 +1,285 @@
+"""`papermill nbs/train.ipynb` as a real job: a tiny run completes with every metric at its frequency, bad parameters
+fail before any compute, kill -9 / SIGUSR2 / SIGTERM mid-run resume exactly, a diverging run stops as `diverged`.
+
+Each test starts papermill from the repository root in a subprocess (one torch thread: the test machines are
+shared); runs are tiny (width 0.125, 256 synthetic images, batch 32 → 8 steps per epoch, 2 epochs)."""
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import pytest
+
+from loss_lin_slope import run
+from loss_lin_slope.callbacks import expected_counts
+from loss_lin_slope.config import METRICS, ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERRIDES = {"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs": 1, "monitors.curvature_max_iter": 4,
+             "monitors.trace_matvecs": 3, "monitors.noise_batches": 2, "monitors.early_window": [0.5, 1.0],
+             "monitors.flush_every_n_steps": 3, "data.eval_batch_size": 64}
+TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 256, "n_val": 64, "sweep": "t",
+        "overrides": json.dumps(OVERRIDES)}
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def papermill_cmd(out_nb: Path, **params) -> list[str]:
+    exe = Path(sys.executable).with_name("papermill")
+    cmd = [str(exe) if exe.exists() else "papermill", "nbs/train.ipynb", str(out_nb), "--no-progress-bar"]
+    for k, v in params.items():
+        cmd += ["-p", k, str(v)]
+    return cmd
+
+
+def start(tmp: Path, tag: str, **params) -> subprocess.Popen:
+    "Start papermill from the repository root; stdout+stderr go to tmp/<tag>.log."
+    out = tmp / f"{tag}.ipynb"
+    logf = open(tmp / f"{tag}.log", "w")
+    return subprocess.Popen(papermill_cmd(out, **params), cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
+                            env={**os.environ, **ENV}, start_new_session=True)
+
+
+def finish(p: subprocess.Popen, timeout: float = 240) -> int:
+    try:
+        return p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(p.pid, signal.SIGKILL)
+        raise
+
+
+def log_text(tmp: Path, tag: str) -> str:
+    return (tmp / f"{tag}.log").read_text()
+
+
+def kill_tree(pid: int, sig) -> list[int]:
+    "Send `sig` to `pid` and all its descendants (as SLURM signals every process of a job step); returns the pids."
+    try:
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    return [p.pid for p in procs]
+
+
+def kernel_of(p: subprocess.Popen) -> psutil.Process:
+    kids = [c for c in psutil.Process(p.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+    assert kids, "no kernel process found"
+    return kids[0]
+
+
+def wait_for(cond, timeout: float = 180, what: str = "condition", proc: subprocess.Popen | None = None):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = cond()
+        if v:
+            return v
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def summary_of(rd: Path) -> dict:
+    for _ in range(20):
+        try:
+            return run.read_summary(rd) or {}
+        except json.JSONDecodeError:  # cannot happen with atomic writes; retry defensively
+            time.sleep(0.05)
+    return {}
+
+
+def steps_done(rd: Path) -> int:
+    s = summary_of(rd)
+    return int(s.get("steps_completed") or 0) if (rd / "checkpoints" / "last.ckpt").exists() else 0
+
+
+def run_dir_for(out_dir: Path, name: str) -> Path:
+    return out_dir / TINY["sweep"] / name
+
+
+def values(rd: Path) -> pd.DataFrame:
+    "The run's metrics without the wall-clock column, indexed by (metric, step)."
+    df = run.read_metrics(rd)
+    return df.drop(columns="time").set_index(["metric", "step"]).sort_index()
+
+
+def assert_once(rd: Path):
+    "Every (step, metric) pair is stored exactly once across all chunks."
+    raw = pd.concat([pd.read_parquet(p) for p in sorted((rd / "metrics").glob("chunk-*.parquet"))])
+    dup = raw[raw.duplicated(["metric", "step"], keep=False)]
+    assert dup.empty, f"duplicated rows:\n{dup}"
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6):
+    assert a.index.equals(b.index), f"different rows: {a.index.symmetric_difference(b.index)[:20].tolist()}"
+    np.testing.assert_allclose(a.epoch.to_numpy(), b.epoch.to_numpy(), rtol=0, atol=1e-12)
+    # curv_seconds is a wall time; everything else must agree
+    m = a.index.get_level_values("metric") != "curv_seconds"
+    va, vb = a.value.to_numpy()[m], b.value.to_numpy()[m]
+    assert np.array_equal(np.isnan(va), np.isnan(vb))
+    ok = ~np.isnan(va)
+    bad = ~np.isclose(va[ok], vb[ok], rtol=1e-6, atol=tol)
+    assert not bad.any(), f"{bad.sum()} values differ:\n{pd.DataFrame({'a': va[ok][bad], 'b': vb[ok][bad]}, index=a.index[m][ok][bad])}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    "An uninterrupted tiny run (started once, in the background, shared by the resume tests)."
+    tmp = tmp_path_factory.mktemp("reference")
+    p = start(tmp, "ref", out_dir=tmp / "runs", name="tiny", **TINY)
+    state = {}
+
+    def get() -> pd.DataFrame:
+        if "df" not in state:
+            rc = finish(p, 400)
+            assert rc == 0, log_text(tmp, "ref")[-3000:]
+            state["df"] = values(run_dir_for(tmp / "runs", "tiny"))
+        return state["df"]
+
+    yield get
+    if p.poll() is None:
+        kill_tree(p.pid, signal.SIGKILL)
+
+
+def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
+    p = start(tmp_path, "run", out_dir=tmp_path / "runs", lr=0.1, **TINY)
+    rc = finish(p)
+    assert rc == 0, log_text(tmp_path, "run")[-3000:]
+    (rd,) = (tmp_path / "runs" / "t").iterdir()
+    assert sorted(x.name for x in rd.iterdir()) == ["checkpoints", "config.yaml", "metrics", "run.log", "summary.json"]
+    cfg = ExperimentConfig.from_yaml((rd / "config.yaml").read_text())
+    assert cfg.run_id == rd.name and cfg.optim.lr == 0.1 and cfg.trainer.max_epochs == 2
+    s = summary_of(rd)
+    assert s["status"] == "completed" and s["steps_completed"] == 16 and s["epochs_completed"] == 2.0
+    assert s["steps_per_epoch"] == 8 and s["failure"] is None and s["retries"] == 0
+    assert math.isfinite(s["best_val_ce"]) and s["best_val_epoch"] in {0.25 * k for k in range(1, 9)}
+    assert s["checkpoints"]["last"] == "checkpoints/last.ckpt" and len(s["checkpoints"]["top_k"]) == 3
+    assert (rd / s["checkpoints"]["best"]).exists()
+    assert len(list((rd / "checkpoints").glob("*.ckpt"))) == 4
+    for k in run.SUMMARY_FIELDS:
+        assert k in s, k
+
+    df = run.read_metrics(rd)
+    assert list(df.columns) == ["step", "epoch", "metric", "value", "time"]
+    assert set(df.metric) == set(METRICS), set(METRICS) ^ set(df.metric)
+    counts = df.groupby("metric").size().to_dict()
+    assert counts == expected_counts(cfg, steps_per_epoch=8), counts
+    assert_once(rd)
+    np.testing.assert_allclose(df.epoch, df.step / 8)
+    w = run.read_metrics(rd, wide=True).set_index("step")
+    np.testing.assert_allclose(w.loss_train_bits, w.loss_train_nats / math.log(2), rtol=1e-12)
+    assert w.loc[[2, 4, 6, 8, 10, 12, 14, 16], ["loss_val_nats", "grad_norm_l2", "weight_norm_l2"]].notna().all().all()
+    assert sorted(df[df.metric == "lambda_max"].step) == [4, 8, 12, 16]
+    assert sorted(df[df.metric == "gradient_variance"].step) == [8, 16]
+    assert sorted(df[df.metric == "loss_slope_full"].step) == [8, 16]
+    # the output notebook shows the summary and the plot
+    nb = json.loads((tmp_path / "run.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+@pytest.mark.parametrize("param,value,message", [
+    ("lr", -1, "lr=-1 is not allowed"),
+    ("variant", "nope", "variant='nope' is not allowed"),
+    ("lrr", 0.1, "lrr=0.1 is not allowed: unknown notebook parameter (did you mean 'lr'?)"),
+])
+def test_bad_parameters_fail_before_training(tmp_path, param, value, message):
+    out = tmp_path / "runs"
+    p = start(tmp_path, "bad", out_dir=out, **{**TINY, param: value})
+    rc = finish(p, 120)
+    text = log_text(tmp_path, "bad")
+    assert rc != 0
+    assert "ConfigError" in text and message in text, text[-2000:]
+    assert not out.exists()  # no run directory at all, let alone one claiming success
+
+
+def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
+    out = tmp_path / "runs"
+    rd = run_dir_for(out, "tiny")
+    p = start(tmp_path, "a1", out_dir=out, name="tiny", **TINY)
+    wait_for(lambda: steps_done(rd) >= 6, what="step 6 checkpointed", proc=p)
+    kill_tree(kernel_of(p).pid, signal.SIGKILL)  # the training process dies without any cleanup
+    assert finish(p, 60) != 0
+    s = summary_of(rd)
+    assert s["status"] == "running" and 6 <= s["steps_completed"] < 16  # a crash leaves "running"
+    p = start(tmp_path, "a2", out_dir=out, name="tiny", **TINY)
+    assert finish(p) == 0, log_text(tmp_path, "a2")[-3000:]
+    s = summary_of(rd)
+    assert s["status"] == "completed" and s["steps_completed"] == 16 and s["retries"] == 1
+    assert s["history"][-1]["action"] == "resume" and s["history"][-1]["from_step"] >= 6
+    assert_once(rd)
+    assert_same(values(rd), reference())
+    # a third start does not retrain: it says where the run is
+    p = start(tmp_path, "a3", out_dir=out, name="tiny", **TINY)
+    assert finish(p, 120) == 0
+    assert "is already completed" in log_text(tmp_path, "a3") or "is already completed" in (tmp_path / "a3.ipynb").read_text()
+    assert summary_of(rd)["retries"] == 1
+
+
+def test_signals_checkpoint_mark_interrupted_and_resume_exactly(tmp_path, reference):
+    out = tmp_path / "runs"
+    rd = run_dir_for(out, "tiny")
+    # 1. SIGUSR2 (submitit's timeout warning) to the kernel only: papermill sees the cell fail and exits non-zero
+    p = start(tmp_path, "b1", out_dir=out, name="tiny", **TINY)
+    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    os.kill(kernel_of(p).pid, signal.SIGUSR2)
+    t0 = time.time()
+    rc = finish(p, 120)
+    assert rc != 0 and time.time() - t0 < 60
+    s = summary_of(rd)
+    assert s["status"] == "interrupted" and s["failure"]["reason"] == "signal SIGUSR2", s
+    assert "RunInterrupted" in (tmp_path / "b1.ipynb").read_text()
+    assert (rd / "checkpoints" / "last.ckpt").exists() and s["checkpoints"]["last"] == "checkpoints/last.ckpt"
+    step1 = s["steps_completed"]
+    assert run.checkpoint_step(rd / "checkpoints" / "last.ckpt") == step1 < 16
+    # 2. rerun resumes; SIGTERM to every process of the job (as SLURM does): papermill dies at once, the kernel saves
+    p = start(tmp_path, "b2", out_dir=out, name="tiny", **TINY)
+    wait_for(lambda: summary_of(rd).get("steps_completed", 0) >= step1 + 3 and summary_of(rd).get("status") == "running",
+             what="three more steps", proc=p)
+    kernel = kernel_of(p)
+    kill_tree(p.pid, signal.SIGTERM)
+    assert finish(p, 60) != 0
+    psutil.wait_procs([kernel], timeout=60)
+    s = summary_of(rd)
+    assert s["status"] == "interrupted" and s["failure"]["reason"] == "signal SIGTERM", s
+    step2 = s["steps_completed"]
+    assert run.checkpoint_step(rd / "checkpoints" / "last.ckpt") == step2 and step1 < step2 < 16
+    assert s["history"][-1]["from_step"] == step1
+    # 3. the third start finishes the run; the result is the uninterrupted run's
+    p = start(tmp_path, "b3", out_dir=out, name="tiny", **TINY)
+    assert finish(p) == 0, log_text(tmp_path, "b3")[-3000:]
+    s = summary_of(rd)
+    assert s["status"] == "completed" and s["retries"] == 2 and [h["action"] for h in s["history"]] == [
+        "new", "resume", "resume"]
+    assert "SIGUSR2" in (rd / "run.log").read_text() and "SIGTERM" in (rd / "run.log").read_text()
+    assert_once(rd)
+    assert_same(values(rd), reference())
+
+
+def test_divergence_is_final_and_not_retried(tmp_path):
+    out = tmp_path / "runs"
+    params = {**TINY, "lr": 1e6, "overrides": json.dumps({**OVERRIDES, "monitors.curvature_every_n_steps": 100,
+                                                           "monitors.noise": False})}
+    p = start(tmp_path, "d1", out_dir=out, name="boom", **params)
+    assert finish(p) == 0, log_text(tmp_path, "d1")[-3000:]
+    rd = run_dir_for(out, "boom")
+    s = summary_of(rd)
+    assert s["status"] == "diverged", s
+    assert 1 <= s["diverged"]["step"] < 16 and s["diverged"]["value"] in ("nan", "inf", "-inf")
+    assert s["steps_completed"] < 16 and "non-finite training loss" in s["failure"]["reason"]
+    chunks = sorted((rd / "metrics").glob("*.parquet"))
+    p = start(tmp_path, "d2", out_dir=out, name="boom", **params)
+    assert finish(p, 120) == 0
+    assert "diverged" in (tmp_path / "d2.ipynb").read_text() and "not retraining" in (tmp_path / "d2.ipynb").read_text()
+    assert sorted((rd / "metrics").glob("*.parquet")) == chunks and len(summary_of(rd)["history"]) == 1
