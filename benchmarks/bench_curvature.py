@@ -1,7 +1,8 @@
 """Curvature benchmark: HVP counts and costs of `loss_lin_slope.curvature` on a CIFAR-shaped ResNet.
 
-Measured in one process, on one model (a small CIFAR ResNet trained briefly on synthetic CIFAR-shaped
-data) and one 32-example batch:
+Measured in one process, on one model -- the project's CIFAR ResNet-18 at width_mult 0.125 (176k
+parameters; `--arch small` for a 20k-parameter 3-block ResNet), trained briefly on synthetic
+CIFAR-shaped data -- and one 32-example batch:
 
 1. HVPs to reach 1e-3 relative error in lambda_max: Lanczos / power iteration (target <= 0.5).
    "Reached" = the first iteration after which the estimate stays within 1e-3 of a tightly converged
@@ -14,13 +15,15 @@ data) and one 32-example batch:
    mean loss on the same batch (BatchNorm in eval mode, as the estimators run); the HVP figure is
    end to end -- `hessian_trace(n_matvecs=B)` wall time / B, so it includes building the gradient
    graph, the probes and the QR -- with the steady-state cost of each HVP method printed too.
-   Each timing is paired with a gradient timed just before it; medians of the paired ratios.
+   Each timing is paired with a gradient timed just before it; medians of the paired ratios. With one
+   torch thread (the default) the clock is this thread's CPU time, so other load on the machine does
+   not distort the ratio.
 3. Relative trace error of Hutch++ / Hutchinson at an equal budget of B HVPs (report): both are
    unbiased (tested against exact Hessians in nbs/02_curvature.ipynb), so the RMS error is the
    standard deviation over seeds and the ratio needs no exact trace; `--exact-trace` computes the
    exact trace from n unit-vector HVPs (slow) and uses it instead.
 
-    python benchmarks/bench_curvature.py            # ~6 min on an idle 2-core CPU
+    python benchmarks/bench_curvature.py            # ~8 min on an idle 2-core CPU
     python benchmarks/bench_curvature.py --quick    # smoke run (~1 min)
 """
 
@@ -31,6 +34,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -93,11 +97,17 @@ def synthetic_cifar(n: int, seed: int = 0):
     return x, y
 
 
-def make_models(width: int, train_steps: list[int], seed: int = 0):
-    """SmallResNet snapshots after each of `train_steps` SGD steps (batch 64, lr 0.05, momentum 0.9) on synthetic
-    data, and one 32-example batch (`select_batch`, as the monitors choose it)."""
+def make_models(width: int, train_steps: list[int], seed: int = 0, arch: str = "small", width_mult: float = 0.125):
+    """Snapshots of a SmallResNet (or the project's `resnet18_cifar(width_mult)`, `arch="resnet18"`) after each of
+    `train_steps` SGD steps (batch 64, lr 0.05, momentum 0.9) on synthetic data, and one 32-example batch
+    (`select_batch`, as the monitors choose it)."""
     torch.manual_seed(seed)
-    model = SmallResNet(width)
+    if arch == "resnet18":
+        from loss_lin_slope.model import resnet18_cifar
+
+        model = resnet18_cifar(width_mult=width_mult)
+    else:
+        model = SmallResNet(width)
     x, y = synthetic_cifar(2048, seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     model.train()
@@ -141,8 +151,9 @@ def bench_lambda(model, batch, bn_mode, seeds, rel_tol, max_lanczos, max_power):
               f"{ref.residual:.1g}), next Ritz values {[round(t, 3) for t in ref.info['ritz_values'][-4:-1]]}")
         rows = []
         for s in range(seeds):
-            lz = lanczos(op, op.n, tol=0.0, max_iter=max_lanczos, seed=s, **kw)
-            pw = power_iteration(op, op.n, tol=0.0, max_iter=max_power, seed=s, **kw)
+            # run well past 1e-3 (to ~1e-6) so that "stays within" can be judged from the history
+            lz = lanczos(op, op.n, tol=1e-6, max_iter=max_lanczos, seed=s, **kw)
+            pw = power_iteration(op, op.n, tol=1e-6, max_iter=max_power, seed=s, **kw)
             lz_rule = lanczos(op, op.n, tol=rel_tol, max_iter=max_lanczos, seed=s, **kw)
             k = pyhessian_stop(pw.history, rel_tol)
             rows.append(dict(
@@ -159,20 +170,21 @@ def bench_lambda(model, batch, bn_mode, seeds, rel_tol, max_lanczos, max_power):
                 power_hvps=sum(r["power_to_tol"] or max_power for r in rows))
 
 
-def bench_time(model, batch, reps, budget):
+def bench_time(model, batch, reps, budget, clock=time.perf_counter):
     """Seconds per gradient and per HVP (each method, steady state) and end to end (`hessian_trace` and
-    `lambda_max` wall time / HVPs). Each repetition times a gradient right before each HVP measurement, so
-    the ratios are paired; the medians of the paired ratios are returned (robust to other load on the machine)."""
+    `lambda_max` time / HVPs). Each HVP timing is paired with a gradient timed just before it; the medians
+    of the paired ratios are returned with the median seconds. `clock=time.thread_time` (with one torch thread
+    all CPU work runs in this thread) counts CPU time only, so other processes on the machine do not inflate it."""
     x, y = batch
     keys = [*HVP_METHODS, "trace_e2e", "lanczos_e2e"]
     secs = {k: [] for k in ["grad", *keys]}
     ratios = {k: [] for k in keys}
 
     def grad_time():
-        t = time.perf_counter()
         with curvature_mode(model):
+            t = clock()
             torch.autograd.grad(F.cross_entropy(model(x), y), trainable_params(model))
-        secs["grad"].append(time.perf_counter() - t)
+            secs["grad"].append(clock() - t)
         return secs["grad"][-1]
 
     with curvature_mode(model):
@@ -183,22 +195,23 @@ def bench_time(model, batch, reps, budget):
         for _ in range(reps):
             for m in HVP_METHODS:
                 g = grad_time()
-                t = time.perf_counter()
+                t = clock()
                 ops[m](v)
-                secs[m].append(time.perf_counter() - t)
+                secs[m].append(clock() - t)
                 ratios[m].append(secs[m][-1] / g)
         for op in ops.values():
             op.close()
-    for r in range(max(2, reps // 4)):
+    for r in range(max(3, reps // 4)):
         for k in ("trace_e2e", "lanczos_e2e"):
             g = grad_time()
+            t = clock()
             if k == "trace_e2e":
                 e = hessian_trace(model, F.cross_entropy, batch, n_matvecs=budget, seed=r)
             else:
                 e = lambda_max(model, F.cross_entropy, batch, seed=r)
-            secs[k].append(e.seconds / e.n_matvecs)
+            secs[k].append((clock() - t) / e.n_matvecs)
             ratios[k].append(secs[k][-1] / g)
-    return ({k: statistics.median(v) for k, v in secs.items()}, {k: statistics.median(v) for k, v in ratios.items()})
+    return {k: statistics.median(v) for k, v in secs.items()}, {k: statistics.median(v) for k, v in ratios.items()}
 
 
 def exact_trace(model, batch):
@@ -238,7 +251,10 @@ def bench_trace(model, batch, seeds, budgets, exact=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", choices=["small", "resnet18"], default="resnet18",
+                   help="small: SmallResNet(--width); resnet18: loss_lin_slope.model.resnet18_cifar(--width-mult)")
     p.add_argument("--width", type=int, default=8, help="channels of the first stage (8: ~20k parameters)")
+    p.add_argument("--width-mult", type=float, default=0.125, help="width multiplier for --arch resnet18")
     p.add_argument("--train-steps", type=int, nargs="+", default=[60, 300],
                    help="model states (SGD steps) for the lambda_max comparison; the first is used for [2] and [3]")
     p.add_argument("--bn-modes", nargs="+", default=["eval", "train"], help="BatchNorm modes for the lambda_max comparison")
@@ -247,55 +263,66 @@ def main(argv=None):
     p.add_argument("--budgets", type=int, nargs="+", default=[30], help="HVP budgets for the trace comparison")
     p.add_argument("--reps", type=int, default=20, help="timing repetitions")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: least sensitive to other load)")
-    p.add_argument("--max-power", type=int, default=150)
+    p.add_argument("--max-power", type=int, default=150, help="power iterations; not reaching 1e-3 counts as this")
     p.add_argument("--max-lanczos", type=int, default=30)
     p.add_argument("--exact-trace", action="store_true", help="compute the exact trace with n HVPs (slow)")
     p.add_argument("--quick", action="store_true", help="smoke run: small model, few seeds")
+    p.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], help="which measurements to run")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args(argv)
     if a.quick:
-        a.width, a.train_steps, a.bn_modes, a.seeds, a.trace_seeds, a.budgets, a.reps = 4, [10], ["eval"], 1, 5, [30], 5
+        a.arch, a.width, a.train_steps, a.bn_modes, a.seeds, a.trace_seeds, a.budgets, a.reps = (
+            "small", 4, [10], ["eval"], 1, 5, [30], 5)
         a.max_power = 60
+    sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(a.threads)
-    models, batch = make_models(a.width, a.train_steps)
+    models, batch = make_models(a.width, a.train_steps, arch=a.arch, width_mult=a.width_mult)
     main_model = models[a.train_steps[0]]
     n = sum(p.numel() for p in trainable_params(main_model))
-    print(f"SmallResNet(width={a.width}): {n} parameters, batch {tuple(batch[0].shape)}, states after {a.train_steps} "
+    name = f"SmallResNet(width={a.width})" if a.arch == "small" else f"resnet18_cifar(width_mult={a.width_mult})"
+    print(f"{name}: {n} parameters, batch {tuple(batch[0].shape)}, states after {a.train_steps} "
           f"SGD steps, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
 
     print("\n[1] lambda_max: HVPs to 1e-3 relative error (Lanczos vs power iteration, same start vectors)")
     lam = {}
-    for steps, model in models.items():
+    for steps, model in models.items() if 1 in a.parts else ():
         print(f" after {steps} steps:")
         for bn in a.bn_modes:
             lam[f"{steps}/{bn}"] = r = bench_lambda(model, batch, bn, a.seeds, 1e-3, a.max_lanczos, a.max_power)
             print(f"    -> Lanczos {r['lanczos_hvps']} / power {r['power_hvps']} HVPs = {r['lanczos_hvps'] / r['power_hvps']:.2f}")
-    n_l, n_p = sum(r["lanczos_hvps"] for r in lam.values()), sum(r["power_hvps"] for r in lam.values())
-    rule_l = sum(x["lanczos_rule_matvecs"] for r in lam.values() for x in r["rows"])
-    rule_p = sum(x["power_rule_matvecs"] or a.max_power for r in lam.values() for x in r["rows"])
+    nan = float("nan")
+    n_l, n_p = sum(r["lanczos_hvps"] for r in lam.values()) or nan, sum(r["power_hvps"] for r in lam.values()) or nan
+    rule_l = sum(x["lanczos_rule_matvecs"] for r in lam.values() for x in r["rows"]) or nan
+    rule_p = sum(x["power_rule_matvecs"] or a.max_power for r in lam.values() for x in r["rows"]) or nan
 
     print(f"\n[2] seconds per HVP / seconds per gradient (state after {a.train_steps[0]} steps, bn_mode=eval)")
-    tm, tr_ = bench_time(main_model, batch, a.reps, a.budgets[0])
+    clock = time.thread_time if a.threads == 1 else time.perf_counter
+    tm, tr_ = bench_time(main_model, batch, a.reps, a.budgets[0], clock) if 2 in a.parts else ({}, {})
+    print(f"  ({'CPU time of this thread' if a.threads == 1 else 'wall time'}; HVP ratios: medians of paired ratios)")
     for k, v in tm.items():
-        print(f"  {k:16s} {v * 1e3:8.2f} ms median" + (f"   median paired ratio {tr_[k]:.2f} x gradient" if k in tr_ else ""))
+        print(f"  {k:16s} {v * 1e3:8.2f} ms median" + (f"   {tr_[k]:.2f} x gradient" if k in tr_ else ""))
 
     print(f"\n[3] relative trace error at equal HVP budget (state after {a.train_steps[0]} steps, bn_mode=eval)")
     ex = exact_trace(main_model, batch) if a.exact_trace else None
-    tr = bench_trace(main_model, batch, a.trace_seeds, a.budgets, ex)
+    tr = bench_trace(main_model, batch, a.trace_seeds, a.budgets, ex) if 3 in a.parts else {}
 
+    b0 = a.budgets[0]
     figures = {
         "lanczos_over_power_hvps_to_1e-3": (n_l / n_p, "target <= 0.5"),
-        "hvp_seconds_over_grad_seconds": (tr_["trace_e2e"], "target <= 3"),
-        f"hutchpp_over_hutchinson_rel_trace_error_at_{a.budgets[0]}_hvps": (tr[a.budgets[0]]["ratio"], "report"),
+        "hvp_seconds_over_grad_seconds": (tr_.get("trace_e2e", nan), "target <= 3"),
+        f"hutchpp_over_hutchinson_rel_trace_error_at_{b0}_hvps": (tr.get(b0, {}).get("ratio", nan), "report"),
     }
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(args=vars(a), n_params=n, lambda_max=lam, timing_seconds=tm, timing_ratios=tr_,
-                           trace={str(k): v for k, v in tr.items()}, figures=figures), f, indent=1, default=str)
-    print(f"\n(HVPs to 1e-3 summed over {len(lam)} state/BN-mode cases x {a.seeds} seeds: Lanczos {n_l}, power {n_p}; "
-          f"with their own stopping rules at tol=1e-3: Lanczos {rule_l}, PyHessian power {rule_p} = {rule_l / rule_p:.2f}; "
-          f"steady-state double-backward HVP {tr_['double_backward']:.2f} x gradient, end-to-end Lanczos "
-          f"{tr_['lanczos_e2e']:.2f} x)")
+            json.dump(dict(args=vars(a), n_params=n, lambda_max=lam, timing_seconds=tm, timing_ratios=tr_, trace={str(k): v for k, v in tr.items()}, figures=figures),
+                      f, indent=1, default=str)
+    if 1 in a.parts:
+        print(f"\n(HVPs to 1e-3 summed over {len(lam)} state/BN-mode cases x {a.seeds} seeds: Lanczos {n_l}, power {n_p}; "
+              f"with their own stopping rules at tol=1e-3: Lanczos {rule_l}, PyHessian power {rule_p} = {rule_l / rule_p:.2f})")
+    if 2 in a.parts:
+        print(f"(HVP / gradient: steady-state double backward {tr_['double_backward']:.2f}, forward-over-reverse "
+              f"{tr_['fwd_rev']:.2f}, rebuilt graph {tr_['fresh']:.2f}; end to end Hutch++ {tr_['trace_e2e']:.2f}, "
+              f"Lanczos {tr_['lanczos_e2e']:.2f})")
     for name, (value, target) in figures.items():
         print(f"{name} = {value:.3f}   ({target})")
     return 0

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loss_lin_slope.config import make_config
 from loss_lin_slope.data import build_datamodule, write_fake_cifar10
-from loss_lin_slope.module import BATCH_METRICS, VAL_METRICS, MemorySink, train
+from loss_lin_slope.module import BATCH_METRICS, VAL_METRICS, LitClassifier, MemorySink, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -70,6 +70,10 @@ def test_resume_mid_epoch_is_exact(tmp_path, variant_kw):
     assert saved_step % spe != 0  # really mid-epoch
     loader_state = state["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]
     assert loader_state["position"] > 0 and loader_state["perm"] is not None
+    assert state["lls_stream"]["last_step"] == saved_step
+    restored = LitClassifier.load_from_checkpoint(path)  # the config travels in the checkpoint's hparams
+    assert restored.cfg == cfg
+    torch.testing.assert_close(restored.state_dict(), dict(state["state_dict"]))
 
     resumed = MemorySink()
     with warnings.catch_warnings(record=True) as w:

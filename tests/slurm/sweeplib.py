@@ -118,7 +118,8 @@ def sacct(job_ids) -> dict[str, str]:
 
 def cluster_state() -> tuple[bool, str]:
     "Whether the single-node Slurm test cluster takes jobs (with accounting), and why not."
-    hint = f"start it with `sudo bash {CLUSTER_SH.relative_to(ROOT)} start` (root, Debian 12; stop with ... stop)"
+    sh = CLUSTER_SH.relative_to(ROOT)
+    hint = f"start it with `sudo bash {sh} start` (root, Debian 12; stop: `sudo bash {sh} stop`)"
     for tool in ("sbatch", "sinfo", "sacct", "scancel"):
         if shutil.which(tool) is None:
             return False, f"Slurm test cluster not available: `{tool}` is not installed — {hint}"
