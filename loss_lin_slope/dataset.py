@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from .config import METRICS, ExperimentConfig, sweep_grid
+from .run import chunk_name, compact_chunks, live_chunks
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'NAN_ALLOWED', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'FAULTS', 'OUTCOMES', 'SHAPES', 'ISSUE_KINDS',
@@ -53,12 +54,14 @@ class Cadence:
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig, steps_per_epoch: int) -> Cadence:
+        "The cadence a config implies (its trainer and monitor settings) at `steps_per_epoch`."
         t, m = cfg.trainer, cfg.monitors
         return cls(int(steps_per_epoch), t.max_epochs, t.val_check_interval, m.curvature_every_n_steps,
                    m.noise_every_epochs, float(m.early_window[1]), m.curvature, m.noise, t.max_steps)
 
     @property
     def total_steps(self) -> int:
+        "Planned optimizer steps: `max_epochs × steps_per_epoch`, capped by `max_steps` when that is set."
         n = self.steps_per_epoch * self.max_epochs
         return min(n, self.max_steps) if self.max_steps > 0 else n
 
@@ -101,6 +104,7 @@ class SyntheticSweep:
     params: dict[str, dict]  # run_id -> {variant, lr, weight_decay, seed, a, gap}
 
     def with_fault(self, kind: str) -> list[str]:
+        "The run ids given fault (or outcome) `kind`."
         return [r for r, k in self.faults.items() if k == kind]
 
 
@@ -312,15 +316,36 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     return out
 
 # %% ../nbs/10_dataset.ipynb #3da9fb90
+def _ledger_entry(plan_runs, resources: dict, job, name: str, epochs: int, overrides: dict, kind: str | None,
+                  state: str, t0: float) -> dict:
+    "The ledger entry `lls sweep submit` writes for `job` (`sweep.plan_runs`), then as the local executor left it."
+    _, planned = plan_runs(name, [job.variant], [job.lr], [job.weight_decay], [job.seed], {"epochs": epochs},
+                           overrides)
+    e = planned[job.run_id]
+    attempts = 2 if kind == "adjusted" else (0 if kind == "missing" else 1)
+    e.update(state=state, attempts=attempts)
+    if attempts:
+        e.update(executor="local", job_id=f"local-synthetic-{attempts}", resources=dict(resources),
+                 history=[{"attempt": a, "job_id": f"local-synthetic-{a}", "executor": "local", "submitted": t0,
+                           "resume": a > 1} for a in range(1, attempts + 1)])
+    if kind == "adjusted":
+        e["adjustments"] = [{"attempt": 2, "kind": "oom", "evidence": "CUDA out of memory", "time": t0,
+                             "change": {"data.batch_size": [128, 64], "trainer.accumulate_grad_batches": [1, 2]}}]
+    return e
+
+
 def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs: int = 50,
                          steps_per_epoch: int = 391, *, shape: str | dict = "power", faults: dict | None = None,
                          noise: float = 0.05, h2_noise: float = 0.02, chunk_epochs: int | None = None, seed: int = 0,
-                         ledger: bool = True, **overrides) -> SyntheticSweep:
+                         ledger: bool = True, compact: bool = True, **overrides) -> SyntheticSweep:
     """Write `n_runs` synthetic run directories and the ledger under `root/name/`; return what was written.
 
     `shape` is one of `SHAPES` or {run index: shape}; `faults` maps a kind of `FAULTS`/`OUTCOMES` to run indices
-    or a count; `overrides` (config keys) apply to every run, e.g. `curvature_every_n_steps=50` for short runs."""
+    or a count; `overrides` (config keys) apply to every run, e.g. `curvature_every_n_steps=50` for short runs.
+    `compact=False`: every run keeps its chunks (as before `run.MetricStore.compact`)."""
     import pyarrow.parquet as pq
+
+    from loss_lin_slope.sweep import DEFAULT_RESOURCES, plan_runs
 
     by_index = _assign_faults(faults, n_runs)
     jobs = _grid_jobs(n_runs, name, epochs=epochs, **overrides)
@@ -343,10 +368,8 @@ def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs:
             kinds[rid] = kind
         status = {"failed": "failed", "diverged": "diverged", "interrupted": "interrupted",
                   "running": "running", "missing": "pending"}.get(kind, "completed")
-        ledger_runs[rid] = dict(variant=job.variant, lr=job.lr, weight_decay=job.weight_decay, seed=job.seed,
-                                priority=job.priority, tags=job.tags, state=status, job_id=None, executor="local",
-                                attempts=2 if kind == "adjusted" else (0 if kind == "missing" else 1),
-                                adjustments=[{"kind": "oom"}] if kind == "adjusted" else [], history=[])
+        ledger_runs[rid] = _ledger_entry(plan_runs, DEFAULT_RESOURCES, job, name, epochs, overrides, kind, status,
+                                         1.7e9 + 86_400 * i)
         if kind == "missing":
             continue
         run_dir = sweep_dir / rid
@@ -366,12 +389,22 @@ def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
         table = _long_table(rows, S, t0, spstep)
-        paths = _write_chunks(table, run_dir / "metrics", _chunk_edges(cfg, S, n_done, chunk_epochs))
+        mdir = run_dir / "metrics"
+        edges = _chunk_edges(cfg, S, n_done, chunk_epochs)
+        compacted = compact and kind != "running"  # a run killed without notice is never compacted
+        if compacted:  # the store's chunks merged: the same rows (written as one chunk, then compacted)
+            mdir.mkdir(parents=True, exist_ok=True)
+            paths = [mdir / chunk_name(len(edges))]
+            pq.write_table(table, paths[0])
+        else:
+            paths = _write_chunks(table, mdir, edges)
         if kind == "duplicate":  # a resumed run that wrote 37 steps again
             st = table.column("step").to_numpy()
             lo = np.searchsorted(st, n_done // 3, side="left")
             hi = np.searchsorted(st, n_done // 3 + 37, side="left")
-            pq.write_table(table.slice(lo, hi - lo), run_dir / "metrics" / f"chunk-{len(paths) + 1:06d}.parquet")
+            pq.write_table(table.slice(lo, hi - lo), mdir / chunk_name(len(edges) + 1))
+        if compacted:
+            paths = [compact_chunks(mdir, fsync=False)]
         if kind == "truncated":
             p = paths[min(1, len(paths) - 1)]
             data = p.read_bytes()
@@ -399,7 +432,9 @@ def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs:
         grid = {"variants": sorted({j.variant for j in jobs}), "lrs": sorted({j.lr for j in jobs}),
                 "wds": sorted({j.weight_decay for j in jobs}), "seeds": sorted({j.seed for j in jobs}),
                 "overrides": {"epochs": epochs, **overrides}}
-        _write_json(sweep_dir / "sweep.json", {"name": name, "grid": grid, "runs": ledger_runs})
+        _write_json(sweep_dir / "sweep.json", {"name": name, "grid": grid, "executor": {"kind": "local",
+                                                                                        **DEFAULT_RESOURCES},
+                                               "runs": ledger_runs})
     return SyntheticSweep(sweep_dir, ids, kinds, params)
 
 # %% ../nbs/10_dataset.ipynb #ed6aa674
@@ -465,7 +500,7 @@ def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = sorted((Path(run_dir) / "metrics").glob("chunk-*.parquet"))
+    files = live_chunks(Path(run_dir) / "metrics")
     rm, issues = RunMetrics(files=len(files)), []
     schema, tables = _read_schema(), []
     for f in files:
@@ -542,11 +577,13 @@ class RunCheck:
 
     @property
     def epochs_completed(self) -> float | None:
+        "steps_completed / steps_per_epoch (None when either is unknown)."
         if self.steps_completed is None or not self.steps_per_epoch:
             return None
         return self.steps_completed / self.steps_per_epoch
 
     def to_dict(self) -> dict:
+        "A JSON-ready dict (issues as dicts, `epochs_completed` included); `from_dict` inverts it."
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["issues"] = [{"kind": i.kind, "metrics": list(i.metrics), "detail": i.detail} for i in self.issues]
         d["epochs_completed"] = self.epochs_completed
@@ -836,6 +873,7 @@ class SweepCheck:
 
     @property
     def counts(self) -> dict[str, int]:
+        "Runs per state (every state of `STATES`, zeros included)."
         c = {s: 0 for s in STATES}
         for r in self.runs:
             c[r.state] += 1
@@ -847,6 +885,7 @@ class SweepCheck:
         return all(r.state == "complete" and r.in_ledger for r in self.runs)
 
     def summary_line(self) -> str:
+        "One line: expected runs, counts per state, runs not in the ledger, and where the expected runs come from."
         n_exp = sum(r.in_ledger for r in self.runs)
         counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         extra = len(self.runs) - n_exp
@@ -855,6 +894,7 @@ class SweepCheck:
                 + (f"; {extra} not in the ledger" if extra else "") + f" ({src})")
 
     def to_dict(self) -> dict:
+        "A JSON-ready dict (what `lls verify --json` prints)."
         return {"sweep": self.sweep, "path": self.path, "ledger": self.ledger, "ok": self.ok,
                 "counts": self.counts, "notes": self.notes, "runs": [r.to_dict() for r in self.runs]}
 
@@ -1210,7 +1250,7 @@ def _code_key() -> str:
 
 
 def run_fingerprint(path) -> str:
-    "SHA-256 of the code key, the run's path and (name, size, mtime_ns) of its config, summary and metric chunks."
+    "SHA-256 of the code key, the run's path and (name, size, mtime_ns) of its config, summary and live chunks."
     path = Path(path).resolve()
     items = []
     for name in ("config.yaml", "summary.json"):
@@ -1219,12 +1259,12 @@ def run_fingerprint(path) -> str:
             items.append((name, st.st_size, st.st_mtime_ns))
         except OSError:
             items.append((name, None, None))
-    try:
-        with os.scandir(path / "metrics") as it:
-            items += sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in it
-                            if e.name.startswith("chunk-") and e.name.endswith(".parquet"))
-    except OSError:
-        pass
+    for p in live_chunks(path / "metrics"):
+        try:
+            st = p.stat()
+            items.append((p.name, st.st_size, st.st_mtime_ns))
+        except OSError:  # deleted since it was listed (a compaction): the key changes, the run is read again
+            items.append((p.name, None, None))
     return hashlib.sha256(json.dumps([_code_key(), str(path), items]).encode()).hexdigest()
 
 
@@ -1528,7 +1568,7 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
         runs += 1
         rel = Path(_variant_of(rid, path, entry)) / rid
         srcs = [path / f for f in RUN_ARCHIVE_FILES if (path / f).is_file()]
-        srcs += sorted((path / "metrics").glob("chunk-*.parquet"))
+        srcs += live_chunks(path / "metrics")  # superseded leftovers of a killed compaction are not copied
         if checkpoints:
             best = best_checkpoint(path)
             if best is None:
@@ -1589,6 +1629,7 @@ def _resolve(args) -> Path:
 
 
 def cmd_verify(args) -> int:
+    "`lls verify`: print the runs that are not complete (all with `--all`, JSON with `--json`); exit 1 if any."
     from loss_lin_slope.cli import format_rows
 
     sweep_dir = _resolve(args)
@@ -1609,6 +1650,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_export(args) -> int:
+    "`lls export`: write the sweep's dataset and data dictionary to `--out`; print what was written."
     sweep_dir = _resolve(args)
     try:
         res = export_sweep(sweep_dir, args.out, fmt=args.format, workers=args.workers, cache=not args.no_cache)
@@ -1626,6 +1668,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_collect(args) -> int:
+    "`lls collect`: copy the sweep's run directories into `--to` with a verified manifest (exit 1 on a copy error)."
     sweep_dir = _resolve(args)
     try:
         res = collect_sweep(sweep_dir, args.to, checkpoints=args.checkpoints)

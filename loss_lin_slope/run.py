@@ -29,10 +29,10 @@ from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
 
 # %% auto #0
 __all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS',
-           'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes', 'atomic_write_text', 'MetricStore', 'read_metrics',
-           'write_summary', 'read_summary', 'run_dir', 'stored_config', 'find_checkpoint', 'checkpoint_step',
-           'archive_attempt', 'prepare_run_dir', 'notebook_config', 'RunInterrupted', 'run_experiment', 'show_summary',
-           'plot_loss']
+           'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes', 'atomic_write_text', 'chunk_name', 'live_chunks',
+           'compact_chunks', 'MetricStore', 'read_metrics', 'write_summary', 'read_summary', 'run_dir', 'stored_config',
+           'find_checkpoint', 'checkpoint_step', 'archive_attempt', 'prepare_run_dir', 'notebook_config',
+           'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
 
 # %% ../nbs/08_run.ipynb #104d4753
 log = logging.getLogger(__name__)
@@ -101,30 +101,107 @@ def _as_metric_frame(df):
     return out.astype(METRIC_COLUMNS)
 
 
+def _chunk_key(name: str) -> tuple[int, bool] | None:
+    "`(sequence, compacted)` of a chunk's file name (`chunk-000012.parquet`, `chunk-000012.all.parquet`), else None."
+    if not (name.startswith("chunk-") and name.endswith(".parquet")):
+        return None
+    mid = name[len("chunk-"):-len(".parquet")]
+    compacted = mid.endswith(".all")
+    mid = mid[:-len(".all")] if compacted else mid
+    return (int(mid), compacted) if mid.isdigit() else None
+
+
+def chunk_name(seq: int, compacted: bool = False) -> str:
+    "The file name of chunk `seq`: `chunk-000012.parquet`, or `chunk-000012.all.parquet` for a compacted one."
+    return f"chunk-{int(seq):06d}{'.all' if compacted else ''}.parquet"
+
+
+def _chunk_files(metrics_dir) -> tuple[list[Path], list[Path]]:
+    "`(live, superseded)` chunk files of `metrics_dir`, live ones in write order (see `live_chunks`)."
+    try:
+        with os.scandir(metrics_dir) as it:
+            keyed = [(*k, Path(e.path)) for e in it if (k := _chunk_key(e.name)) is not None]
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    base = max((s for s, compacted, _ in keyed if compacted), default=-1)  # -1: no .all, every chunk is live
+    live = sorted((s, not c, p) for s, c, p in keyed if s > base or (c and s == base))
+    return [p for *_, p in live], sorted(p for s, c, p in keyed if not (s > base or (c and s == base)))
+
+
+def live_chunks(metrics_dir) -> list[Path]:
+    """The chunk files a reader reads, in write order: a compacted `chunk-N.all.parquet` supersedes every chunk with
+    sequence ≤ N (older `.all` files included), so only the newest `.all` and the chunks after it are live."""
+    return _chunk_files(metrics_dir)[0]
+
+
+def _fsync_dir(path) -> None:
+    "Make a rename or unlink in `path` durable (no-op where directories cannot be opened)."
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def compact_chunks(metrics_dir, fsync: bool = True) -> Path | None:
+    """Merge the live chunks of `metrics_dir` into one `chunk-N.all.parquet` (N: the last chunk's sequence), rows
+    sorted by `(metric, step)` (stable: a duplicate keeps its first copy first), written atomically; then delete
+    the chunks it supersedes. Returns its path (None: no chunks). A crash at any point leaves a directory that
+    `live_chunks` reads exactly once."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    metrics_dir = Path(metrics_dir)
+    live, old = _chunk_files(metrics_dir)
+    if not live:
+        return None
+    seq, compacted = _chunk_key(live[-1].name)
+    if len(live) == 1 and compacted:
+        target = live[0]
+    else:
+        schema = _SCHEMA()
+        t = pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in live])
+        t = t.take(pc.sort_indices(t, sort_keys=[("metric", "ascending"), ("step", "ascending")]))
+        buf = io.BytesIO()
+        pq.write_table(t, buf)
+        target = atomic_write_bytes(metrics_dir / chunk_name(seq, compacted=True), buf.getvalue(), fsync=fsync)
+        if fsync:
+            _fsync_dir(metrics_dir)  # the new file is durable before anything it replaces is deleted
+        old = old + live
+    for p in old:
+        if p != target:
+            p.unlink(missing_ok=True)
+    return target
+
+
 class MetricStore:
     "Parquet-chunked, crash-safe, exactly-once store of long-format metric rows (the run's sink)."
-
-    CHUNK_GLOB = "chunk-*.parquet"
 
     def __init__(self, path: str | os.PathLike, keep: Iterable[str] = ("loss_train_nats", "loss_val_nats"),
                  fsync: bool = True):
         self.path, self.keep, self.fsync = Path(path), tuple(keep), fsync
         self.path.mkdir(parents=True, exist_ok=True)
-        for tmp in self.path.glob(".*.tmp"):  # left by a crash in the middle of a flush
+        for tmp in self.path.glob(".*.tmp"):  # left by a crash in the middle of a flush or a compaction
             tmp.unlink(missing_ok=True)
+        for p in _chunk_files(self.path)[1]:  # superseded chunks left by a crash in the middle of a compaction
+            p.unlink(missing_ok=True)
         self._buffer: list = []
         self._seen: dict[str, set[int]] = {}
         self._kept: dict[str, dict[int, tuple[float, float]]] = {m: {} for m in self.keep}
         self.rows_dropped = 0
         chunks = self.chunks()
-        self._seq = max((int(p.stem.split("-")[1]) for p in chunks), default=0)
+        self._seq = max((_chunk_key(p.name)[0] for p in chunks), default=0)
         if chunks:
             for _ in self._index(_read_chunks(chunks)):  # a generator: consume it to fill the index
                 pass
 
     def chunks(self) -> list[Path]:
-        "The chunk files, in write order."
-        return sorted(self.path.glob(self.CHUNK_GLOB))
+        "The live chunk files, in write order (`live_chunks`)."
+        return live_chunks(self.path)
 
     def _index(self, df):
         for metric, g in df.groupby("metric", sort=False):
@@ -172,9 +249,14 @@ class MetricStore:
         buf = io.BytesIO()
         pq.write_table(table, buf)
         self._seq += 1
-        path = atomic_write_bytes(self.path / f"chunk-{self._seq:06d}.parquet", buf.getvalue(), fsync=self.fsync)
+        path = atomic_write_bytes(self.path / chunk_name(self._seq), buf.getvalue(), fsync=self.fsync)
         self._buffer = []
         return path
+
+    def compact(self) -> Path | None:
+        "Flush, then merge all chunks into one `chunk-N.all.parquet` (`compact_chunks`); returns its path."
+        self.flush()
+        return compact_chunks(self.path, fsync=self.fsync)
 
     def steps(self, metric: str) -> set[int]:
         "Steps stored or buffered for `metric`."
@@ -211,13 +293,13 @@ def _SCHEMA():
 
 def _read_chunks(paths):
     import pandas as pd
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not paths:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in METRIC_COLUMNS.items()})
-    tables = [pq.read_table(p) for p in paths]
-    import pyarrow as pa
-
+    schema = _SCHEMA()
+    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in paths]
     return pa.concat_tables(tables).to_pandas().astype(METRIC_COLUMNS)
 
 
@@ -236,11 +318,11 @@ def _tidy(df, wide: bool = False, metrics=None):
 
 
 def read_metrics(path: str | os.PathLike, wide: bool = False, metrics: Iterable[str] | None = None):
-    "Read the metrics of a run directory (or its `metrics/` folder) as one tidy DataFrame."
+    "Read the metrics of a run directory (or its `metrics/` folder) as one tidy DataFrame (live chunks only)."
     path = Path(path)
     if (path / "metrics").is_dir():
         path = path / "metrics"
-    return _tidy(_read_chunks(sorted(path.glob(MetricStore.CHUNK_GLOB))), wide=wide, metrics=metrics)
+    return _tidy(_read_chunks(live_chunks(path)), wide=wide, metrics=metrics)
 
 # %% ../nbs/08_run.ipynb #db6cc7bd
 SUMMARY_FIELDS = (
@@ -510,10 +592,20 @@ def _peak_mem(device) -> int | None:
 
 
 def _versions() -> dict:
+    """Versions of Python, torch, Lightning and this package: the imported module's `__version__` (torch's has its
+    build tag, `2.5.1+cu124`), else the installed distribution's (the first summary is written before Lightning is
+    imported); None when not installed."""
+    from importlib import metadata
+
     out = {"python": platform.python_version()}
-    for name in ("torch", "lightning", "loss_lin_slope"):
-        mod = sys.modules.get(name)
-        out[name] = getattr(mod, "__version__", None)
+    for name, dists in (("torch", ("torch",)), ("lightning", ("lightning", "pytorch-lightning")),
+                        ("loss_lin_slope", ("loss_lin_slope",))):
+        v = getattr(sys.modules.get(name), "__version__", None)
+        for dist in dists if v is None else ():
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                v = metadata.version(dist)
+                break
+        out[name] = None if v is None else str(v)
     return out
 
 
@@ -555,6 +647,13 @@ class _Run:
             mod.flush_metrics()
         self.store.flush()
 
+    def compact(self):
+        "Merge the metric chunks into one file (`MetricStore.compact`); a failure is logged, never raised."
+        try:
+            self.store.compact()
+        except Exception as e:  # the chunks stay as they are, readers read them
+            log.warning("could not compact the metric chunks in %s: %r", self.store.path, e)
+
     def update(self, status: str | None = None, final: bool = False, **extra) -> dict:
         s = self.summary
         if status:
@@ -584,6 +683,7 @@ class _Run:
         if self.ckpt is not None:
             s["checkpoints"] = self.ckpt.checkpoint_paths(root=self.path)
         s.update(extra)
+        s["versions"] = _versions()  # (torch and Lightning are imported after the first summary)
         s["updated_at"] = _now()
         write_summary(self.path / "summary.json", s)
         return s
@@ -672,6 +772,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
                 finishing.set()
                 run.trainer, run.module = trainer, module
                 run.flush()
+                run.compact()
                 if module.diverged is not None:
                     step, value = module.diverged
                     reason = f"non-finite training loss {value} at step {step}"
@@ -689,6 +790,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
                 signum = stop.signum if stop.signum is not None else getattr(e, "signum", None)
                 with contextlib.suppress(Exception):
                     run.flush()
+                run.compact()
                 if interrupted:
                     saved = stop.saved
                     where = f"checkpoint {saved}" if saved else "no new checkpoint"

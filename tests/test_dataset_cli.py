@@ -38,7 +38,7 @@ def run_lls(*args, cwd=None, env=None):
 def sweeps(tmp_path_factory):
     CACHE["LLS_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))  # never the user's ~/.cache
     root = tmp_path_factory.mktemp("runs")
-    faulty = make_synthetic_sweep(root, "faulty", n_runs=12, faults=FAULTS, **KW)  # store-like chunking
+    faulty = make_synthetic_sweep(root, "faulty", n_runs=12, faults=FAULTS, **KW)  # compacted, as runs leave them
     clean = make_synthetic_sweep(root, "clean", n_runs=20, chunk_epochs=4, **KW)
     return root, faulty, clean
 
@@ -147,6 +147,40 @@ def test_report(sweeps, tmp_path):
     rep = json.loads((tmp_path / "r2" / "report.json").read_text())
     assert {c["condition"]: c["holds"] for c in rep["conditions"]} == {"frequencies": False, "r2": True, "data": False}
     assert len(rep["exclusions"]) == 8
+
+
+def test_sweep_recover_plans_on_a_synthetic_sweep(sweeps):
+    "The synthetic ledger is what `lls sweep submit` writes (params, resources): recover classifies and plans."
+    root, faulty, _ = sweeps
+    before = (faulty.path / "sweep.json").read_text()
+    code, out, err = run_lls("sweep", "recover", "faulty", "--out-dir", root, "--dry-run", "--json")
+    assert code == 0, err
+    rows = {r["run_id"]: (r["state"], r["kind"], r["action"]) for r in json.loads(out)["rows"]}
+    assert rows == {faulty.with_fault("failed")[0]: ("failed", "oom", "resubmit"),
+                    faulty.with_fault("diverged")[0]: ("diverged", "divergence", "resubmit"),
+                    faulty.with_fault("interrupted")[0]: ("interrupted", "other", "resubmit")}, rows
+    assert (faulty.path / "sweep.json").read_text() == before  # a dry run changes nothing
+
+
+def test_verify_reads_a_run_killed_mid_compaction_once(sweeps, tmp_path):
+    "Leftover chunks that the compacted file supersedes (a kill -9 before the deletions) are not read again."
+    root, faulty, _ = sweeps
+    sweep = tmp_path / "faulty"
+    shutil.copytree(faulty.path, sweep)
+    rid = next(r for r in faulty.run_ids if r not in faulty.faults)
+    (merged,) = (sweep / rid / "metrics").iterdir()
+    t = pq.read_table(merged).sort_by("step")
+    n = int(merged.name.split("-")[1].split(".")[0])
+    for k in range(n):  # the chunks it was merged from, back again
+        pq.write_table(t.slice(k * t.num_rows // n, (k + 1) * t.num_rows // n - k * t.num_rows // n),
+                       sweep / rid / "metrics" / f"chunk-{k + 1:06d}.parquet")
+    a = json.loads(run_lls("verify", faulty.path, "--json", "--no-cache")[1])
+    b = json.loads(run_lls("verify", sweep, "--json", "--no-cache")[1])
+    assert [(r["run_id"], r["state"], r["issues"]) for r in a["runs"]] == \
+           [(r["run_id"], r["state"], r["issues"]) for r in b["runs"]]
+    code, _, err = run_lls("collect", sweep, "--to", tmp_path / "arch")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "arch" / "faulty").rglob(f"{rid}/metrics/*")] == [merged.name]
 
 
 def test_modules_import_light():

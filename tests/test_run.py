@@ -1,11 +1,13 @@
 """`papermill nbs/train.ipynb` as a real job: a tiny run completes with every metric at its frequency, bad parameters
-fail before any compute, kill -9 / SIGUSR2 / SIGTERM mid-run resume exactly, a diverging run stops as `diverged`.
+fail before any compute, kill -9 / SIGUSR2 / SIGTERM mid-run resume exactly, a diverging run stops as `diverged`,
+and a kill -9 at any moment of a metric-chunk compaction never loses or duplicates a row.
 
 Each test starts papermill from the repository root in a subprocess (one torch thread: the test machines are
 shared); runs are tiny (width 0.125, 256 synthetic images, batch 32 → 8 steps per epoch, 2 epochs)."""
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,8 +117,8 @@ def values(rd: Path) -> pd.DataFrame:
 
 
 def assert_once(rd: Path):
-    "Every (step, metric) pair is stored exactly once across all chunks."
-    raw = pd.concat([pd.read_parquet(p) for p in sorted((rd / "metrics").glob("chunk-*.parquet"))])
+    "Every (step, metric) pair is stored exactly once across all live chunks."
+    raw = pd.concat([pd.read_parquet(p) for p in run.live_chunks(rd / "metrics")])
     dup = raw[raw.duplicated(["metric", "step"], keep=False)]
     assert dup.empty, f"duplicated rows:\n{dup}"
 
@@ -169,6 +171,9 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     assert len(list((rd / "checkpoints").glob("*.ckpt"))) == 4
     for k in run.SUMMARY_FIELDS:
         assert k in s, k
+    assert all(s["versions"][k] for k in ("python", "torch", "lightning", "loss_lin_slope")), s["versions"]
+    (merged,) = (rd / "metrics").iterdir()  # the chunks were compacted when the run completed
+    assert merged.name.endswith(".all.parquet"), merged
 
     df = run.read_metrics(rd)
     assert list(df.columns) == ["step", "epoch", "metric", "value", "time"]
@@ -213,7 +218,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
 
     def rows_beyond_checkpoint():
         done = steps_done(rd)
-        chunks = sorted((rd / "metrics").glob("chunk-*.parquet"))
+        chunks = run.live_chunks(rd / "metrics")
         return done >= 5 and chunks and pd.read_parquet(chunks[-1]).step.max() > done
 
     p = start(tmp_path, "a1", out_dir=out, name="tiny", **params)
@@ -231,6 +236,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     assert s["history"][-1]["action"] == "resume" and s["history"][-1]["from_step"] == ck
     assert_once(rd)
     assert_same(values(rd), reference())
+    assert len(run.live_chunks(rd / "metrics")) == len(list((rd / "metrics").iterdir())) == 1
     # a third start does not retrain: it says where the run is
     p = start(tmp_path, "a3", out_dir=out, name="tiny", **params)
     assert finish(p, 120) == 0
@@ -294,3 +300,52 @@ def test_divergence_is_final_and_not_retried(tmp_path):
     assert finish(p, 120) == 0
     assert "diverged" in (tmp_path / "d2.ipynb").read_text() and "not retraining" in (tmp_path / "d2.ipynb").read_text()
     assert sorted((rd / "metrics").glob("*.parquet")) == chunks and len(summary_of(rd)["history"]) == 1
+
+
+COMPACT_CHILD = """
+import sys, time
+from loss_lin_slope.run import compact_chunks
+import pyarrow, pyarrow.parquet, pyarrow.compute  # imported before 'ready': the kill lands in the compaction
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+compact_chunks(sys.argv[1])
+print("done", flush=True)
+"""
+
+
+def test_kill9_during_compaction_loses_and_duplicates_nothing(tmp_path):
+    "Compactions killed (SIGKILL) at many moments: readers always see every row once; the next store open tidies up."
+    store = run.MetricStore(tmp_path / "template", fsync=False)
+    rng = np.random.default_rng(0)
+    for k in range(120):  # 120 chunks of 3 metrics × 50 steps
+        steps = np.arange(50 * k + 1, 50 * k + 51)
+        for m in ("loss_train_nats", "lr", "acc_train"):
+            store.write(pd.DataFrame({"step": steps, "epoch": steps / 391, "metric": m,
+                                      "value": rng.random(len(steps)), "time": 0.0}))
+        store.flush()
+    expected = run.read_metrics(tmp_path / "template")
+    outcomes = set()
+    for i, delay in enumerate(np.linspace(0.0, 0.4, 12)):
+        d = tmp_path / f"m{i}"
+        shutil.copytree(tmp_path / "template", d)
+        p = subprocess.Popen([sys.executable, "-c", COMPACT_CHILD, str(d), str(delay)], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, **ENV})
+        assert p.stdout.readline().strip() == "ready"
+        time.sleep(delay * rng.random())
+        p.kill()
+        p.wait(30)
+        names = sorted(x.name for x in d.iterdir())
+        alls = [n for n in names if n.endswith(".all.parquet")]
+        outcomes.add("done" if names == alls else ("leftovers" if alls else "not yet"))
+        live = run.live_chunks(d)
+        raw = pd.concat([pd.read_parquet(x) for x in live])
+        assert not raw.duplicated(["metric", "step"]).any(), (i, names[:5])
+        pd.testing.assert_frame_equal(run.read_metrics(d), expected)
+        s = run.MetricStore(d)  # a resumed run: leftovers (and temporary files) are deleted, every key is known
+        assert sorted(x.name for x in d.iterdir()) == [x.name for x in live]
+        assert s.write(pd.DataFrame({"step": [6000, 6001], "epoch": 0.0, "metric": "lr", "value": 1.0,
+                                     "time": 0.0})) == 1
+        s.compact()
+        assert [x.name for x in d.iterdir()] == ["chunk-000121.all.parquet"]
+        assert len(run.read_metrics(d)) == len(expected) + 1
+    assert "not yet" in outcomes, outcomes  # the kills did land before and after the compaction
