@@ -63,6 +63,7 @@ class LossTap:
         self.inner, self.subscribers = inner, []
 
     def write(self, df) -> None:
+        "Forward `df` to the wrapped sink, then give its `loss_train_nats` rows (sorted by step) to every subscriber."
         if self.inner is not None:
             self.inner.write(df)
         if not self.subscribers or df is None or len(df) == 0:
@@ -76,6 +77,7 @@ class LossTap:
                 f(steps[order], values[order])
 
     def flush(self):
+        "Flush the wrapped sink (if it has `flush`)."
         f = getattr(self.inner, "flush", None)
         return f() if callable(f) else None
 
@@ -159,6 +161,7 @@ class LossSlopeLogger(Callback):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> LossSlopeLogger:
+        "The logger at `cfg.monitors`' burn-in threshold, early window and norm frequency."
         m = cfg.monitors
         every = None if math.isclose(m.norms_every_epochs, cfg.trainer.val_check_interval) else m.norms_every_epochs
         return cls(m.slope_threshold, early_window=m.early_window, norms_every_epochs=every)
@@ -170,12 +173,15 @@ class LossSlopeLogger(Callback):
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer, pl_module):
+        "Subscribe to the module's training losses (the loss tap)."
         LossTap.attach(pl_module, self.feed)
 
     def on_train_start(self, trainer, pl_module):
+        "Read the steps per epoch (for the epoch axis of the fits)."
         self._spe = steps_per_epoch(trainer, pl_module)
 
     def teardown(self, trainer, pl_module, stage):
+        "Unsubscribe from the loss tap (the module gets its own sink back)."
         LossTap.detach(pl_module, self.feed)
 
     # -- norms --------------------------------------------------------------------------------------------------
@@ -185,6 +191,7 @@ class LossSlopeLogger(Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         # only for the steps whose norms are written: the coming validation's, or the step crossing the interval
+        "Keep the gradient norm of a step whose norms will be written (before clipping)."
         due = (_validation_due(trainer, default=True) if self.norms_every_epochs is None
                else self._norm_step(trainer.global_step + 1))
         if due:
@@ -204,10 +211,12 @@ class LossSlopeLogger(Callback):
         write_metrics(pl_module, step, step / self._spe, {"grad_norm_l2": vals[0], "weight_norm_l2": vals[1]})
 
     def on_validation_start(self, trainer, pl_module):
+        "At every validation (the default frequency): write `grad_norm_l2` and `weight_norm_l2`."
         if self.norms_every_epochs is None and not trainer.sanity_checking and trainer.global_step > 0:
             self._write_norms(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        "With `norms_every_epochs` set: write the norms at the step that crosses each interval."
         if self.norms_every_epochs is None:
             return
         step = trainer.global_step
@@ -217,6 +226,7 @@ class LossSlopeLogger(Callback):
 
     # -- slopes -------------------------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, pl_module):
+        "Write `loss_slope_full` (and `loss_slope_5_15` once the early window has passed) from the streaming fits."
         _flush_module(pl_module)  # deliver every loss up to now through the tap
         step = trainer.global_step
         epoch = step / self._spe
@@ -227,10 +237,12 @@ class LossSlopeLogger(Callback):
 
     # -- state --------------------------------------------------------------------------------------------------
     def state_dict(self):
+        "The streaming fits and the last steps seen, for exact resumption."
         return {"full": self.full.state_dict(), "early": self.early.state_dict(), "last_step": self.feed.last_step,
                 "last_norm_step": getattr(self, "_last_norm_step", -1)}
 
     def load_state_dict(self, state):
+        "Restore `state_dict()` output."
         self.full.load_state_dict(state["full"])
         self.early.load_state_dict(state["early"])
         self.feed.last_step = state["last_step"]
@@ -264,6 +276,7 @@ class CurvatureMonitor(Callback):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> CurvatureMonitor:
+        "The monitor at `cfg.monitors`' frequency and estimator settings, seeded with `cfg.seed`."
         m = cfg.monitors
         return cls(m.curvature_every_n_steps, m.subsample_ratio, m.max_batch_size, m.curvature_method,
                    m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed)
@@ -285,6 +298,7 @@ class CurvatureMonitor(Callback):
                 "curv_seconds": time.perf_counter() - t0}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        "Every `compute_every_n_steps` optimizer steps: measure on the current batch and write the four rows (NaN if the model diverged)."
         step = trainer.global_step
         if step <= 0 or step % self.every or step == self.last_step:
             return
@@ -300,9 +314,11 @@ class CurvatureMonitor(Callback):
         write_metrics(pl_module, step, step / steps_per_epoch(trainer, pl_module), vals)
 
     def state_dict(self):
+        "The last step measured (a resumed run does not measure it twice)."
         return {"last_step": self.last_step}
 
     def load_state_dict(self, state):
+        "Restore `state_dict()` output."
         self.last_step = state["last_step"]
 
 # %% ../nbs/07_callbacks.ipynb #d8c784e0
@@ -319,6 +335,7 @@ class NoiseMonitor(Callback):
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> NoiseMonitor:
+        "The monitor at `cfg.monitors`' frequency with `noise_batches` batches of the training batch size."
         m = cfg.monitors
         return cls(m.noise_every_epochs, m.noise_batches, cfg.data.batch_size, cfg.seed)
 
@@ -327,9 +344,11 @@ class NoiseMonitor(Callback):
         self._losses.extend(values.tolist())
 
     def on_fit_start(self, trainer, pl_module):
+        "Subscribe to the module's training losses (the loss tap)."
         LossTap.attach(pl_module, self.feed)
 
     def teardown(self, trainer, pl_module, stage):
+        "Unsubscribe from the loss tap."
         LossTap.detach(pl_module, self.feed)
 
     def measure(self, model, loss_fn, batches, steps, losses, spe: int) -> dict[str, float]:
@@ -354,6 +373,7 @@ class NoiseMonitor(Callback):
         return out
 
     def on_train_epoch_end(self, trainer, pl_module):
+        "Every `compute_every_epochs` epochs: measure on fresh probe batches and the window's losses, write the four rows."
         _flush_module(pl_module)  # deliver the window's losses through the tap
         spe = steps_per_epoch(trainer, pl_module)
         step = trainer.global_step
@@ -378,10 +398,12 @@ class NoiseMonitor(Callback):
         self._steps, self._losses = [], []
 
     def state_dict(self):
+        "The last step measured and the current window's losses, for exact resumption."
         return {"last_step": self.last_step, "feed_last": self.feed.last_step, "steps": list(self._steps),
                 "losses": list(self._losses)}
 
     def load_state_dict(self, state):
+        "Restore `state_dict()` output."
         self.last_step, self.feed.last_step = state["last_step"], state["feed_last"]
         self._steps, self._losses = list(state["steps"]), list(state["losses"])
 
@@ -398,6 +420,7 @@ class RunCheckpoint(ModelCheckpoint):
         self.before_save, self.after_save = list(before_save), list(after_save)
 
     def on_validation_end(self, trainer, pl_module):
+        "Run `before_save`, save (top-k and `last.ckpt`), run `after_save`; sanity checks save nothing."
         if trainer.sanity_checking:
             return super().on_validation_end(trainer, pl_module)
         for f in self.before_save:
@@ -447,9 +470,11 @@ class GracefulStop(Callback):
         self.request(signum)
 
     def setup(self, trainer, pl_module, stage):
+        "Remember the trainer and module."
         self.trainer, self.pl_module = trainer, pl_module
 
     def on_train_start(self, trainer, pl_module):
+        "Install the signal handlers (main thread only); arm at once if a signal came before training."
         self.active = True
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
@@ -466,9 +491,11 @@ class GracefulStop(Callback):
         self._prev = {}
 
     def on_train_end(self, trainer, pl_module):
+        "Restore the previous signal handlers."
         self._restore()
 
     def teardown(self, trainer, pl_module, stage):
+        "Restore the previous signal handlers."
         self._restore()
 
     def _arm(self, trainer):
@@ -481,14 +508,17 @@ class GracefulStop(Callback):
         conn.received_sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        "After a signal: pass the stop to Lightning at this batch boundary unless a validation or the epoch's end is due."
         if self.signum is not None and not _validation_due(trainer) and not _last_batch(trainer):
             self._arm(trainer)
 
     def on_validation_end(self, trainer, pl_module):
+        "After a signal: pass the stop to Lightning at the end of this validation (not after an epoch's last batch)."
         if self.signum is not None and not trainer.sanity_checking and not _last_batch(trainer):
             self._arm(trainer)
 
     def on_exception(self, trainer, pl_module, exception):
+        "On Lightning's `SIGTERMException`: run `before_save`, save `ckpt_path`, run `after_save`."
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         self._restore()

@@ -82,6 +82,7 @@ def add_grid_args(p: argparse.ArgumentParser):
 
 
 def plan_rows(jobs) -> list[dict]:
+    "One dict per `config.JobSpec` with the `PLAN_COLUMNS` (tags joined by spaces)."
     return [dict(priority=j.priority, run_id=j.run_id, variant=j.variant, lr=j.lr, weight_decay=j.weight_decay,
                  seed=j.seed, tags=" ".join(j.tags)) for j in jobs]
 
@@ -104,6 +105,7 @@ def format_rows(rows: list[dict], fmt: str, columns=None) -> str:
 
 
 def cmd_plan(args) -> int:
+    "`lls plan`: print the grid as a table (with the number of runs), CSV or JSON."
     jobs = sweep_grid(variants=args.variants, lrs=args.lrs, wds=args.wds, seeds=args.seeds)
     print(format_rows(plan_rows(jobs), args.format, PLAN_COLUMNS))
     if args.format == "table":
@@ -112,11 +114,13 @@ def cmd_plan(args) -> int:
 
 
 def cmd_config(args) -> int:
+    "`lls config`: print the validated YAML config of one run."
     print(make_config(args.variant, **parse_overrides(args.overrides)).to_yaml(), end="")
     return 0
 
 
 def add_cli(sub):
+    "Add `lls plan` and `lls config` to the `lls` subparsers `sub`."
     p = sub.add_parser("plan", help="print the sweep grid (216 runs by default)",
                        description="Print the sweep grid: one row per run, highest priority first.")
     add_grid_args(p)

@@ -226,11 +226,13 @@ class DeviceLoader:
             yield xb, self.y[idx]
 
     def state_dict(self) -> dict:
+        "Epoch, position in it, seed, this epoch's permutation and the augmentation generator's state."
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n_batches": self.n_batches,
                 "perm": None if self.perm is None else self.perm.cpu(),
                 "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        "Restore `state_dict()` output: the next `iter()` continues the saved epoch at its position."
         self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
         self.perm = None if state["perm"] is None else state["perm"].to(self.x.device)
         self.generator.set_state(state["generator"])
@@ -274,6 +276,7 @@ class CIFARLikeDataModule(L.LightningDataModule):
         self.device = None
 
     def load(self, split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        "The first `n` (None: all) uint8 images `(N, 3, 32, 32)` and int64 labels of `split` ('train' or 'val')."
         raise NotImplementedError
 
     def _device(self) -> torch.device:
@@ -281,6 +284,7 @@ class CIFARLikeDataModule(L.LightningDataModule):
         return trainer.strategy.root_device if trainer is not None else resolve_device(self.cfg)
 
     def setup(self, stage: str | None = None) -> None:
+        "Load both splits onto the training device once and build the train loader; sets `steps_per_epoch`."
         device = self._device()
         if self.device == device and self._train_loader is not None:
             return
@@ -294,9 +298,11 @@ class CIFARLikeDataModule(L.LightningDataModule):
         self.steps_per_epoch = math.ceil(len(self._train_loader) / t.accumulate_grad_batches)
 
     def train_dataloader(self) -> DeviceLoader:
+        "The stateful `DeviceLoader` (the same object on every call)."
         return self._train_loader
 
     def val_dataloader(self) -> EvalLoader:
+        "An `EvalLoader` over the validation split (batches of `data.eval_batch_size`)."
         return EvalLoader(self.x_val, self.y_val, self.cfg.data.eval_batch_size)
 
     def sample_batches(self, k: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -313,6 +319,7 @@ class SyntheticDataModule(CIFARLikeDataModule):
     "The offline synthetic dataset (`make_synthetic`), 50 000 / 10 000 images unless `n_train`/`n_val` say otherwise."
 
     def load(self, split, n):
+        "`make_synthetic` images of `split` (50 000 train / 10 000 val unless `n`)."
         return make_synthetic(CIFAR_SIZES[split] if n is None else n, split, self.cfg.model.num_classes)
 
 
@@ -320,12 +327,14 @@ class CIFAR10DataModule(CIFARLikeDataModule):
     "CIFAR-10 from `data.data_dir` (training set for training, test set for validation); downloads only if asked."
 
     def prepare_data(self) -> None:
+        "Download CIFAR-10 into `data.data_dir` when `data.download` is set (Lightning calls this once)."
         d = self.cfg.data
         if d.download:
             for split in ("train", "val"):
                 load_cifar10(d.data_dir, split, download=True)
 
     def load(self, split, n):
+        "CIFAR-10's training (train) or test (val) set from `data.data_dir`, first `n` images."
         d = self.cfg.data
         x, y = load_cifar10(d.data_dir, split, download=d.download)
         return (x, y) if n is None else (x[:n], y[:n])

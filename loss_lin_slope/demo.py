@@ -136,6 +136,7 @@ def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, ou
 
 # %% ../nbs/13_demo.ipynb #c574f88c
 def cmd_demo(args) -> int:
+    "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are."
     r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
                  progress=sys.stderr.isatty())
     print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
@@ -146,6 +147,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_preflight(args) -> int:
+    "`lls preflight`: train every variant briefly, print the checks; exit 0 on GO, 1 on NO-GO."
     from loss_lin_slope.cli import format_rows
 
     rows = run_preflight(args.variants, args.epochs, args.dataset, args.out, data_dir=args.data_dir)
@@ -159,6 +161,7 @@ def cmd_preflight(args) -> int:
 
 
 def add_cli(sub):
+    "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
     from loss_lin_slope.cli import _variants
 
     p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈10 min on 2 CPUs)",

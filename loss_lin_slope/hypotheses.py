@@ -129,6 +129,7 @@ class Verdict:
 
     @property
     def word(self) -> str:
+        "'GO' or 'NO-GO'."
         return "GO" if self.go else "NO-GO"
 
 
@@ -185,10 +186,12 @@ class Analysis:
 
     @property
     def runs(self):
+        "The runs table of the dataset: one row per expected run, with its state, reason and fits."
         return self.dataset.runs
 
     @property
     def check(self) -> dataset.SweepCheck:
+        "verify's result for the sweep (`dataset.SweepCheck`)."
         return self.dataset.check
 
     def exclusions(self):
@@ -211,6 +214,7 @@ class Analysis:
         return f"{head} || {h1s} || {h2s}"
 
     def to_dict(self) -> dict:
+        "Everything but the dataset, as plain data (what `report.json` holds)."
         return {"sweep": self.sweep, "path": self.path, "verdict": self.verdict.word, "go": self.verdict.go,
                 "reasons": self.verdict.reasons, "conditions": self.verdict.conditions,
                 "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"), "n_boot": self.n_boot,
@@ -450,6 +454,7 @@ def write_report(sweep_dir, out, n_boot: int = 2000, seed: int = 0, workers: int
 
 # %% ../nbs/11_hypotheses.ipynb #55a2b923
 def cmd_report(args) -> int:
+    "`lls report`: write the HTML and JSON report, print the verdict in one line; exit 0 whatever the verdict."
     import sys
 
     sweep_dir = dataset._resolve(args)

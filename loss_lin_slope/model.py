@@ -36,6 +36,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(_conv(cin, cout, 1, stride, norm_type), _norm(norm_type, cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "relu(norm(conv(relu(norm(conv(x))))) + shortcut(x))."
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
@@ -71,6 +72,7 @@ class ResNetCIFAR(nn.Module):
                 nn.init.ones_(m.weight), nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "Logits `(N, num_classes)` for images `(N, 3, H, W)` (any H, W: the pool is global)."
         x = torch.relu(self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))

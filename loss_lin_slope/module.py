@@ -47,13 +47,16 @@ class MemorySink:
         self.n_flush = 0
 
     def write(self, df: pd.DataFrame) -> None:
+        "Keep the frame `df` (long format)."
         self.frames.append(df)
 
     def flush(self) -> None:
+        "Count the flush (nothing to persist in memory)."
         self.n_flush += 1
 
     @property
     def df(self) -> pd.DataFrame:
+        "All rows written so far, in order (an empty frame with the contract's columns before the first write)."
         if not self.frames:
             return metric_frame([], [], [], [], [])
         return pd.concat(self.frames, ignore_index=True)
@@ -138,6 +141,7 @@ class LitClassifier(L.LightningModule):
 
     # --- model ---------------------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "Logits of the ResNet for images `x` (in the configured memory format; compiled if `model.compile`)."
         return self._forward(x.contiguous(memory_format=self.memory_format))
 
     def loss_fn(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -160,6 +164,7 @@ class LitClassifier(L.LightningModule):
         return t.max_steps if t.max_steps > 0 else self.steps_per_epoch * t.max_epochs
 
     def configure_optimizers(self):
+        "The optimizer of `cfg.optim` and the warmup + cosine `LambdaLR` of `cfg.schedule`, stepped every optimizer step."
         if self.steps_per_epoch is None:
             self.steps_per_epoch = self._steps_per_epoch()
         opt = build_optimizer(self.parameters(), self.cfg)
@@ -170,9 +175,11 @@ class LitClassifier(L.LightningModule):
 
     # --- training ------------------------------------------------------------------------------------------------
     def on_fit_start(self):
+        "Read the optimizer steps per epoch from the data module (or the trainer) before training starts."
         self.steps_per_epoch = self._steps_per_epoch()
 
     def training_step(self, batch, batch_idx):
+        "Mean cross-entropy of the batch; loss and accuracy go to the device buffer (summed over micro-batches)."
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
@@ -187,6 +194,7 @@ class LitClassifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
+        "After an optimizer step: buffer its row (step, time, lr, wd, mean loss and accuracy); flush every `flush_every_n_steps`."
         step = self.trainer.global_step
         if step <= self._last_step:  # accumulating: the optimizer has not stepped yet
             return
@@ -201,9 +209,11 @@ class LitClassifier(L.LightningModule):
 
     # --- validation ----------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self):
+        "Reset the validation sums."
         self._val_sum = None
 
     def validation_step(self, batch, batch_idx):
+        "Add the batch's summed loss, correct count and size to the validation sums (on the device)."
         x, y = batch
         logits = self(x)
         v = torch.stack([self.loss_fn(logits, y, "sum").to(torch.float32),
@@ -212,6 +222,7 @@ class LitClassifier(L.LightningModule):
         self._val_sum = v if self._val_sum is None else self._val_sum + v
 
     def on_validation_epoch_end(self):
+        "Log `loss_val_nats` for checkpointing; buffer the validation rows and flush (not during the sanity check)."
         if self._val_sum is None:
             return
         loss = self._val_sum[0] / self._val_sum[2]
@@ -256,14 +267,17 @@ class LitClassifier(L.LightningModule):
             self.sink.flush()
 
     def on_train_end(self):
+        "Flush the rows still buffered."
         self.flush_metrics()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        "Flush first (the checkpoint never holds unwritten rows), then save the stream state (divergence, last step)."
         self.flush_metrics()
         checkpoint["lls_stream"] = {"diverged": self.diverged, "last_step": self._last_step,
                                     "steps_per_epoch": self.steps_per_epoch}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        "Restore the stream state saved by `on_save_checkpoint`, so a resumed run continues exactly."
         st = checkpoint.get("lls_stream", {})
         self.diverged = st.get("diverged")
         self._last_step = st.get("last_step", 0)

@@ -46,6 +46,7 @@ class GradientNoise:
     seconds: float = float("nan")
 
     def as_dict(self) -> dict:
+        "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
 
@@ -97,6 +98,7 @@ class NoiseScale:
     seconds: float = float("nan")
 
     def as_dict(self) -> dict:
+        "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
 
@@ -166,6 +168,7 @@ class PSDTail:
     reason: str = ""
 
     def as_dict(self) -> dict:
+        "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
 
@@ -216,6 +219,7 @@ class ResidualPower:
     reason: str = ""
 
     def as_dict(self) -> dict:
+        "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
 

@@ -581,6 +581,7 @@ class StreamingLogLogFit:
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, Any]) -> "StreamingLogLogFit":
+        "A new fit restored from `state_dict()` output (configuration and state)."
         return cls().load_state_dict(sd)
 
     def __repr__(self):

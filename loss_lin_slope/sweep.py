@@ -86,6 +86,7 @@ class Ledger:
         self.path = self.dir / LEDGER
 
     def exists(self) -> bool:
+        "Has the sweep been submitted (is there a ledger file)?"
         return self.path.exists()
 
     def read(self) -> dict:
@@ -256,6 +257,16 @@ def wait_for_notebook(spec: dict, timeout: float = 60.0) -> str | None:
     return (read_json(summary, {}) or {}).get("status")
 
 
+@contextlib.contextmanager
+def _without_env(*names: str):
+    "Take `names` out of `os.environ` inside the block (a kernel started there inherits that); restore them after."
+    saved = {k: os.environ.pop(k) for k in names if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def run_job(spec: dict) -> dict:
     "Execute the train notebook for one run (the body of every job, SLURM or local)."
     import papermill as pm
@@ -266,11 +277,11 @@ def run_job(spec: dict) -> dict:
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     _record_event(spec, "start", executor=spec.get("executor"), resume_from=str(ckpt) if params.get("resume") and
                  ckpt.exists() else None, **_job_env())
-    os.environ.pop("IN_TEST", None)  # the train notebook would run its tiny test config instead (see above)
     try:
-        pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params, cwd=spec.get("cwd"),
-                            kernel_name=_kernel_name(spec["notebook"]), progress_bar=False, stdout_file=sys.stdout,
-                            stderr_file=sys.stderr)
+        with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
+            pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params, cwd=spec.get("cwd"),
+                                kernel_name=_kernel_name(spec["notebook"]), progress_bar=False, stdout_file=sys.stdout,
+                                stderr_file=sys.stderr)
     except BaseException as e:
         if not _REQUEUING.is_set():
             status = (read_json(run_dir / "summary.json", {}) or {}).get("status")

@@ -101,8 +101,10 @@ def metric_steps(run_dir: Path, metric: str = "loss_train_nats") -> list[int]:
     "The steps at which `metric` is stored, with repetitions (each step must appear once)."
     import pyarrow.parquet as pq
 
+    from loss_lin_slope.run import live_chunks
+
     steps = []
-    for f in sorted((Path(run_dir) / "metrics").glob("chunk-*.parquet")):
+    for f in live_chunks(Path(run_dir) / "metrics"):  # the reader's rule: a compacted .all supersedes older chunks
         t = pq.read_table(f, columns=["step", "metric"]).to_pydict()
         steps += [s for s, m in zip(t["step"], t["metric"]) if m == metric]
     return sorted(steps)
