@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 # %% auto #0
-__all__ = ['CHOICES', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'GRID', 'ConfigError', 'ModelConfig',
-           'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig', 'ExperimentConfig',
-           'validate', 'make_config', 'JobSpec', 'priority', 'sweep_grid']
+__all__ = ['CHOICES', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID', 'ConfigError',
+           'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig',
+           'ExperimentConfig', 'validate', 'make_config', 'JobSpec', 'priority', 'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
 class ConfigError(ValueError):
@@ -45,13 +45,19 @@ CHOICES = {
 
 @dataclass
 class ModelConfig:
-    "CIFAR ResNet-18: 3×3 stem, no max-pool, [2, 2, 2, 2] basic blocks; channels × `width_mult`."
+    "CIFAR ResNet-18: 3×3 stem, no max-pool, [2, 2, 2, 2] basic blocks; channels × `width` (= width_mult × width_factor)."
     arch: str = "resnet18"
-    width_mult: float = 1.0
+    width_mult: float = 1.0  # the study's channel multiplier (1.0; small runs shrink it)
+    width_factor: float = 1.0  # the variant's relative width (narrow: 0.5), applied on top of width_mult
     norm_type: str = "bn"  # "bn" | "none" (identity; convs then get biases)
     num_classes: int = 10
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+
+    @property
+    def width(self) -> float:
+        "The channel multiplier the network is built with: `width_mult × width_factor`."
+        return self.width_mult * self.width_factor
 
 
 @dataclass
@@ -262,6 +268,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     m, o, s, t, da, mo = cfg.model, cfg.optim, cfg.schedule, cfg.trainer, cfg.data, cfg.monitors
     pos = "a number > 0"
     _check(m.width_mult > 0, "model.width_mult", m.width_mult, pos)
+    _check(m.width_factor > 0, "model.width_factor", m.width_factor, pos)
     _check(m.num_classes >= 2, "model.num_classes", m.num_classes, "an integer ≥ 2")
     _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", o.lr, "a finite number > 0")
     _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay", o.weight_decay, "a number ≥ 0")
@@ -316,7 +323,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 VARIANTS: dict[str, dict] = {
     "base": {},
     "bn_off": {"model.norm_type": "none", "trainer.gradient_clip_val": 1.0},
-    "narrow": {"model.width_mult": 0.5},
+    "narrow": {"model.width_factor": 0.5},  # relative: half of whatever width_mult a run uses
     "adamw": {"optim.name": "adamw", "optim.betas": (0.9, 0.999)},
 }
 
@@ -409,6 +416,12 @@ FREQUENCIES = {
     "noise": "every monitors.noise_every_epochs epochs (2)",
     "epoch": "at the end of every epoch",
     "epoch_after_window": "at the end of every epoch from the end of monitors.early_window (epoch 15) on",
+}
+NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as NaN, and why
+    "loss_slope_full": "NaN until burn-in is reached and the fit window has two points",
+    "loss_slope_5_15": "NaN until the early window has two points",
+    "grad_noise_scale": "undefined when the unbiased |G|² estimate is ≤ 0: the probe batches cannot resolve the mean "
+                        "gradient from its noise (late in training, near a minimum)",
 }
 
 # %% ../nbs/00_config.ipynb #5a51f966

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from . import config
 from .config import METRICS, ExperimentConfig, sweep_grid
 from .run import chunk_name, compact_chunks, live_chunks
 
@@ -33,7 +34,7 @@ __all__ = ['GROUPS', 'TOLERANCE', 'NAN_ALLOWED', 'LN2', 'BITS_PAIRS', 'BITS_TOL'
 # %% ../nbs/10_dataset.ipynb #6b7454d9
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
 TOLERANCE = {"val": 1}  # steps; other groups exact
-NAN_ALLOWED = frozenset({"loss_slope_full", "loss_slope_5_15"})  # a slope is NaN until its window has points
+NAN_ALLOWED = frozenset(config.NAN_ALLOWED)  # the slopes before their window has points; an unresolved noise scale
 LN2 = math.log(2.0)
 BITS_PAIRS = (("loss_train_nats", "loss_train_bits"), ("loss_val_nats", "loss_val_bits"))
 BITS_TOL = 1e-6
@@ -1117,7 +1118,8 @@ SERIES_FIELDS = {
         ("curv_seconds", "f64", "Wall time of this estimate", "s")],
     "noise": _KEY + [
         ("gradient_variance", "f64", "Trace of the per-example gradient covariance estimate", ""),
-        ("grad_noise_scale", "f64", "Simple gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018)",
+        ("grad_noise_scale", "f64", "Simple gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018); NaN when the "
+                             "unbiased |G|² estimate is ≤ 0 (unresolved)",
          "examples"),
         ("psd_tail", "f64", "Tail exponent of the power spectral density of the loss", ""),
         ("residual_power", "f64", "Power of the loss residual around its trend", "")],

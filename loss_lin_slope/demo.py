@@ -17,8 +17,8 @@ __all__ = ['STUDY_STEPS_PER_EPOCH', 'DEMO', 'scaled_curvature_every', 'demo_para
 
 # %% ../nbs/13_demo.ipynb #6c5d6574
 STUDY_STEPS_PER_EPOCH = 391  # CIFAR-10: 50,000 images / batch 128
-DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=2048, n_val=256,
-            batch_size=64, width_mult=0.125)
+DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
+            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0))
 
 
 def scaled_curvature_every(steps_per_epoch: int, every: int = 500) -> int:
@@ -36,6 +36,7 @@ def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_trai
     params = dict(epochs=epochs, dataset=dataset, n_train=n_train, n_val=n_val, batch_size=batch_size,
                   width_mult=width_mult, data_dir=data_dir)
     overrides = {"monitors.curvature_every_n_steps": scaled_curvature_every(spe), "data.eval_batch_size": 256,
+                 "data.crop_scale": DEMO["crop_scale"],
                  "monitors.flush_every_n_steps": 50}
     make_config(**params, **overrides)  # fail here, before any job starts
     return params, overrides
@@ -125,7 +126,7 @@ def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, ou
     rows = []
     for v in variants or VARIANTS:
         cfg = preflight_config(v, epochs, dataset, real, data_dir)
-        say(f"preflight: {v} ({cfg.data.dataset}, width {cfg.model.width_mult:g}, {epochs} epochs)")
+        say(f"preflight: {v} ({cfg.data.dataset}, width {cfg.model.width:g}, {epochs} epochs)")
         try:
             run_experiment(cfg, out_dir=out, resume=False, verbose=False)
             rows.append(preflight_checks(run_dir(cfg, out)))

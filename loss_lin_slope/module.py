@@ -71,7 +71,7 @@ class MemorySink:
 def lr_multiplier(s: int, warmup_steps: float, total_steps: int, eta_min_ratio: float = 0.0) -> float:
     "η(s)/η: linear warmup `(s+1)/W` for `s < W`, then cosine from 1 down to `eta_min_ratio` at `s = total_steps`."
     if s < warmup_steps:
-        return (s + 1) / warmup_steps
+        return min(1.0, (s + 1) / warmup_steps)  # a fractional W must not overshoot the peak
     span = max(total_steps - warmup_steps, 1e-12)
     progress = min(max((s - warmup_steps) / span, 0.0), 1.0)
     return eta_min_ratio + (1 - eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -117,7 +117,7 @@ class LitClassifier(L.LightningModule):
         self.cfg = cfg
         self.save_hyperparameters({"cfg": cfg.to_dict()})
         m = cfg.model
-        self.model = resnet18_cifar(m.num_classes, m.width_mult, m.norm_type)
+        self.model = resnet18_cifar(m.num_classes, m.width, m.norm_type)  # width_mult × the variant's width_factor
         self.memory_format = torch.channels_last if m.channels_last else torch.contiguous_format
         if m.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -851,10 +851,10 @@ def schedule_lr(steps, base_lr: float, warmup_steps: int, total_steps: int, eta_
     "Learning rate applied by optimizer step `s` (1-based): linear warmup from start_factor·lr, then cosine to eta_min."
     s = _as_1d(steps)
     i = s - 1.0
-    W, T = int(warmup_steps), int(total_steps)
+    W, T = float(warmup_steps), int(total_steps)
     if W < 0 or T <= W:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {W} and {T}")
-    warm = base_lr * (start_factor + (1.0 - start_factor) * i / max(W, 1))
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {W:g} and {T}")
+    warm = base_lr * np.minimum(1.0, start_factor + (1.0 - start_factor) * (i + 1) / max(W, 1e-12))
     ph = np.clip(i - W, 0, T - W) / (T - W)
     cos = eta_min + 0.5 * (base_lr - eta_min) * (1.0 + np.cos(np.pi * ph))
     return np.where(i < W, warm, cos)
