@@ -430,8 +430,9 @@ class RunCheckpoint(ModelCheckpoint):
             f(trainer, pl_module)
 
     def checkpoint_paths(self, root=None) -> dict:
-        "`{last, best, top_k}` (relative to `root` when given)."
-        rel = (lambda p: str(Path(p).relative_to(root)) if root and p else (str(p) if p else None))
+        "`{last, best, top_k}` (relative to `root` when given; `root` may be relative, the paths are absolute)."
+        base = Path(root).resolve() if root else None
+        rel = (lambda p: (str(Path(p).resolve().relative_to(base)) if base else str(p)) if p else None)
         top = sorted(self.best_k_models.items(), key=lambda kv: float(kv[1]))
         last = self.last_model_path or None
         return {"last": rel(last) if last and Path(last).exists() else None, "best": rel(self.best_model_path or None),

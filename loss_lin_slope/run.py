@@ -719,7 +719,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
     history.append({"attempt": attempt, "action": action, "started_at": _now(), "from_step": from_step})
     summary = {
         "status": "running", "run_id": cfg.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
-        "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": str(path),
+        "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": str(path.resolve()),
         **dict.fromkeys(("best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch",
                          "burn_in_loss", "burn_in_epoch")),
         "steps_completed": from_step or 0, "epochs_completed": None,

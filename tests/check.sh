@@ -18,7 +18,8 @@ nbdev_clean
 git diff --exit-code -- nbs || { echo "notebooks are not clean: run nbdev_clean and commit"; exit 1; }
 
 step "README.md is generated from nbs/index.ipynb"
-jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN
+jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN \
+  --TemplateExporter.exclude_output=True
 git diff --exit-code -- README.md || { echo "README.md differs from nbs/index.ipynb"; exit 1; }
 
 step "ruff"

@@ -194,6 +194,21 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
+def test_readme_command_with_relative_out_dir(tmp_path):
+    "The README's `papermill nbs/train.ipynb out.ipynb -p lr 0.1 …` from another working directory: out_dir defaults to\n"
+    "the relative 'runs', so every path the run records (checkpoints, run_dir) must work from a relative root."
+    exe = Path(sys.executable).with_name("papermill")
+    cmd = [str(exe) if exe.exists() else "papermill", str(ROOT / "nbs" / "train.ipynb"), "out.ipynb", "--no-progress-bar",
+           "-p", "lr", "0.1", "-p", "epochs", "2", "-p", "width_mult", "0.125", "-p", "n_train", "256", "-p", "n_val", "64",
+           "-p", "batch_size", "32", "-p", "overrides", json.dumps(OVERRIDES)]
+    p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    (rd,) = (tmp_path / "runs" / "default").iterdir()
+    s = json.loads((rd / "summary.json").read_text())
+    assert s["status"] == "completed" and s["checkpoints"]["last"] == "checkpoints/last.ckpt", s
+    assert (rd / s["checkpoints"]["best"]).exists() and Path(s["run_dir"]).is_absolute()
+
+
 @pytest.mark.parametrize("param,value,message", [
     ("lr", -1, "lr=-1 is not allowed"),
     ("variant", "nope", "variant='nope' is not allowed"),
