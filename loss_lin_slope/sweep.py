@@ -20,13 +20,14 @@ import threading
 import time
 from pathlib import Path
 
+from . import config
 from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'NAN_ALLOWED',
-           'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'DEFAULT_RESOURCES', 'RECOVERABLE', 'CUDA_CONTEXT_BYTES',
-           'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs', 'read_events',
-           'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'run_local', 'slurm_parameters',
+__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'HOST_OOM_REASON',
+           'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE',
+           'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs',
+           'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'run_local', 'slurm_parameters',
            'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run', 'aggregate_chunks',
            'quality_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
            'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
@@ -467,8 +468,9 @@ def slurm_parameters(name: str, r: dict) -> dict:
         p["mem"] = f"{int(r['mem_gb'])}GB" if float(r["mem_gb"]).is_integer() else f"{int(r['mem_gb'] * 1024)}MB"
     if r.get("gpus_per_task"):
         p["gpus_per_node"] = int(r["gpus_per_task"])
-    if r.get("partition"):
-        p["partition"] = r["partition"]
+    for k in ("partition", "account", "qos", "exclude"):
+        if r.get(k):
+            p[k] = str(r[k])
     return p
 
 
@@ -549,6 +551,9 @@ def sacct_states(job_ids) -> dict[str, dict]:
     return parse_sacct(p.stdout) if p.returncode == 0 else {}
 
 # %% ../nbs/09_sweep.ipynb #3322ea12
+HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem request (OUT_OF_MEMORY)"
+
+
 def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
                   owner_alive: bool | None = None) -> tuple[str, str | None]:
     "`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record."
@@ -568,7 +573,10 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
     if lstate == "pending":
         return "pending", None
     if sched is not None:
-        return "failed", f"job {sched.get('state')} while the run was {sstat or 'not started'}"
+        why = f"job {sched.get('state')} while the run was {sstat or 'not started'}"
+        if "OUT_OF_MEMORY" in (sched.get("state"), *(sched.get("steps") or ())):
+            why += f" — {HOST_OOM_REASON}"
+        return "failed", why
     if lstate in ACTIVE:  # local pool gone
         return ("failed", "the local pool process ended before the run finished") if sstat else ("pending", None)
     if lstate == "completed":
@@ -576,7 +584,7 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
     return lstate, entry.get("reason")
 
 # %% ../nbs/09_sweep.ipynb #f6bcd679
-NAN_ALLOWED = ("loss_slope_full", "loss_slope_5_15")
+NAN_ALLOWED = tuple(config.NAN_ALLOWED)  # one list with its reasons, shared with `verify`
 
 
 _COLS = ["epoch", "metric", "value"]
@@ -666,9 +674,11 @@ def _metric_aggs(sdir: Path, run_ids, cache: dict) -> tuple[dict, bool]:
         else:
             todo.append((rid, mdir, mtime, c))
 
+    from loss_lin_slope.run import live_chunks  # here, not at import: `run` imports numpy (`lls --help` stays fast)
+
     def update(item):
         rid, mdir, mtime, c = item
-        names = sorted(e.name for e in os.scandir(mdir) if e.name.endswith(".parquet") and not e.name.startswith("."))
+        names = [p.name for p in live_chunks(mdir)]  # a compacted `.all` supersedes the chunks it merged
         old = set(c["files"]) if c else set()
         if c and old <= set(names):  # only new chunks to read
             agg = dict(c["agg"])
@@ -808,19 +818,22 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
             "failure_rate": fail_rate, "checks": checks, "alerts": alerts, "runs": out_runs}
 
 # %% ../nbs/09_sweep.ipynb #739eb29f
-FAILURE_KINDS = ("oom", "timeout", "divergence", "node_failure", "other")
+FAILURE_KINDS = ("oom", "host_oom", "timeout", "divergence", "node_failure", "other")
 _PATTERNS = {
-    "oom": [r"CUDA out of memory", r"OutOfMemoryError", r"oom[-_ ]kill", r"out of memory", r"exceeded memory limit",
-            r"Exceeded job memory limit", r"\bMemoryError\b"],
+    "oom": [r"CUDA out of memory", r"\bOutOfMemoryError\b", r"CUDA error: out of memory", r"HIP out of memory",
+            r"CUBLAS_STATUS_ALLOC_FAILED", r"CUDNN_STATUS_ALLOC_FAILED"],  # the GPU's memory
+    "host_oom": [r"oom[-_ ]kill", r"Out of memory: Kill", r"exceeded memory limit", r"Exceeded job memory limit",
+                 r"\bMemoryError\b", r"Cannot allocate memory", r"std::bad_alloc", r"DefaultCPUAllocator"],
     "timeout": [r"DUE TO TIME LIMIT", r"timed-out too many times", r"Job has timed out"],
     "node_failure": [r"DUE TO NODE FAILURE", r"NODE_FAIL"],
 }
-_STATE_KIND = {"OUT_OF_MEMORY": "oom", "TIMEOUT": "timeout", "DEADLINE": "timeout", "NODE_FAIL": "node_failure",
+_STATE_KIND = {"OUT_OF_MEMORY": "host_oom", "TIMEOUT": "timeout", "DEADLINE": "timeout", "NODE_FAIL": "node_failure",
                "BOOT_FAIL": "node_failure"}
 
 
 def classify_failure(summary: dict | None = None, sched_states=(), text: str = "") -> tuple[str, str]:
-    "`(kind, evidence)` for a failed run: kind ∈ FAILURE_KINDS."
+    """`(kind, evidence)` for a failed run: kind ∈ FAILURE_KINDS (`oom`: GPU memory, `host_oom`: host RAM); the
+    evidence is the scheduler state or the log line that decided."""
     summary = summary or {}
     fail = summary.get("failure") or {}
     ftext = f"{fail.get('reason') or ''}\n{fail.get('traceback') or ''}" if isinstance(fail, dict) else str(fail)
@@ -828,14 +841,21 @@ def classify_failure(summary: dict | None = None, sched_states=(), text: str = "
         return "divergence", f"summary: diverged ({fail.get('reason') if isinstance(fail, dict) else fail})"
     if re.search(r"(non-finite|\bnan\b|\binf\b).{0,40}loss|loss.{0,40}(non-finite|\bnan\b|\binf\b)", ftext, re.I):
         return "divergence", "failure reason: non-finite loss"
-    for s in sched_states:
-        if s in _STATE_KIND and _STATE_KIND[s] == "oom":
-            return "oom", f"scheduler state {s}"
     both = f"{text}\n{ftext}"
-    for pat in _PATTERNS["oom"]:
+    for pat in _PATTERNS["oom"]:  # GPU: the process raised, naming the allocation that failed
         m = re.search(pat, both, re.I)
         if m:
-            return "oom", f"log: {_line_of(both, m.start())}"
+            return "oom", f"GPU memory; log: {_line_of(both, m.start())}"
+    for s in sched_states:  # host RAM: killed from outside, usually without a traceback
+        if _STATE_KIND.get(s) == "host_oom":
+            return "host_oom", f"host RAM; scheduler state {s}"
+    for pat in _PATTERNS["host_oom"]:
+        m = re.search(pat, both, re.I)
+        if m:
+            return "host_oom", f"host RAM; log: {_line_of(both, m.start())}"
+    m = re.search(r"out of memory", both, re.I)
+    if m:  # no marker of either memory: the GPU's, as before the split
+        return "oom", f"log: {_line_of(both, m.start())}"
     for s in sched_states:
         if s in _STATE_KIND:
             return _STATE_KIND[s], f"scheduler state {s}"
@@ -858,21 +878,50 @@ def _line_of(text: str, pos: int) -> str:
 DIVERGENCE_POLICIES = ("clip", "skip")
 
 
-def plan_adjustment(kind: str, entry: dict, divergence_policy: str = "clip", time_factor: float = 2.0
+MAX_MEM_GB = 256.0
+
+
+def _gb(x: float) -> str:
+    return f"{x:g} GB"
+
+
+def plan_adjustment(kind: str, entry: dict, divergence_policy: str = "clip", time_factor: float = 2.0,
+                    mem_factor: float = 2.0, max_mem_gb: float = MAX_MEM_GB, mem_gb: float | None = None
                     ) -> tuple[dict | None, str]:
-    "`(adjustment, note)`: the change for a failure of `kind` (None: do not resubmit, `note` says why)."
+    """`(adjustment, note)`: the change for a failure of `kind` (None: do not resubmit, `note` says why). A host-RAM
+    OOM raises the run's memory request × `mem_factor` (at most `max_mem_gb`), or to `mem_gb` (an explicit
+    `recover --mem`) when that is larger."""
     p, res = entry["params"], entry.get("resources") or {}
     ov = dict(p.get("overrides") or {})
     if kind == "oom":
         bs = int(ov.get("data.batch_size", p.get("batch_size")))
         acc = int(ov.get("trainer.accumulate_grad_batches", 1))
         if bs < 2:
-            return None, "out of memory at batch size 1: nothing left to halve"
+            return None, "GPU out of memory at batch size 1: nothing left to halve"
         change = {"data.batch_size": [bs, bs // 2], "trainer.accumulate_grad_batches": [acc, acc * 2]}
-        note = f"batch {bs} → {bs // 2} with accumulation {acc} → {acc * 2} (effective batch {bs * acc})"
+        note = f"GPU memory: batch {bs} → {bs // 2} with accumulation {acc} → {acc * 2} (effective batch {bs * acc})"
         if bs % 2:
             note += f"; odd batch: effective batch becomes {bs // 2 * acc * 2}"
         return {"kind": kind, "change": change, "resume": False}, note
+    if kind == "host_oom":
+        bs = ov.get("data.batch_size", p.get("batch_size"))
+        keep = f"batch {bs} kept (halving it does not shrink host memory), resume from last.ckpt"
+        if entry.get("executor") == "local":
+            return ({"kind": kind, "change": {}, "resume": True},
+                    "host RAM out of memory on the local executor: no --mem request to raise; resubmit unchanged, "
+                    "resume — if it recurs, run fewer jobs at once (--workers-per-gpu)")
+        old = float(res.get("mem_gb") or 0)
+        auto = min(float(max_mem_gb), math.ceil(old * mem_factor * 1024) / 1024) if old else 0.0
+        new = max(auto, float(mem_gb or 0))
+        if not new:
+            return None, ("host RAM out of memory with no --mem request recorded: rerun recover with --mem GB "
+                          "(SLURM killed the task at the partition's default)")
+        if new <= old:
+            return None, (f"host RAM out of memory at --mem {_gb(old)}, the cap (--max-mem {_gb(max_mem_gb)}): "
+                          "raise --max-mem or pass a larger --mem, or find what holds the memory "
+                          "(sacct -o MaxRSS,ReqMem)")
+        return ({"kind": kind, "change": {"mem_gb": [old or None, new]}, "resume": True},
+                f"host RAM: --mem {_gb(old) if old else 'default'} → {_gb(new)}, {keep}")
     if kind == "timeout":
         t = float(res.get("time_min") or 0)
         if not t:
@@ -896,8 +945,8 @@ def apply_adjustment(entry: dict, adj: dict, evidence: str = "") -> dict:
     p = entry["params"]
     ov = dict(p.get("overrides") or {})
     for k, (_, new) in adj["change"].items():
-        if k == "time_min":
-            entry.setdefault("resources", {})["time_min"] = new
+        if k in ("time_min", "mem_gb"):  # SLURM resources; the rest are config overrides
+            entry.setdefault("resources", {})[k] = new
         else:
             ov[k] = new
             if k == "data.batch_size":
@@ -911,7 +960,8 @@ def apply_adjustment(entry: dict, adj: dict, evidence: str = "") -> dict:
 
 # %% ../nbs/09_sweep.ipynb #47496855
 DEFAULT_RESOURCES = {"time_min": 120, "mem_gb": 16, "cpus_per_task": 4, "gpus_per_task": 1, "array_parallelism": 24,
-                     "partition": None, "setup": [], "workers_per_gpu": 1, "gpus": None, "max_requeues": 3}
+                     "partition": None, "account": None, "qos": None, "exclude": None, "setup": [],
+                     "workers_per_gpu": 1, "gpus": None, "max_requeues": 3}
 
 
 def default_notebook() -> Path:
@@ -940,6 +990,17 @@ def _make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: boo
             "priority": entry.get("priority", 0)}
 
 
+def _run_resources(resources: dict, entry: dict) -> dict:
+    """The resources of one run: the sweep's `resources`, with the run's own time limit and at least the memory
+    request of its latest host-RAM adjustment (an adjusted run is never resubmitted with less)."""
+    res = {**resources, **{k: v for k, v in (entry.get("resources") or {}).items() if k == "time_min"}}
+    floor = next((a["change"]["mem_gb"][1] for a in reversed(entry.get("adjustments") or [])
+                  if "mem_gb" in (a.get("change") or {})), None)
+    if floor and float(res.get("mem_gb") or 0) < float(floor):
+        res["mem_gb"] = floor
+    return res
+
+
 def _mark_submitted(entry: dict, executor: str, job_id: str, resources: dict, spec: dict, owner=None, note=None):
     entry["attempts"] = entry.get("attempts", 0) + 1
     entry.update(state="queued", job_id=job_id, executor=executor, reason=None, resources=dict(resources))
@@ -949,6 +1010,7 @@ def _mark_submitted(entry: dict, executor: str, job_id: str, resources: dict, sp
          "resume": spec["params"]["resume"]}
     if executor == "slurm":
         h["time_min"] = resources.get("time_min")
+        h["mem_gb"] = resources.get("mem_gb")
     if note:
         h["note"] = note
     entry.setdefault("history", []).append(h)
@@ -994,13 +1056,13 @@ def _launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], 
     notes = {rid: note for rid, _, note in items}
     for rid, resume, _ in items:
         e = d["runs"][rid]
-        res = {**resources, **{k: v for k, v in (e.get("resources") or {}).items() if k == "time_min"}}
+        res = _run_resources(resources, e)
         specs.append((rid, _make_spec(ledger, rid, e, notebook, cwd, resume, executor), res))
     (ledger.dir / JOBS).mkdir(parents=True, exist_ok=True)
     if executor == "slurm":
         groups = {}
         for rid, spec, res in specs:
-            groups.setdefault(float(res["time_min"]), []).append((rid, spec, res))
+            groups.setdefault((float(res["time_min"]), float(res.get("mem_gb") or 0)), []).append((rid, spec, res))
         for group in groups.values():
             try:
                 job_ids = submit_slurm(ledger, [s for _, s, _ in group], group[0][2])
@@ -1097,10 +1159,15 @@ RECOVERABLE = frozenset({"failed", "interrupted", "diverged"})
 
 def recover_sweep(name: str, out_dir="runs", dry_run: bool = False, max_attempts: int = 3,
                   divergence_policy: str = "clip", time_factor: float = 2.0, executor: str | None = None,
-                  resources: dict | None = None, notebook=None, scheduler: bool = True, progress: bool = True) -> dict:
-    "Classify failed runs and resubmit them with recorded adjustments (see above). Returns the plan rows."
+                  resources: dict | None = None, notebook=None, scheduler: bool = True, progress: bool = True,
+                  mem_factor: float = 2.0, max_mem_gb: float = MAX_MEM_GB) -> dict:
+    """Classify failed runs and resubmit them with recorded adjustments (see above). Returns the plan rows.
+    `mem_factor`/`max_mem_gb`: how a host-RAM OOM raises the run's `--mem` (an explicit `resources["mem_gb"]`
+    larger than that is used instead)."""
     if divergence_policy not in DIVERGENCE_POLICIES:
         raise ConfigError("divergence_policy", divergence_policy, "one of " + ", ".join(DIVERGENCE_POLICIES))
+    if not mem_factor > 1:
+        raise ConfigError("mem_factor", mem_factor, "a factor > 1 (a host-RAM OOM needs a larger request)")
     ledger = Ledger(name, out_dir)
     if not ledger.exists():
         raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
@@ -1124,7 +1191,8 @@ def recover_sweep(name: str, out_dir="runs", dry_run: bool = False, max_attempts
             if e.get("attempts", 0) >= max_attempts:
                 row.update(action="give up", note=f"{e.get('attempts')} attempts (max {max_attempts})")
             else:
-                adj, note = plan_adjustment(kind, e, divergence_policy, time_factor)
+                adj, note = plan_adjustment(kind, e, divergence_policy, time_factor, mem_factor, max_mem_gb,
+                                            (resources or {}).get("mem_gb"))
                 row.update(action="resubmit" if adj else "leave", note=note)
                 if adj:
                     plan.append((rid, adj, evidence, note))
@@ -1206,7 +1274,7 @@ def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, **o
     peak = torch.cuda.max_memory_reserved() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu",
             "memory": "gpu" if cuda else "rss", "peak_mem_bytes": int(peak), "steps_per_s": sps,
-            "steps": len(t) - 1, "batch_size": cfg.data.batch_size, "width_mult": cfg.model.width_mult}
+            "steps": len(t) - 1, "batch_size": cfg.data.batch_size, "width": cfg.model.width}
 
 
 _PROFILE_MAIN = ("import json, sys; from loss_lin_slope.sweep import profile_variant; "
@@ -1242,8 +1310,8 @@ def _fmt_s(s) -> str:
 
 def _resources_from_args(args) -> dict:
     r = {}
-    for k in ("time_min", "mem_gb", "cpus_per_task", "gpus_per_task", "array_parallelism", "partition",
-              "workers_per_gpu", "max_requeues"):
+    for k in ("time_min", "mem_gb", "cpus_per_task", "gpus_per_task", "array_parallelism", "partition", "account",
+              "qos", "exclude", "workers_per_gpu", "max_requeues"):
         r[k] = getattr(args, k, None)
     if getattr(args, "setup", None):
         r["setup"] = list(args.setup)
@@ -1354,7 +1422,7 @@ def cmd_recover(args) -> int:
     try:
         r = recover_sweep(args.name, args.out_dir, args.dry_run, args.max_attempts, args.divergence_policy,
                           args.time_factor, args.executor, _resources_from_args(args), args.notebook,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, mem_factor=args.mem_factor, max_mem_gb=args.max_mem)
     except (OSError, subprocess.SubprocessError, SubmitError) as e:
         raise CLIError(f"resubmission failed: {e}") from None
     if args.json:
@@ -1379,7 +1447,7 @@ def cmd_profile(args) -> int:
         return 0
     table = [{"variant": r["variant"], "device": r["device"], "memory": r["memory"],
               "peak_GiB": round(r["peak_mem_bytes"] / 2**30, 3), "steps/s": round(r["steps_per_s"], 2),
-              "batch": r["batch_size"], "width": r["width_mult"], f"workers/{args.gpu_mem:g}GiB": r["workers_per_gpu"]}
+              "batch": r["batch_size"], "width": r["width"], f"workers/{args.gpu_mem:g}GiB": r["workers_per_gpu"]}
              for r in rows]
     print(format_rows(table, "table"))
     return 0
@@ -1402,10 +1470,14 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--gpus", type=_gpus_arg, default=None, help="local: GPU indices, e.g. 0,1, or 'none' "
                    "(default: CUDA_VISIBLE_DEVICES or nvidia-smi)")
     g.add_argument("--partition", default=None, help="slurm: partition")
+    g.add_argument("--account", default=None, help="slurm: account to charge (sbatch --account)")
+    g.add_argument("--qos", default=None, help="slurm: quality of service (sbatch --qos)")
+    g.add_argument("--exclude", default=None, metavar="NODES",
+                   help="slurm: nodes not to run on, e.g. gpu[07-08] (sbatch --exclude)")
     g.add_argument("--time", dest="time_min", type=float, default=None,
                    help=f"slurm: time limit per run in minutes{dflt('time_min')}")
     g.add_argument("--mem", dest="mem_gb", type=float, default=None,
-                   help=f"slurm: memory per run in GB{dflt('mem_gb')}")
+                   help=f"slurm: host RAM per run in GB (not GPU memory){dflt('mem_gb')}")
     g.add_argument("--cpus-per-task", type=int, default=None,
                    help=f"slurm: CPUs per run{dflt('cpus_per_task')}")
     g.add_argument("--gpus-per-task", type=int, default=None,
@@ -1461,13 +1533,20 @@ def add_cli(sub):
     p.set_defaults(func=cmd_status)
 
     p = ssub.add_parser("recover", help="classify failed runs and resubmit them with recorded adjustments",
-                        description="OOM → half batch, 2× accumulation; timeout → more time, resume; divergence → "
-                                    "the policy (clip at 1.0); node failure / other → resubmit, resume.")
+                        description="GPU OOM → half batch, 2× accumulation; host-RAM OOM (SLURM OUT_OF_MEMORY, "
+                                    "oom-kill, MemoryError) → --mem × --mem-factor (at most --max-mem), same batch, "
+                                    "resume; timeout → more time, resume; divergence → the policy (clip at 1.0); "
+                                    "node failure / other → resubmit, resume. Resources not given here are the "
+                                    "sweep's, as submitted.")
     _add_common(p)
     p.add_argument("--dry-run", action="store_true", help="print the classification and plan; change nothing")
     p.add_argument("--max-attempts", type=int, default=3, help="submissions per run at most (default 3)")
     p.add_argument("--divergence-policy", choices=DIVERGENCE_POLICIES, default="clip")
     p.add_argument("--time-factor", type=float, default=2.0, help="timeout: multiply the time limit (default 2)")
+    p.add_argument("--mem-factor", type=float, default=2.0,
+                   help="host-RAM OOM: multiply the run's --mem request (default 2)")
+    p.add_argument("--max-mem", type=float, default=MAX_MEM_GB,
+                   help=f"host-RAM OOM: raise --mem to at most this many GB (default {MAX_MEM_GB:g})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_exec_args(p, defaults=False)
     p.set_defaults(func=cmd_recover)

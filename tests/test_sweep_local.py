@@ -1,7 +1,8 @@
 """`lls sweep submit --executor local`: the bounded pool, through real `lls` processes and papermill jobs.
 
 The first test runs the real `nbs/train.ipynb` (tiny synthetic config); the others use a stand-in notebook of a
-second (they test the pool — pinning, the lock, Ctrl-C — not training)."""
+second (they test the pool — pinning, the lock, Ctrl-C — not training). The last one needs no cluster either: a
+`--executor slurm --dry-run` only renders the sbatch script."""
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import time
 from pathlib import Path
 
 import nbformat
+
+from loss_lin_slope.run import live_chunks
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
 from sweeplib import TINY, TRAIN_NB, events, intervals, ledger, lls, lls_popen, max_overlap, status, wait_until  # noqa: E402
@@ -33,7 +36,9 @@ def test_local_pool_two_workers_four_runs(tmp_path):
         rd = out / "loc" / rid
         assert json.loads((rd / "summary.json").read_text())["status"] == "completed"
         assert (rd / "train.ipynb").exists() and (rd / "config.yaml").exists()
-        assert list((rd / "metrics").glob("chunk-*.parquet")) and (rd / "checkpoints" / "last.ckpt").exists()
+        live = [c.name for c in live_chunks(rd / "metrics")]  # what `status` reads: compacted when the run stopped
+        assert len(live) == 1 and live[0].endswith(".all.parquet"), live
+        assert (rd / "checkpoints" / "last.ckpt").exists()
         assert e["attempts"] == 1 and e["executor"] == "local"
     spans = intervals(out, "loc")
     assert len(spans) == 4
@@ -122,3 +127,15 @@ def test_local_pool_ctrl_c_stops_jobs_and_requeues_unstarted(tmp_path):
     assert set(states.values()) == {"pending"} and all(led["runs"][r]["attempts"] == 0 for r in states)
     st = status(out, "cc")
     assert st["counts"]["running"] == 0 and st["counts"]["pending"] == 2
+
+
+def test_slurm_dry_run_shows_account_qos_exclude(tmp_path):
+    "`submit --executor slurm --dry-run` (no cluster needed) prints the sbatch script with --account, --qos, --exclude."
+    p = lls("sweep", "submit", "acct", "--out-dir", tmp_path / "runs", "--variants", "base", "--lrs", "0.1", "--wds",
+            "0.0001", "--seeds", "0,1", "--executor", "slurm", "--mem", "8", "--account", "proj42", "--qos", "high",
+            "--exclude", "gpu[07-08]", "--dry-run")
+    for line in ("#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --exclude='gpu[07-08]'",
+                 "#SBATCH --mem=8GB", "#SBATCH --array=0-1%"):
+        assert line in p.stdout, p.stdout
+    assert "acct: would submit 2 of 2 runs (slurm)" in p.stdout, p.stdout
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing

@@ -6,7 +6,8 @@ with `... stop`. Without it every test here is skipped, with that reason.
 To stay within a few minutes on 2 cores, one module fixture submits everything at once and injects the faults as
 soon as their moment comes (a USR2 mid-run, a scancel, a kill -9); the tests then check the outcomes:
 - `usr2`: 1 run (3 epochs) signalled with USR2 after its first checkpoint → requeued, resumed, completed;
-- `oom`:  1 run with --mem 0.5 GB → killed by Slurm (OverMemoryKill) → recovered with the half-batch adjustment;
+- `oom`:  1 run with --mem 0.5 GB → killed by Slurm for host RAM (OUT_OF_MEMORY) → recovered with a larger --mem,
+  batch kept (a GPU OOM, which would halve the batch, cannot be produced without a GPU: 09_sweep tests that path);
 - `mini`: 8 runs submitted by two concurrent `lls sweep submit` → each submitted once; one run scancel'ed, the
   training process of another killed with SIGKILL → both recovered; all 8 complete; status agrees with sacct; resubmitting submits nothing.
 Every job is a papermill execution of the real `nbs/train.ipynb` (tiny synthetic config)."""
@@ -151,32 +152,32 @@ def test_usr2_requeues_and_resumes_from_checkpoint(sweeps):
     assert led["attempts"] == 1 and led["state"] == "completed"  # a requeue is not a new attempt
 
 
-def test_oom_is_classified_and_recovered_with_half_batch(sweeps):
+def test_host_oom_is_classified_and_recovered_with_more_memory(sweeps):
+    "SLURM kills the `oom` run for host RAM (--mem 0.5 GB, OUT_OF_MEMORY): recover raises --mem and keeps the batch."
     out = sweeps["out"]
     rid = next(iter(ledger(out, "oom")["runs"]))
     st = wait_until(lambda: (s := status(out, "oom"))["counts"]["failed"] == 1 and s, 300, "the OOM run to fail")
     assert st["runs"][rid]["state"] == "failed"
+    assert "host RAM out of memory" in (st["runs"][rid]["reason"] or ""), st["runs"][rid]
     plan = json.loads(lls("sweep", "recover", "oom", "--out-dir", out, "--dry-run", "--json").stdout)
     (row,) = plan["rows"]
-    assert row["kind"] == "oom" and row["action"] == "resubmit", row
-    assert "batch 32 → 16 with accumulation 1 → 2" in row["note"], row
+    assert row["kind"] == "host_oom" and row["action"] == "resubmit", row
+    assert row["note"].startswith("host RAM: --mem 0.5 GB → 1 GB") and "batch 32 kept" in row["note"], row
     p = lls("sweep", "recover", "oom", "--out-dir", out, "--mem", "3")
     assert "resubmitted 1" in p.stdout, p.stdout
     wait_until(lambda: status(out, "oom")["counts"]["completed"] == 1, 420, "the recovered OOM run to complete")
     e = ledger(out, "oom")["runs"][rid]
     assert e["attempts"] == 2 and len(e["adjustments"]) == 1
     adj = e["adjustments"][0]
-    assert adj["kind"] == "oom" and adj["change"] == {"data.batch_size": [32, 16],
-                                                      "trainer.accumulate_grad_batches": [1, 2]}, adj
-    assert e["params"]["overrides"]["trainer.accumulate_grad_batches"] == 2 and e["params"]["batch_size"] == 16
+    assert adj["kind"] == "host_oom" and adj["change"] == {"mem_gb": [0.5, 3.0]}, adj  # the explicit --mem 3 wins
+    assert e["params"]["batch_size"] == 32
     s = summary(out, "oom", rid)
-    assert s["status"] == "completed" and s["adjustments"][0]["change"] == adj["change"]
-    assert s["attempt"] == 2
+    assert s["status"] == "completed" and s["attempt"] == 2 and s["adjustments"][0]["change"] == adj["change"]
     import yaml
 
     cfg = yaml.safe_load((out / "oom" / rid / "config.yaml").read_text())
-    assert cfg["data"]["batch_size"] == 16 and cfg["trainer"]["accumulate_grad_batches"] == 2
-    assert s["steps_completed"] == 8  # same optimizer steps per epoch: effective batch unchanged
+    assert cfg["data"]["batch_size"] == 32 and cfg["trainer"]["accumulate_grad_batches"] == 1
+    assert s["steps_completed"] == 8
 
 
 def test_killed_runs_show_failed_and_recover_completes_them(sweeps):
