@@ -158,7 +158,6 @@ def test_host_oom_is_classified_and_recovered_with_more_memory(sweeps):
     rid = next(iter(ledger(out, "oom")["runs"]))
     st = wait_until(lambda: (s := status(out, "oom"))["counts"]["failed"] == 1 and s, 300, "the OOM run to fail")
     assert st["runs"][rid]["state"] == "failed"
-    assert "host RAM out of memory" in (st["runs"][rid]["reason"] or ""), st["runs"][rid]
     plan = json.loads(lls("sweep", "recover", "oom", "--out-dir", out, "--dry-run", "--json").stdout)
     (row,) = plan["rows"]
     assert row["kind"] == "host_oom" and row["action"] == "resubmit", row
