@@ -437,6 +437,9 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
                 bar.update(1)
                 failed = sum(s != "completed" for s in results.values())
                 bar.set_postfix(running=len(procs), failed=failed, refresh=False)
+                if not progress:  # no bar (a log file, not a terminal): one line per finished run
+                    print(f"{desc}: {len(results)}/{len(specs)} finished, {failed} not completed — {rid}: {state}",
+                          file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         stop.set()
         with lock:
@@ -1488,7 +1491,7 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--setup", nargs="+", action="extend", metavar="CMD", default=None,
                    help="slurm: shell lines run before the job (e.g. 'module load cuda')")
     g.add_argument("--notebook", default=None, help="the job notebook (default: nbs/train.ipynb)")
-    g.add_argument("--no-progress", action="store_true", help="local: no progress bar")
+    g.add_argument("--no-progress", action="store_true", help="local: no progress bar (one line per finished run instead)")
 
 
 def add_cli(sub):
