@@ -1072,6 +1072,13 @@ RUN_FIELDS = [
     ("alpha_full_ci_high", "f64", "Upper end of the 95 % Student-t interval of alpha_full", ""),
     ("alpha_full_intercept", "f64", "Intercept of the alpha_full fit: ln(training CE) at epoch 1", "ln nats"),
     ("r_squared", "f64", "R² of the alpha_full fit in log-log space (H1: ≥ 0.98)", ""),
+    ("r_squared_binned", "f64", "R² of the same burn-in → end log-log fit on quarter-epoch means of the per-batch "
+                                "training CE (x = mean epoch of the bin; slopes.binned_full_slope): the curve's shape "
+                                "with the batch noise averaged out. A diagnostic beside r_squared, not H1's criterion",
+     ""),
+    ("alpha_full_binned", "f64", "Slope of the binned fit: d ln(quarter-epoch mean training CE) / d ln(mean epoch), "
+                                 "burn-in to the last step", ""),
+    ("alpha_full_binned_stderr", "f64", "Standard error of alpha_full_binned (from the bin residuals)", ""),
     ("burn_in_epoch", "f64", "First epoch where the trailing mean of the training CE is ≤ the burn-in threshold "
                              "(monitors.slope_threshold, 1.0 nats)", "epochs"),
     ("burn_in_loss", "f64", "Trailing-mean training CE at burn_in_epoch", "nats"),

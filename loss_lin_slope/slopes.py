@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['NAN', 'CURVE_FORMS', 'FitResult', 'loglog_fit', 'window_slope', 'smoothed_loss', 'burn_in_index', 'burn_in_loss',
            'full_slope', 'KneeResult', 'knee_fit', 'knee_epoch', 'StreamingLogLogFit', 'predict_form',
-           'compare_curve_forms', 'holdout_error', 'schedule_lr', 'cumulative_lr', 'fit_summary']
+           'compare_curve_forms', 'holdout_error', 'schedule_lr', 'cumulative_lr', 'bin_means', 'binned_full_slope',
+           'fit_summary']
 
 # %% ../nbs/01_slopes.ipynb #9926a109
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache, wraps
 from typing import Any, NamedTuple
 
@@ -274,6 +275,12 @@ def burn_in_loss(losses, threshold: float = 1.0, smooth: int = 50) -> float:
     return NAN if i is None else float(smoothed_loss(_as_1d(losses)[: i + 1], smooth)[i])
 
 # %% ../nbs/01_slopes.ipynb #23ca184f
+def _no_burn_in(y: np.ndarray, threshold: float, w: int, conf: float) -> FitResult:
+    sm_ = smoothed_loss(y, w)
+    low = np.nanmin(sm_) if np.isfinite(sm_).any() else NAN
+    return FitResult(conf=conf, reason=f"burn-in not reached (smoothed loss never <= {threshold:g}; lowest {low:.6g})")
+
+
 def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
                start: float | None = None, end: float | None = None, nonpositive: str = "drop",
                conf: float = 0.95) -> FitResult:
@@ -286,9 +293,7 @@ def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn
     x, y = xy
     i = burn_in_index(y, threshold, w) if isinstance(burn_in, str) else burn_in
     if i is None:
-        sm_ = smoothed_loss(y, w)
-        low = np.nanmin(sm_) if np.isfinite(sm_).any() else NAN
-        return FitResult(conf=conf, reason=f"burn-in not reached (smoothed loss never <= {threshold:g}; lowest {low:.6g})")
+        return _no_burn_in(y, threshold, w, conf)
     lo, hi = _bound(start, -_INF), _bound(end, _INF)
     return _fit_sel(_select(x[i:], y[i:], lo, hi), nonpositive, conf, lo, hi)
 
@@ -888,6 +893,73 @@ def cumulative_lr(lrs=None, steps=None, *, base_lr: float | None = None, warmup_
     out[ok] = area[s - 1]
     return out
 
+# %% ../nbs/01_slopes.ipynb #84e26888
+def _check_bins(bins_per_epoch, bin_points) -> None:
+    if (isinstance(bins_per_epoch, bool) or not isinstance(bins_per_epoch, (int, float, np.integer, np.floating))
+            or not (math.isfinite(bins_per_epoch) and bins_per_epoch > 0)):
+        raise ValueError(f"bins_per_epoch must be a finite number > 0, not {bins_per_epoch!r}")
+    if bin_points is not None and (isinstance(bin_points, bool) or not isinstance(bin_points, (int, np.integer))
+                                   or bin_points < 1):
+        raise ValueError(f"bin_points must be None or an integer >= 1 (points per bin), not {bin_points!r}")
+
+
+def bin_means(epochs, losses, bin_points: int) -> tuple[np.ndarray, np.ndarray]:
+    "Means of `epochs` and `losses` over consecutive bins of `bin_points` points, the last bin ending at the last point."
+    if bin_points is None:
+        raise ValueError("bin_points must be an integer >= 1, not None")
+    _check_bins(1.0, bin_points)
+    x, y = _as_1d(epochs), _as_1d(losses)
+    if x.size != y.size:
+        raise ValueError(f"epochs and losses differ in length ({x.size} vs {y.size})")
+    n = int(bin_points)
+    k = x.size // n
+    s = x.size - k * n  # a leading partial bin is dropped
+    return x[s:].reshape(k, n).mean(axis=1), y[s:].reshape(k, n).mean(axis=1)
+
+
+def _auto_bin_points(x: np.ndarray, bins_per_epoch: float) -> int:
+    "Points in 1/bins_per_epoch epoch at the median spacing of x (1 when the spacing is undefined)."
+    d = np.diff(x)
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size == 0:
+        return 1
+    den = bins_per_epoch * float(np.median(d))
+    v = min(1.0 / den if den > 0 else _INF, float(max(x.size, 1)))
+    return max(1, int(round(v)))
+
+
+def _binned_sel(x: np.ndarray, y: np.ndarray, bins_per_epoch: float, bin_points: int | None, nonpositive: str,
+                conf: float) -> tuple[FitResult, int | None]:
+    "(log-log fit of the bin means, points per bin) for x, y already cut at burn-in."
+    s = _select(x, y)
+    nd = s.n_nonfinite + s.n_nonpositive
+    if nonpositive == "nan" and s.n_nonpositive:
+        return FitResult(n_dropped=nd, conf=conf,
+                         reason=f"{s.n_nonpositive} non-positive value(s): log undefined (nonpositive='nan')"), None
+    n = _auto_bin_points(s.x, bins_per_epoch) if bin_points is None else int(bin_points)
+    bx, by = bin_means(s.x, y[s.use], n)
+    if bx.size < 2:
+        return FitResult(n=int(bx.size), n_dropped=nd, conf=conf,
+                         reason=f"fewer than 2 bins of {n} points ({s.x.size} usable points after burn-in)"), n
+    return replace(_fit_sel(_select(bx, by), "drop", conf), n_dropped=nd), n
+
+
+def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
+                      bins_per_epoch: float = 4.0, bin_points: int | None = None, nonpositive: str = "drop",
+                      conf: float = 0.95) -> FitResult:
+    "`full_slope` on bin means: ln(mean loss) on ln(mean epoch) over bins of `bin_points` points (default 1/bins_per_epoch epoch)."
+    _check_opts(nonpositive, conf)
+    _check_bins(bins_per_epoch, bin_points)
+    w = _check_smooth(smooth)
+    xy = _inputs(epochs, losses)
+    if isinstance(xy, str):
+        return FitResult(reason=xy, conf=conf)
+    x, y = xy
+    i = burn_in_index(y, threshold, w) if isinstance(burn_in, str) else burn_in
+    if i is None:
+        return _no_burn_in(y, threshold, w, conf)
+    return _binned_sel(x[i:], y[i:], bins_per_epoch, bin_points, nonpositive, conf)[0]
+
 # %% ../nbs/01_slopes.ipynb #b814b01c
 def _fit_keys(prefix: str, f: FitResult, extra: Sequence[str] = ()) -> dict[str, Any]:
     out = {prefix: f.slope}
@@ -900,9 +972,11 @@ def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, 
                 steps_per_epoch: int | None = None, threshold: float = 1.0, smooth: int = 50,
                 window: tuple[float, float] = (5.0, 15.0), holdout_frac: float = 0.5, curve_forms: bool = True,
                 knee: bool = True, knee_range: tuple[float | None, float | None] = (None, None),
-                nonpositive: str = "drop", conf: float = 0.95) -> dict[str, Any]:
-    "All headline numbers of one run (alpha_early, alpha_full, r_squared, knee, burn-in, curve forms, hold-out, schedule-aware slope)."
+                bins_per_epoch: float = 4.0, bin_points: int | None = None, nonpositive: str = "drop",
+                conf: float = 0.95) -> dict[str, Any]:
+    "All headline numbers of one run (alpha_early, alpha_full, r_squared and its binned twin, knee, burn-in, curve forms, hold-out, schedule-aware slope)."
     _check_opts(nonpositive, conf)
+    _check_bins(bins_per_epoch, bin_points)
     w = _check_smooth(smooth)
     xy = _inputs(epochs, losses)
     x, y = (np.empty(0), np.empty(0)) if isinstance(xy, str) else xy
@@ -918,6 +992,10 @@ def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, 
     full = full_slope(x, y, threshold, w, burn_in=bi, nonpositive=nonpositive, conf=conf)
     out.update(_fit_keys("alpha_full", full, ("intercept", "intercept_stderr")))
     out["r_squared"] = full.r2
+    binned, nb = ((FitResult(reason=full.reason, conf=conf), None) if bi is None else
+                  _binned_sel(x[bi:], y[bi:], bins_per_epoch, bin_points, nonpositive, conf))
+    out.update(_fit_keys("alpha_full_binned", binned))
+    out.update(r_squared_binned=binned.r2, bin_points=nb)
     if knee:
         kr = knee_fit(x, y, start=knee_range[0], end=knee_range[1], nonpositive=nonpositive)
         out.update(knee_epoch=kr.epoch, knee_loss=kr.loss, knee_slope_before=kr.slope_before,
