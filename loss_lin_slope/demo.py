@@ -70,7 +70,8 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,
-              "verify_ok": check.ok, "seconds": round(time.time() - t0, 1)}
+              "verify_ok": check.ok, "hypotheses": list(analysis.hypothesis_lines()),
+              "seconds": round(time.time() - t0, 1)}
     return result
 
 # %% ../nbs/13_demo.ipynb #77bc74c1
@@ -141,6 +142,8 @@ def cmd_demo(args) -> int:
     r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
                  progress=sys.stderr.isatty())
     print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
+    for h in r["hypotheses"]:
+        print(f"  {h}")
     print(f"dataset: {r['dataset']}")
     print(f"report:  {r['report']}")
     print(f"runs:    {r['runs']}  ({r['n_runs']} runs, {r['seconds']:.0f} s)")

@@ -205,14 +205,19 @@ class Analysis:
         ex = r[~r.index.isin(analysed(r).index)]
         return ex[["run_id", "variant", "lr", "weight_decay", "seed", "state", "status", "reason"]]
 
-    def line(self) -> str:
-        "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
+    def hypothesis_lines(self) -> tuple[str, str]:
+        "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
         h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
         h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n_fit']} runs "
                f"with R² ≥ {H1_R2} (needs > {H1_SHARE:.0%})" if h1 is not None and h1["n_fit"] else "H1: no runs")
         h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
                f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] (needs |ρ| ≥ {H2_RHO})"
                if h2 is not None and np.isfinite(h2["spearman"]) else "H2: too few runs")
+        return h1s, h2s
+
+    def line(self) -> str:
+        "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
+        h1s, h2s = self.hypothesis_lines()
         head = f"{self.verdict.word} ({self.sweep})"
         if self.verdict.reasons:
             head += ": " + " | ".join(self.verdict.reasons)

@@ -1,0 +1,52 @@
+"""`lls demo`, the README's main command, end to end at a reduced size (1 seed, 2 epochs: 8 real papermill runs of
+the four variants on the local executor, then verify → export → report), and a rerun that reuses the finished runs.
+The full-size demo (2 seeds, 16 epochs) takes about 8 minutes on 2 cores; it is timed by hand, not in CI."""
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def lls(*args, timeout=900):
+    exe = Path(sys.executable).with_name("lls")
+    cmd = [str(exe) if exe.exists() else "lls", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def test_demo_end_to_end_then_rerun_reuses_runs(tmp_path):
+    out = tmp_path / "demo"
+    p = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2")
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text[-3000:]
+    assert "verify: demo: 8 expected runs: 8 complete" in p.stdout, text[-3000:]
+    verdict = re.search(r"^verdict: (GO|NO-GO)", p.stdout, re.M)
+    assert verdict, p.stdout
+    assert re.search(r"^  H1\b", p.stdout, re.M) and re.search(r"^  H2\b", p.stdout, re.M), p.stdout
+    assert text.count("finished, ") == 8  # no terminal: one progress line per finished run
+
+    runs = pd.read_parquet(out / "dataset" / "runs.parquet")
+    assert len(runs) == 8 and set(runs.state) == {"complete"} and set(runs.variant) == {"base", "bn_off", "narrow",
+                                                                                        "adamw"}
+    assert (out / "dataset" / "DATA_DICTIONARY.md").exists()
+    html = (out / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and verdict.group(1) in html
+
+    widths = {}
+    for rd in (out / "runs" / "demo").iterdir():
+        if (rd / "config.yaml").exists():
+            c = yaml.safe_load((rd / "config.yaml").read_text())
+            widths[c["variant"]] = c["model"]["width_mult"] * c["model"]["width_factor"]
+    assert widths["narrow"] == widths["base"] / 2, widths  # narrow stays half of base at the demo's width
+
+    t0 = time.time()
+    again = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert "reused 8 runs" in again.stdout and f"verdict: {verdict.group(1)}" in again.stdout, again.stdout
+    assert time.time() - t0 < 120  # no training: verify, export and report only
