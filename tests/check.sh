@@ -19,7 +19,7 @@ git diff --exit-code -- nbs || { echo "notebooks are not clean: run nbdev_clean 
 
 step "README.md is generated from nbs/index.ipynb"
 jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN \
-  --TemplateExporter.exclude_output=True
+  --TemplateExporter.exclude_output=True --ExtractOutputPreprocessor.enabled=False
 git diff --exit-code -- README.md || { echo "README.md differs from nbs/index.ipynb"; exit 1; }
 
 step "ruff"
