@@ -281,11 +281,8 @@ def _no_burn_in(y: np.ndarray, threshold: float, w: int, conf: float) -> FitResu
     return FitResult(conf=conf, reason=f"burn-in not reached (smoothed loss never <= {threshold:g}; lowest {low:.6g})")
 
 
-def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
-               start: float | None = None, end: float | None = None, nonpositive: str = "drop",
-               conf: float = 0.95) -> FitResult:
-    "Log-log slope from burn-in (first trailing-mean loss <= threshold) to the last point (alpha_full)."
-    _check_opts(nonpositive, conf)
+def _after_burn_in(epochs, losses, threshold, smooth, burn_in, conf):
+    "`(x, y)` from burn-in (`burn_in`: an index, None, or 'auto' to find it) to the end, or the FitResult saying why not."
     w = _check_smooth(smooth)
     xy = _inputs(epochs, losses)
     if isinstance(xy, str):
@@ -294,8 +291,19 @@ def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn
     i = burn_in_index(y, threshold, w) if isinstance(burn_in, str) else burn_in
     if i is None:
         return _no_burn_in(y, threshold, w, conf)
+    return x[i:], y[i:]
+
+
+def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
+               start: float | None = None, end: float | None = None, nonpositive: str = "drop",
+               conf: float = 0.95) -> FitResult:
+    "Log-log slope from burn-in (first trailing-mean loss <= threshold) to the last point (alpha_full)."
+    _check_opts(nonpositive, conf)
+    xy = _after_burn_in(epochs, losses, threshold, smooth, burn_in, conf)
+    if isinstance(xy, FitResult):
+        return xy
     lo, hi = _bound(start, -_INF), _bound(end, _INF)
-    return _fit_sel(_select(x[i:], y[i:], lo, hi), nonpositive, conf, lo, hi)
+    return _fit_sel(_select(*xy, lo, hi), nonpositive, conf, lo, hi)
 
 # %% ../nbs/01_slopes.ipynb #a37091c9
 @dataclass(frozen=True)
@@ -950,15 +958,10 @@ def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, 
     "`full_slope` on bin means: ln(mean loss) on ln(mean epoch) over bins of `bin_points` points (default 1/bins_per_epoch epoch)."
     _check_opts(nonpositive, conf)
     _check_bins(bins_per_epoch, bin_points)
-    w = _check_smooth(smooth)
-    xy = _inputs(epochs, losses)
-    if isinstance(xy, str):
-        return FitResult(reason=xy, conf=conf)
-    x, y = xy
-    i = burn_in_index(y, threshold, w) if isinstance(burn_in, str) else burn_in
-    if i is None:
-        return _no_burn_in(y, threshold, w, conf)
-    return _binned_sel(x[i:], y[i:], bins_per_epoch, bin_points, nonpositive, conf)[0]
+    xy = _after_burn_in(epochs, losses, threshold, smooth, burn_in, conf)
+    if isinstance(xy, FitResult):
+        return xy
+    return _binned_sel(*xy, bins_per_epoch, bin_points, nonpositive, conf)[0]
 
 # %% ../nbs/01_slopes.ipynb #b814b01c
 def _fit_keys(prefix: str, f: FitResult, extra: Sequence[str] = ()) -> dict[str, Any]:
