@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['SYNTHETIC_SEED', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_SIZES', 'BLOCK', 'CIFAR_FILES', 'make_synthetic', 'load_cifar10',
-           'write_fake_cifar10', 'crop_params', 'normalize', 'augment', 'DeviceLoader', 'EvalLoader', 'resolve_device',
-           'CIFARLikeDataModule', 'SyntheticDataModule', 'CIFAR10DataModule', 'build_datamodule']
+__all__ = ['SYNTHETIC_SEED', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_SIZES', 'BLOCK', 'CIFAR_FILES', 'make_synthetic',
+           'require_cifar10', 'load_cifar10', 'write_fake_cifar10', 'crop_params', 'normalize', 'augment',
+           'DeviceLoader', 'EvalLoader', 'resolve_device', 'CIFARLikeDataModule', 'SyntheticDataModule',
+           'CIFAR10DataModule', 'build_datamodule']
 
 # %% ../nbs/04_data.ipynb #811cc194
 SYNTHETIC_SEED = 20240601
@@ -84,6 +85,15 @@ def _cifar_error(root: Path) -> FileNotFoundError:
         "https://www.cs.toronto.edu/~kriz/cifar.html) there. The synthetic dataset (dataset=synthetic) needs no files.")
 
 
+def require_cifar10(data_dir: str | os.PathLike, splits=("train", "val")) -> Path:
+    "The `cifar-10-batches-py` folder in `data_dir` if it holds `splits`; else the missing-data error (how to get it)."
+    root = Path(data_dir).expanduser()
+    folder = root / "cifar-10-batches-py"
+    if not all((folder / f).is_file() for s in splits for f in CIFAR_FILES[s] + ["batches.meta"]):
+        raise _cifar_error(root.resolve())
+    return folder
+
+
 def load_cifar10(data_dir: str | os.PathLike, split: str = "train", download: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "CIFAR-10 `split` ('train' = 50k training images, 'val' = the 10k test set) as `(N, 3, 32, 32) uint8`, `(N,) int64`."
@@ -94,9 +104,7 @@ def load_cifar10(data_dir: str | os.PathLike, split: str = "train", download: bo
     if download:
         ds = CIFAR10(str(root), train=train, download=True)
     else:
-        folder = root / "cifar-10-batches-py"
-        if not all((folder / f).is_file() for f in CIFAR_FILES[split] + ["batches.meta"]):
-            raise _cifar_error(root.resolve())
+        folder = require_cifar10(root, (split,))
 
         class _NoMD5(CIFAR10):  # the files exist; read them without the MD5 check (see above)
             def _check_integrity(self) -> bool:

@@ -49,6 +49,9 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     from loss_lin_slope import dataset as ds
     from loss_lin_slope import hypotheses, sweep
 
+    for key, v in (("seeds", seeds), ("workers", workers)):
+        if not (isinstance(v, int) and v >= 1):
+            raise ConfigError(key, v, "an integer ≥ 1")
     out = Path(out)
     params, overrides = demo_params(epochs=epochs, dataset=dataset, **size)
     t0 = time.time()

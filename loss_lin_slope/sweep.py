@@ -1090,12 +1090,28 @@ def _launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], 
     return [s for _, s, _ in specs], ids
 
 
+def _require_data(params: dict | None, overrides: dict | None) -> None:
+    """Fail before any local job starts when the runs would read CIFAR-10 that is not there (nor downloaded). On SLURM
+    the data may live where only the compute nodes see it, so each job's own check reports it there."""
+    p, o = params or {}, overrides or {}
+    if p.get("dataset", "synthetic") != "cifar10" or o.get("data.download") or o.get("download"):
+        return
+    from loss_lin_slope.data import require_cifar10
+
+    try:
+        require_cifar10(p.get("data_dir", "data"))
+    except FileNotFoundError as e:
+        raise ConfigError("data_dir", p.get("data_dir", "data"), str(e)) from None
+
+
 def submit_sweep(name: str, variants=None, lrs=None, wds=None, seeds=None, params: dict | None = None,
                  overrides: dict | None = None, out_dir="runs", executor: str = "local", resources: dict | None = None,
                  notebook=None, force: bool = False, dry_run: bool = False, progress: bool = True,
                  scheduler: bool = True) -> dict:
     "Plan, deduplicate against the ledger and submit a sweep (see above). Returns what was (or would be) done."
     grid, planned = plan_runs(name, variants, lrs, wds, seeds, params, overrides)
+    if executor == "local" and not dry_run:
+        _require_data(params, overrides)
     res = {**DEFAULT_RESOURCES, **{k: v for k, v in (resources or {}).items() if v is not None}}
     ledger = Ledger(name, out_dir)
     ctx = contextlib.nullcontext(ledger.read()) if dry_run else ledger.update()
