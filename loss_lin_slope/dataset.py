@@ -1023,7 +1023,7 @@ def verify_rows(check: SweepCheck, only_problems: bool = False) -> list[dict]:
     return rows
 
 # %% ../nbs/10_dataset.ipynb #5c463d55
-CURVE_FORM_NAMES = ("power_law", "power_law_offset", "exponential", "stretched_exponential")
+CURVE_FORM_NAMES = ("power_law", "power_law_offset", "exponential", "stretched_exponential", "schedule")
 
 
 def _field(name, typ, description, unit=""):
@@ -1061,7 +1061,12 @@ RUN_FIELDS = [
     ("best_val_ce", "f64", "Lowest validation cross-entropy (loss_val_nats) over all validations (H2's target)",
      "nats"),
     ("best_val_epoch", "f64", "Epoch of best_val_ce", "epochs"),
-    ("alpha_early", "f64", f"Early slope (H2's predictor), epochs 5–15: {_SLOPE}", ""),
+    ("train_ce_15", "f64", "Training CE level at the end of the alpha_early window (epoch 15): geometric mean of the "
+                           "per-batch CE over its last quarter epoch. H2's baseline predictor", "nats"),
+    ("val_ce_15", "f64", "Validation CE at the last validation at or before epoch 15 (within half an epoch; the end of "
+                         "the alpha_early window). H2's second baseline predictor", "nats"),
+    ("alpha_early", "f64", f"Early slope (H2's predictor), epochs 5–15 = steps 5·S … 15·S (S = steps_per_epoch): "
+                           f"{_SLOPE}", ""),
     ("alpha_early_stderr", "f64", "Standard error of alpha_early", ""),
     ("alpha_early_ci_low", "f64", "Lower end of the 95 % Student-t interval of alpha_early", ""),
     ("alpha_early_ci_high", "f64", "Upper end of the 95 % Student-t interval of alpha_early", ""),
@@ -1071,28 +1076,46 @@ RUN_FIELDS = [
     ("alpha_full_ci_low", "f64", "Lower end of the 95 % Student-t interval of alpha_full", ""),
     ("alpha_full_ci_high", "f64", "Upper end of the 95 % Student-t interval of alpha_full", ""),
     ("alpha_full_intercept", "f64", "Intercept of the alpha_full fit: ln(training CE) at epoch 1", "ln nats"),
-    ("r_squared", "f64", "R² of the alpha_full fit in log-log space (H1: ≥ 0.98)", ""),
-    ("r_squared_binned", "f64", "R² of the same burn-in → end log-log fit on quarter-epoch means of the per-batch "
-                                "training CE (x = mean epoch of the bin; slopes.binned_full_slope): the curve's shape "
-                                "with the batch noise averaged out. A diagnostic beside r_squared, not H1's criterion",
-     ""),
-    ("alpha_full_binned", "f64", "Slope of the binned fit: d ln(quarter-epoch mean training CE) / d ln(mean epoch), "
+    ("r_squared", "f64", "H1's R²: log-log R² of the loss trajectory, i.e. of the quarter-epoch geometric means of the "
+                         "training CE (mean of ln L per bin) on the mean epoch of the bin, burn-in → end "
+                         "(slopes.binned_full_slope; H1: ≥ 0.98, GO: median > 0.95). NaN when burn-in is never reached", ""),
+    ("r_squared_batch", "f64", "R² of the alpha_full fit on the per-batch points (capped by the batch noise: see "
+                               "r_squared_batch_cap). A diagnostic, not H1's criterion", ""),
+    ("r_squared_batch_cap", "f64", "The per-batch R² a perfect power law with this run's slope and noise would get: "
+                                   "b²Var(ln x) / (b²Var(ln x) + σ̂²)", ""),
+    ("r_squared_noise_corrected", "f64", "Per-batch R² with the noise removed: 1 − (SSR − nσ̂²)/(SST − nσ̂²) "
+                                         "(slopes.noise_corrected_r2); can exceed 1 by noise", ""),
+    ("noise_sigma", "f64", "σ̂ of the per-batch ln(training CE) after burn-in, from successive differences "
+                           "(slopes.noise_sigma)", "ln nats"),
+    ("residual_power", "f64", "Mean squared log residual of the quarter-epoch geometric means around the trajectory "
+                              "fit (lack of fit after burn-in, not batch noise)", ""),
+    ("alpha_full_binned", "f64", "Slope of the trajectory fit: d ln(quarter-epoch geometric-mean training CE) / d ln(mean epoch), "
                                  "burn-in to the last step", ""),
     ("alpha_full_binned_stderr", "f64", "Standard error of alpha_full_binned (from the bin residuals)", ""),
     ("burn_in_epoch", "f64", "First epoch where the trailing mean of the training CE is ≤ the burn-in threshold "
                              "(monitors.slope_threshold, 1.0 nats)", "epochs"),
     ("burn_in_loss", "f64", "Trailing-mean training CE at burn_in_epoch", "nats"),
-    ("knee_epoch", "f64", "Breakpoint of the two-segment log-log fit: where the power-law regime starts", "epochs"),
+    ("annealing_epoch", "f64", "Where annealing starts: first step after the learning-rate peak below 99 % of the peak "
+                               "(NaN when the rate never falls)", "epochs"),
+    ("knee_epoch", "f64", "Breakpoint of the two-segment log-log fit of the quarter-epoch means between burn-in and "
+                          "annealing_epoch (NaN with a reason in fit_notes when that range is too short)", "epochs"),
     ("knee_loss", "f64", "Training CE at the knee", "nats"),
     ("knee_slope_before", "f64", "Log-log slope before the knee", ""),
     ("knee_slope_after", "f64", "Log-log slope after the knee", ""),
-    ("best_form", "str", "Curve form with the lowest AIC after burn-in: " + " | ".join(CURVE_FORM_NAMES), ""),
-    *[(f"r2_{f}", "f64", f"R² (log space) of the {f.replace('_', ' ')} fit after burn-in", "")
+    ("best_form", "str", "Curve form with the lowest AIC on the quarter-epoch means after burn-in (parsimony rule): "
+                         + " | ".join(CURVE_FORM_NAMES) + "; 'none' when no form's held-out error is ≤ 5 % "
+                         "(slopes.FORM_FIT_MAX)", ""),
+    ("best_form_aic", "str", "The AIC pick, also when no form fits", ""),
+    *[(f"r2_{f}", "f64", f"R² (log space) of the {f.replace('_', ' ')} fit of the quarter-epoch means after burn-in", "")
       for f in CURVE_FORM_NAMES],
     *[(f"delta_aic_{f}", "f64", f"AIC of the {f.replace('_', ' ')} fit minus the best form's (0 = best)", "")
       for f in CURVE_FORM_NAMES],
-    ("holdout_error", "f64", "Power law fitted on the first half of the post-burn-in points: geometric-mean relative "
-                             "error predicting the second half", ""),
+    *[(f"holdout_{f}", "f64", f"The {f.replace('_', ' ')} form fitted on the first half of the post-burn-in "
+                              "quarter-epoch means: geometric-mean relative error predicting the second half", "")
+      for f in CURVE_FORM_NAMES],
+    ("holdout_best", "f64", "The lowest holdout_<form> (a form fits when ≤ 0.05)", ""),
+    ("holdout_best_form", "str", "The form with the lowest held-out error", ""),
+    ("holdout_error", "f64", "holdout_power_law (kept under its old name)", ""),
     ("alpha_sched", "f64", "Schedule-aware slope: d ln(training CE) / d ln(cumulative learning rate), burn-in to end",
      ""),
     ("alpha_sched_stderr", "f64", "Standard error of alpha_sched", ""),
@@ -1169,6 +1192,11 @@ def run_fits(data: RunData) -> dict:
     else:
         out.update(best_val_ce=math.nan, best_val_epoch=math.nan)
         notes.append("best_val_ce: no finite validation loss")
+    w_end = float(cfg.monitors.early_window[1])
+    at = np.flatnonzero(fin & (vs / S <= w_end + 1e-9) & (vs / S >= w_end - 0.5))
+    out["val_ce_15"] = float(v[at[-1]]) if at.size else math.nan  # the level at the window's end: H2's baseline
+    if not at.size:
+        notes.append(f"val_ce_15: no finite validation in epochs [{w_end - 0.5:g}, {w_end:g}]")
     out["fit_notes"] = "; ".join(notes)
     return out
 
