@@ -21,8 +21,8 @@ from . import curvature, slopes
 from .config import METRICS, ExperimentConfig
 
 # %% auto #0
-__all__ = ['log', 'steps_per_epoch', 'write_metrics', 'LossTap', 'LossSlopeLogger', 'CurvatureMonitor', 'NoiseMonitor',
-           'RunCheckpoint', 'GracefulStop', 'monitor_callbacks', 'expected_counts']
+__all__ = ['log', 'CURVATURE_METRICS', 'steps_per_epoch', 'write_metrics', 'LossTap', 'LossSlopeLogger', 'CurvatureMonitor',
+           'NoiseMonitor', 'RunCheckpoint', 'GracefulStop', 'monitor_callbacks', 'expected_counts']
 
 # %% ../nbs/07_callbacks.ipynb #419d0e95
 log = logging.getLogger(__name__)
@@ -263,63 +263,148 @@ def _all_finite(module) -> bool:
         return bool(all(torch.isfinite(p).all() for p in module.parameters()))
 
 
-class CurvatureMonitor(Callback):
-    "`lambda_max`, `hessian_trace`, `curv_matvecs`, `curv_seconds` every `compute_every_n_steps` optimizer steps."
+CURVATURE_METRICS = ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds", "curv_lr", "stability_ratio")
 
-    def __init__(self, compute_every_n_steps: int = 500, subsample_ratio: float = 0.1, max_batch_size: int = 32,
-                 method: str = "lanczos", tol: float = 1e-3, max_iter: int = 30, trace_method: str = "hutch++",
-                 trace_matvecs: int = 30, seed: int = 0, bn_mode: str = "eval"):
-        self.every, self.subsample_ratio, self.max_batch_size = compute_every_n_steps, subsample_ratio, max_batch_size
-        self.method, self.tol, self.max_iter = method, tol, max_iter
+
+def _optimizer_step_params(trainer) -> tuple[float, float | None, bool]:
+    "`(lr, momentum, nesterov)` the next step of the first optimizer applies; momentum None for non-SGD optimizers."
+    opts = getattr(trainer, "optimizers", None) or []
+    if not opts:
+        return float("nan"), None, False
+    opt, g = opts[0], opts[0].param_groups[0]
+    if isinstance(opt, torch.optim.SGD):
+        return float(g["lr"]), float(g.get("momentum", 0.0)), bool(g.get("nesterov", False))
+    return float(g["lr"]), None, False
+
+
+class CurvatureMonitor(Callback):
+    """`lambda_max`, `hessian_trace`, `curv_matvecs`, `curv_seconds`, `curv_lr`, `stability_ratio` every
+    `compute_every_n_steps` optimizer steps, on one fixed probe set of the training set per run."""
+
+    def __init__(self, compute_every_n_steps: int = 500, n_samples: int | None = 512, subsample_ratio: float = 0.1,
+                 micro_batch_size: int | None = 128, method: str = "lanczos", tol: float = 1e-3, max_iter: int = 30,
+                 trace_method: str = "hutch++", trace_matvecs: int = 30, seed: int = 0, bn_mode: str = "train",
+                 warm_start: bool = True, hvp_method: str = "double_backward"):
+        if bn_mode not in ("train", "eval"):
+            raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
+        curvature.micro_batches(torch.zeros(1), torch.zeros(1), micro_batch_size)  # checks micro_batch_size
+        self.every, self.n_samples, self.subsample_ratio = compute_every_n_steps, n_samples, subsample_ratio
+        self.micro_batch_size, self.method, self.tol, self.max_iter = micro_batch_size, method, tol, max_iter
         self.trace_method, self.trace_matvecs, self.seed, self.bn_mode = trace_method, trace_matvecs, seed, bn_mode
+        self.warm_start, self.hvp_method = warm_start, hvp_method
         self.last_step = 0
+        self.probe_idx: torch.Tensor | None = None  # indices into the training set (CPU int64), drawn once per run
+        self.vector: torch.Tensor | None = None  # the last top eigenvector (warm start)
+        self._probe = None
 
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> CurvatureMonitor:
-        "The monitor at `cfg.monitors`' frequency and estimator settings, seeded with `cfg.seed`."
+        """The monitor at `cfg.monitors`' settings, seeded with `cfg.seed`: probe of `curvature_samples` images (null:
+        `subsample_ratio` of the training set), micro-batch `curvature_micro_batch_size` (null: `data.batch_size`)
+        capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
         m = cfg.monitors
-        return cls(m.curvature_every_n_steps, m.subsample_ratio, m.max_batch_size, m.curvature_method,
-                   m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed)
+        micro = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
+        return cls(m.curvature_every_n_steps, m.curvature_samples, m.subsample_ratio, micro, m.curvature_method,
+                   m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed,
+                   m.curvature_bn_mode, m.curvature_warm_start)
 
-    def measure(self, model, loss_fn, batch, step: int) -> dict[str, float]:
-        "The four curvature metrics on `batch` (an `(x, y)` pair) at `step`."
-        x, y = batch[0], batch[1]
+    # -- the probe set ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _train_images(trainer):
+        "`(x uint8 or float, y, normalise?)` of the training set: the data module's tensors, else the loader's dataset."
+        dm = getattr(trainer, "datamodule", None)
+        if dm is not None and getattr(dm, "x_train", None) is not None:
+            return dm.x_train, dm.y_train
+        loader = getattr(trainer, "train_dataloader", None)
+        ds = getattr(loader, "dataset", None)
+        tensors = getattr(ds, "tensors", None)
+        if tensors is not None:
+            return tensors[0], tensors[1]
+        raise ValueError("CurvatureMonitor needs the training set: a data module with x_train/y_train "
+                         "(data.build_datamodule) or a train loader over a TensorDataset")
+
+    def probe_size(self, n_train: int) -> int:
+        "Images in the probe set for a training set of `n_train` (fails naming `curvature_samples` if too large)."
+        return curvature.probe_size(n_train, self.n_samples, self.subsample_ratio)
+
+    def setup(self, trainer, pl_module, stage):
+        "Check the probe size against the training set before any training (the data module is set up by now)."
+        if stage == "fit":
+            x, _ = self._train_images(trainer)
+            self.probe_size(len(x))
+
+    def probe(self, trainer, device) -> tuple[torch.Tensor, torch.Tensor]:
+        "The probe set `(x, y)` on `device`: unaugmented (normalised) training images at `probe_idx` (drawn on first use)."
+        if self._probe is None or self._probe[0].device != torch.device(device):
+            from loss_lin_slope.data import normalize
+
+            x, y = self._train_images(trainer)
+            if self.probe_idx is None:
+                self.probe_idx = curvature.probe_indices(len(x), self.probe_size(len(x)), self.seed)
+            idx = self.probe_idx.to(x.device)
+            xb = normalize(x[idx]) if x.dtype == torch.uint8 else x[idx].float()
+            self._probe = (xb.to(device), y[idx].to(device))
+        return self._probe
+
+    # -- measuring ----------------------------------------------------------------------------------------------
+    def measure(self, model, loss_fn, batch, step: int, lr: float = float("nan"), momentum: float | None = None,
+                nesterov: bool = False) -> dict[str, float]:
+        """The six curvature metrics on `batch` (the probe set) at `step`: one micro-batched operator for Lanczos
+        (from the previous eigenvector when `warm_start`) and the trace; `lr`/`momentum` give the stability ratio."""
+        model = getattr(model, "_orig_mod", model)  # never the torch.compile wrapper
+        xb, yb = batch[0], batch[1]
         s = _step_seed(self.seed, step)
-        xb, yb = curvature.select_batch(x.detach(), y.detach(), self.subsample_ratio, self.max_batch_size, seed=s)
         dev = xb.device
         _sync(dev)
         t0 = time.perf_counter()
-        lam = curvature.lambda_max(model, loss_fn, (xb, yb), method=self.method, tol=self.tol, max_iter=self.max_iter,
-                                   seed=s, bn_mode=self.bn_mode)
-        tr = curvature.hessian_trace(model, loss_fn, (xb, yb), method=self.trace_method, n_matvecs=self.trace_matvecs,
-                                     seed=s + 1, bn_mode=self.bn_mode)
+        with curvature.hessian_operator(model, loss_fn, (xb, yb), method=self.hvp_method, bn_mode=self.bn_mode,
+                                        micro_batch_size=self.micro_batch_size) as op:
+            init = self.vector if self.warm_start else None
+            kw = dict(tol=self.tol, max_iter=self.max_iter, seed=s, device=op.device, dtype=op.dtype, init=init)
+            lam = (curvature.lanczos(op, op.n, **kw) if self.method == "lanczos"
+                   else curvature.power_iteration(op, op.n, **kw))
+            tr = curvature.TRACE_METHODS[self.trace_method](op, op.n, n_matvecs=self.trace_matvecs, seed=s + 1,
+                                                            device=op.device, dtype=op.dtype)
         _sync(dev)
+        if math.isfinite(lam.value) and lam.vector is not None:
+            self.vector = lam.vector.detach()
+        thr = curvature.stability_threshold(lr, momentum, nesterov) if momentum is not None else float("nan")
+        self.last_estimate = lam
         return {"lambda_max": lam.value, "hessian_trace": tr.value, "curv_matvecs": lam.n_matvecs + tr.n_matvecs,
-                "curv_seconds": time.perf_counter() - t0}
+                "curv_seconds": time.perf_counter() - t0, "curv_lr": lr, "stability_ratio": lam.value / thr}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        "Every `compute_every_n_steps` optimizer steps: measure on the current batch and write the four rows (NaN if the model diverged)."
+        "Every `compute_every_n_steps` optimizer steps: measure on the probe set and write the six rows (NaN if the model diverged)."
         step = trainer.global_step
         if step <= 0 or step % self.every or step == self.last_step:
             return
         self.last_step = step
         model = getattr(pl_module, "model", pl_module)
+        lr, momentum, nesterov = _optimizer_step_params(trainer)
         try:
-            vals = self.measure(model, pl_module.loss_fn, batch, step)
+            dev = next(model.parameters()).device
+            vals = self.measure(model, pl_module.loss_fn, self.probe(trainer, dev), step, lr, momentum, nesterov)
         except Exception:
             if _all_finite(model):
                 raise
             log.warning("curvature at step %d skipped: the model has non-finite parameters", step)
-            vals = dict.fromkeys(("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds"), float("nan"))
+            vals = dict.fromkeys(CURVATURE_METRICS, float("nan"))
+            vals["curv_lr"] = lr
         write_metrics(pl_module, step, step / steps_per_epoch(trainer, pl_module), vals)
 
     def state_dict(self):
-        "The last step measured (a resumed run does not measure it twice)."
-        return {"last_step": self.last_step}
+        "The last step measured, the probe set's indices and the last top eigenvector (exact resumption)."
+        return {"last_step": self.last_step, "probe_idx": self.probe_idx,
+                "vector": None if self.vector is None else self.vector.detach().cpu()}
 
     def load_state_dict(self, state):
         "Restore `state_dict()` output."
         self.last_step = state["last_step"]
+        self.probe_idx = state.get("probe_idx")
+        v = state.get("vector")
+        self.vector = v
+        self._probe = None
+
 
 # %% ../nbs/07_callbacks.ipynb #d8c784e0
 class NoiseMonitor(Callback):

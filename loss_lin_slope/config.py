@@ -40,6 +40,7 @@ CHOICES = {
     "data.dataset": ("cifar10", "synthetic"),
     "monitors.curvature_method": ("lanczos", "power"),
     "monitors.trace_method": ("hutch++", "hutchinson"),
+    "monitors.curvature_bn_mode": ("train", "eval"),
 }
 
 
@@ -118,8 +119,12 @@ class MonitorConfig:
     norms_every_epochs: float = 0.25
     curvature: bool = True
     curvature_every_n_steps: int = 500
-    subsample_ratio: float = 0.1
-    max_batch_size: int = 32
+    curvature_samples: typing.Optional[int] = 512  # fixed probe set (images of the training set); null: subsample_ratio
+    subsample_ratio: float = 0.1  # the plan's probe size (share of the training set) when curvature_samples is null
+    curvature_micro_batch_size: typing.Optional[int] = None  # HVP micro-batch; null: data.batch_size (the optimizer's)
+    max_batch_size: int = 1024  # memory cap on the curvature micro-batch
+    curvature_bn_mode: str = "train"  # BatchNorm during curvature: each micro-batch's statistics | running ("eval")
+    curvature_warm_start: bool = True  # start Lanczos from the previous measurement's top eigenvector
     curvature_method: str = "lanczos"
     curvature_tol: float = 1e-3
     curvature_max_iter: int = 30
@@ -258,6 +263,13 @@ def _check(cond: bool, key: str, value, allowed: str):
         raise ConfigError(key, value, allowed)
 
 
+def _train_size(dataset: str, n_train) -> int:
+    "Training images a run will have: `data.n_train`, capped at CIFAR-10's 50 000 (synthetic makes as many as asked)."
+    if n_train is None:
+        return 50_000
+    return n_train if dataset == "synthetic" else min(n_train, 50_000)
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     "Check every value of `cfg`; return it unchanged or raise `ConfigError`."
     d = cfg.to_dict()
@@ -304,6 +316,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
            "an integer ≥ 1")
     _check(0 < mo.subsample_ratio <= 1, "monitors.subsample_ratio", mo.subsample_ratio, "a number in (0, 1]")
     _check(mo.max_batch_size >= 1, "monitors.max_batch_size", mo.max_batch_size, "an integer ≥ 1")
+    n_tr = _train_size(da.dataset, da.n_train)
+    _check(mo.curvature_samples is None or 1 <= mo.curvature_samples <= n_tr, "monitors.curvature_samples",
+           mo.curvature_samples, f"null (subsample_ratio of the training set) or an integer in [1, {n_tr}] "
+           f"(the training set has {n_tr} images)")
+    _check(mo.curvature_micro_batch_size is None or mo.curvature_micro_batch_size >= 1,
+           "monitors.curvature_micro_batch_size", mo.curvature_micro_batch_size,
+           "null (data.batch_size) or an integer ≥ 1")
     _check(mo.curvature_tol > 0, "monitors.curvature_tol", mo.curvature_tol, pos)
     _check(mo.curvature_max_iter >= 2, "monitors.curvature_max_iter", mo.curvature_max_iter, "an integer ≥ 2")
     _check(mo.trace_matvecs >= 3, "monitors.trace_matvecs", mo.trace_matvecs, "an integer ≥ 3")
@@ -393,6 +412,9 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     for k, v in {**VARIANTS[variant], **overrides}.items():
         _set(d, k, v)
     given = {FLAT_KEYS.get(k, k) for k in overrides}
+    n_tr, cs = _train_size(d["data"]["dataset"], d["data"]["n_train"]), d["monitors"]["curvature_samples"]
+    if "monitors.curvature_samples" not in given and type(n_tr) is int and type(cs) is int and cs > n_tr:
+        d["monitors"]["curvature_samples"] = n_tr  # the default probe on a small training set: all of it
     e = d["trainer"]["max_epochs"]
     if "trainer.max_epochs" in given and "schedule.warmup_epochs" not in given and type(e) is int:
         # A shortened (or lengthened) run keeps the plan's shape: warmup = 10 % of training (5 of 50 epochs).
@@ -404,7 +426,8 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
 METRICS: dict[str, str] = {
     **{m: "batch" for m in ("loss_train_nats", "loss_train_bits", "acc_train", "lr", "wd")},
     **{m: "val" for m in ("loss_val_nats", "loss_val_bits", "acc_val", "grad_norm_l2", "weight_norm_l2")},
-    **{m: "curvature" for m in ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds")},
+    **{m: "curvature" for m in ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds", "curv_lr",
+                                "stability_ratio")},
     **{m: "noise" for m in ("gradient_variance", "grad_noise_scale", "psd_tail", "residual_power")},
     "loss_slope_full": "epoch",
     "loss_slope_5_15": "epoch_after_window",
@@ -422,6 +445,7 @@ NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as 
     "loss_slope_5_15": "NaN until the early window has two points",
     "grad_noise_scale": "undefined when the unbiased |G|² estimate is ≤ 0: the probe batches cannot resolve the mean "
                         "gradient from its noise (late in training, near a minimum)",
+    "stability_ratio": "not defined for AdamW (its stability is governed by the preconditioned sharpness, out of scope)",
 }
 
 # %% ../nbs/00_config.ipynb #5a51f966

@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['BN_MODES', 'HVP_METHODS', 'TRACE_METHODS', 'trainable_params', 'flatten', 'unflatten', 'curvature_mode',
-           'select_batch', 'HessianOperator', 'hessian_operator', 'hvp', 'Estimate', 'lanczos', 'power_iteration',
-           'lambda_max', 'hutchinson', 'hutchpp', 'hessian_trace']
+           'select_batch', 'probe_size', 'probe_indices', 'micro_batches', 'HessianOperator', 'hessian_operator', 'hvp',
+           'Estimate', 'lanczos', 'power_iteration', 'lambda_max', 'hutchinson', 'hutchpp', 'hessian_trace',
+           'stability_threshold']
 
 # %% ../nbs/02_curvature.ipynb #9db7cc14
 def trainable_params(model: nn.Module) -> list[Tensor]:
@@ -104,6 +105,26 @@ def select_batch(
     idx = torch.randperm(n, generator=gen)[:k].sort().values.to(x.device)
     return x[idx], y[idx]
 
+# %% ../nbs/02_curvature.ipynb #7cfe09d2
+def probe_size(n_train: int, samples: int | None = None, subsample_ratio: float = 0.1) -> int:
+    "Images in the probe set: `samples`, or (None) `ceil(subsample_ratio · n_train)`; at most `n_train`."
+    if samples is None:
+        if not 0 < subsample_ratio <= 1:
+            raise ValueError(f"subsample_ratio must be in (0, 1], got {subsample_ratio}")
+        return max(1, math.ceil(subsample_ratio * n_train))
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= n_train:
+        raise ValueError(f"curvature_samples must be an integer in [1, {n_train}] (the training set has {n_train} "
+                         f"images), got {samples!r}")
+    return samples
+
+
+def probe_indices(n_train: int, n: int, seed: int) -> Tensor:
+    "`n` distinct indices into a training set of `n_train` images, sorted (CPU int64), from a generator seeded with `seed`."
+    if not 1 <= n <= n_train:
+        raise ValueError(f"a probe set of {n} images cannot be drawn from {n_train}")
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n_train, generator=gen)[:n].sort().values
+
 # %% ../nbs/02_curvature.ipynb #a1388466
 HVP_METHODS = ("double_backward", "fwd_rev", "fresh")
 
@@ -114,38 +135,61 @@ def _plain(t: Tensor) -> Tensor:
     return t.clone() if t.is_inference() else t
 
 
+def _check_micro(micro_batch_size) -> None:
+    if micro_batch_size is not None and (isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int)
+                                         or micro_batch_size < 1):
+        raise ValueError(f"micro_batch_size must be None (one batch) or an integer >= 1, got {micro_batch_size!r}")
+
+
+def micro_batches(x: Tensor, y: Tensor, micro_batch_size: int | None = None) -> list[tuple[Tensor, Tensor, float]]:
+    """`(x_i, y_i, w_i)`: `ceil(N / micro_batch_size)` consecutive chunks of sizes differing by at most one
+    (none larger than `micro_batch_size`; no tiny last chunk for BatchNorm), with weights `w_i = n_i / N`."""
+    _check_micro(micro_batch_size)
+    n = len(x)
+    k = 1 if micro_batch_size is None else math.ceil(n / micro_batch_size)
+    return [(xc, yc, len(xc) / n) for xc, yc in zip(torch.tensor_split(x, k), torch.tensor_split(y, k))]
+
+
 class HessianOperator:
-    """Matrix-free Hessian of the mean loss `loss_fn(model(x), y)` w.r.t. `trainable_params(model)`.
+    """Matrix-free Hessian of $L = \\sum_i (n_i/N)\\,\\ell_i$, the size-weighted mean of the micro-batch mean losses
+    `loss_fn(model(x_i), y_i)`, w.r.t. `trainable_params(model)` (one micro-batch: the mean loss on `batch`).
 
-    Call with a flat vector `v` (length `n`) to get the flat `H @ v`. Use inside `curvature_mode`
-    (or through `hessian_operator`, which does both) and `close()` it to release the graph."""
+    Call with a flat vector `v` (length `n`) to get the flat `H @ v`, accumulated over micro-batches. Use inside
+    `curvature_mode` (or through `hessian_operator`, which does both) and `close()` it to release the graphs."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "double_backward"):
+    def __init__(self, model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "double_backward",
+                 micro_batch_size: int | None = None):
         if method not in HVP_METHODS:
             raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
         self.model, self.loss_fn, self.method = model, loss_fn, method
         self.x, self.y = (_plain(t) for t in batch)
+        self.chunks = micro_batches(self.x, self.y, micro_batch_size)
+        self.micro_batch_size = micro_batch_size
         self.params = trainable_params(model)
         if not self.params:
             raise ValueError("the model has no trainable parameters")
         self.n = sum(p.numel() for p in self.params)
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.n_matvecs, self.loss = 0, float("nan")
-        self._grads = None
+        self._graphs = None
         if method == "double_backward":
-            self._build_graph()
+            self._graphs = [self._build_graph(xc, yc, w) for xc, yc, w in self.chunks]
+            self.loss = sum(g[2] for g in self._graphs)
         elif method == "fwd_rev":
-            self._build_func()
+            self._build_funcs()
+        else:
+            with torch.no_grad():
+                self.loss = sum(w * self.loss_fn(self.model(xc), yc).item() for xc, yc, w in self.chunks)
 
-    def _build_graph(self):
-        loss = self.loss_fn(self.model(self.x), self.y)
-        grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
-        self.loss = loss.item()
+    def _build_graph(self, x, y, w):
+        "`(live indices, weighted gradient tensors with graph, weighted loss)` of one micro-batch."
+        loss = self.loss_fn(self.model(x), y)
+        grads = torch.autograd.grad(w * loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
         # gradient entries that do not depend on θ (zero Hessian rows) cannot be differentiated again
-        self._live = [i for i, g in enumerate(grads) if g.requires_grad]
-        self._grads = [grads[i] for i in self._live]
+        live = [i for i, g in enumerate(grads) if g.requires_grad]
+        return live, [grads[i] for i in live], w * loss.item()
 
-    def _build_func(self):
+    def _build_funcs(self):
         from torch.func import functional_call, grad
 
         named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
@@ -153,14 +197,24 @@ class HessianOperator:
         self._theta = {k: p.detach() for k, p in named}
         consts = {k: p.detach() for k, p in self.model.named_parameters() if not p.requires_grad}
         consts.update(dict(self.model.named_buffers()))
-        x, y, model, loss_fn = self.x, self.y, self.model, self.loss_fn
+        model, loss_fn = self.model, self.loss_fn
 
-        def f(theta):
-            return loss_fn(functional_call(model, {**theta, **consts}, (x,)), y)
+        def make(x, y, w):
+            def f(theta):
+                return w * loss_fn(functional_call(model, {**theta, **consts}, (x,)), y)
+            return f
 
-        self._gradf = grad(f)
+        fs = [make(xc, yc, w) for xc, yc, w in self.chunks]
+        self._gradfs = [grad(f) for f in fs]
         with torch.no_grad():
-            self.loss = f(self._theta).item()
+            self.loss = sum(f(self._theta).item() for f in fs)
+
+    def _apply(self, graph, vs, retain):
+        live, grads, _ = graph
+        if not grads:
+            return None
+        return torch.autograd.grad(grads, self.params, grad_outputs=[vs[i] for i in live], retain_graph=retain,
+                                   allow_unused=True, materialize_grads=True)
 
     def __call__(self, v: Tensor) -> Tensor:
         if v.shape != (self.n,):
@@ -171,34 +225,36 @@ class HessianOperator:
             from torch.func import jvp
 
             tangents = dict(zip(self._names, unflatten(v, self.params)))
-            _, hv = jvp(self._gradf, (self._theta,), (tangents,))
-            return flatten([hv[k] for k in self._names]).detach()
-        if self.method == "fresh":
-            self._build_graph()
+            out = None
+            for gf in self._gradfs:
+                _, hv = jvp(gf, (self._theta,), (tangents,))
+                flat = flatten([hv[k] for k in self._names]).detach()
+                out = flat if out is None else out + flat
+            return out
         vs = unflatten(v, self.params)
-        out = [torch.zeros_like(p) for p in self.params]
-        if self._grads:
-            hv = torch.autograd.grad(
-                self._grads, self.params, grad_outputs=[vs[i] for i in self._live],
-                retain_graph=self.method == "double_backward", allow_unused=True, materialize_grads=True,
-            )
-            out = list(hv)
-        if self.method == "fresh":
-            self._grads = None
-        return flatten(out).detach()
+        out = torch.zeros(self.n, device=self.device, dtype=self.dtype)
+        for j, (xc, yc, w) in enumerate(self.chunks):
+            fresh = self.method == "fresh"
+            graph = self._build_graph(xc, yc, w) if fresh else self._graphs[j]
+            hv = self._apply(graph, vs, retain=not fresh)
+            if hv is not None:
+                out += flatten(hv).detach()
+            del graph
+        return out
 
     def close(self):
-        "Drop the autograd graph and the batch."
-        self._grads = self._gradf = self._theta = None
-        self.x = self.y = None
+        "Drop the autograd graphs and the batch."
+        self._graphs = self._gradfs = self._theta = None
+        self.x = self.y = self.chunks = None
 
 
 @contextmanager
 def hessian_operator(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor],
-                     method: str = "double_backward", bn_mode: str = "eval", eval_mode: bool | None = None):
-    "A `HessianOperator` inside `curvature_mode(model)`, closed on exit."
+                     method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+                     micro_batch_size: int | None = None):
+    "A `HessianOperator` inside `curvature_mode(model, bn_mode)`, closed on exit."
     with curvature_mode(model, bn_mode=bn_mode, eval_mode=eval_mode):
-        op = HessianOperator(model, loss_fn, batch, method=method)
+        op = HessianOperator(model, loss_fn, batch, method=method, micro_batch_size=micro_batch_size)
         try:
             yield op
         finally:
@@ -206,19 +262,24 @@ def hessian_operator(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, T
 
 
 def hvp(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], v: Tensor | Sequence[Tensor],
-        method: str = "double_backward", bn_mode: str = "eval", eval_mode: bool | None = None) -> Tensor | list[Tensor]:
-    """`H @ v` for the mean loss on `batch`; `v` is a flat vector over `trainable_params(model)` (returns a
-    flat vector) or a list of tensors shaped like them (returns a list). Safe inside training."""
+        method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+        micro_batch_size: int | None = None) -> Tensor | list[Tensor]:
+    """`H @ v` for the (micro-batched) mean loss on `batch`; `v` is a flat vector over `trainable_params(model)`
+    (returns a flat vector) or a list of tensors shaped like them (returns a list). Safe inside training."""
     as_list = not isinstance(v, Tensor)
-    with hessian_operator(model, loss_fn, batch, method=method, bn_mode=bn_mode, eval_mode=eval_mode) as op:
+    with hessian_operator(model, loss_fn, batch, method=method, bn_mode=bn_mode, eval_mode=eval_mode,
+                          micro_batch_size=micro_batch_size) as op:
         flat = flatten([t.to(op.device, op.dtype) for t in v]) if as_list else v
         out = op(flat)
         return unflatten(out, op.params) if as_list else out
 
+
 # %% ../nbs/02_curvature.ipynb #426edfc6
 @dataclass
 class Estimate:
-    "The result of a curvature or noise estimate. `history`: the estimate after each matvec / iteration."
+    """The result of a curvature or noise estimate. `history`: the estimate after each matvec / iteration.
+    Eigenvalue estimates also carry `vector` (the unit eigenvector estimate, a detached tensor on the model's device)
+    and `rel_residual` = ‖Hv − λv‖ / |λ| for that vector."""
     value: float
     stderr: float = float("nan")
     n_matvecs: int = 0
@@ -228,13 +289,12 @@ class Estimate:
     seconds: float = float("nan")
     history: list[float] = field(default_factory=list, repr=False)
     info: dict = field(default_factory=dict, repr=False)
+    rel_residual: float = float("nan")
+    vector: Tensor | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         "Scalar fields only (for logging)."
-        d = asdict(self)
-        d.pop("history")
-        d.pop("info")
-        return d
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "info", "vector")}
 
 # %% ../nbs/02_curvature.ipynb #ef1e696e
 def _randn(n, gen, device, dtype):
@@ -269,6 +329,20 @@ class _Basis:
         return self.buf[: self.j]
 
 
+def _start(n, init, gen, device, dtype):
+    "The unit start vector: `init` when it is a usable (finite, non-zero) vector of length n, else a seeded random one."
+    if init is not None:
+        v = init.detach().reshape(-1)
+        if v.numel() != n:
+            raise ValueError(f"init has {v.numel()} entries, the operator has n={n}")
+        v = v.to(device=device if device is not None else v.device, dtype=dtype).clone()
+        nrm = v.norm()
+        if torch.isfinite(nrm) and nrm > 0:
+            return v / nrm, True
+    v = _randn(n, gen, device, dtype)
+    return v / v.norm(), False
+
+
 def _pick(theta, which):
     if which == "LA":
         return int(np.argmax(theta))
@@ -281,8 +355,9 @@ def _pick(theta, which):
 
 def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
             which: str = "LA", stop: str = "gap", reorth: bool = True, device=None, dtype=torch.float32,
-            return_vector: bool = False) -> Estimate:
-    "Extreme eigenvalue of the symmetric operator `matvec` on R^n by Lanczos (one matvec per iteration)."
+            return_vector: bool = False, init: Tensor | None = None) -> Estimate:
+    """Extreme eigenvalue of the symmetric operator `matvec` on R^n by Lanczos (one matvec per iteration), started
+    from `init` (warm start) or a seeded random vector; `.vector` is the Ritz vector, `.rel_residual` its ‖Hv−θv‖/|θ|."""
     if stop not in ("gap", "residual"):
         raise ValueError(f"stop must be 'gap' or 'residual', got {stop!r}")
     _pick(np.zeros(1), which)
@@ -290,8 +365,7 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
 
     t0 = time.perf_counter()
     gen = _generator(seed, device)
-    q = _randn(n, gen, device, dtype)
-    q = q / q.norm()
+    q, warm = _start(n, init, gen, device, dtype)
     basis = _Basis(n, q.device, dtype)
     basis.append(q)
     alphas, betas, history = [], [], []
@@ -335,20 +409,23 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
         q = w / beta
         basis.append(q)
         betas.append(beta)
-    info = {"ritz_values": sorted(float(t) for t in theta), "error_bound": float(err), "stop": stop, "which": which}
+    info = {"ritz_values": sorted(float(t) for t in theta), "error_bound": float(err), "stop": stop, "which": which,
+            "warm_start": warm}
+    vec = basis.Q[: len(s)].T @ torch.as_tensor(s, device=basis.buf.device, dtype=dtype)
     if return_vector:
-        info["vector"] = basis.Q[: len(s)].T @ torch.as_tensor(s, device=basis.buf.device, dtype=dtype)
+        info["vector"] = vec
     return Estimate(theta_i, n_matvecs=len(history), converged=converged, residual=float(resid),
-                    method="lanczos", seconds=time.perf_counter() - t0, history=history, info=info)
+                    method="lanczos", seconds=time.perf_counter() - t0, history=history, info=info,
+                    rel_residual=float(resid) / abs(theta_i) if theta_i else float("inf"), vector=vec)
 
 # %% ../nbs/02_curvature.ipynb #4343e51e
 def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-                    device=None, dtype=torch.float32) -> Estimate:
-    "Largest-magnitude eigenvalue by power iteration, stopping on relative change < `tol` (PyHessian's rule)."
+                    device=None, dtype=torch.float32, init: Tensor | None = None) -> Estimate:
+    """Largest-magnitude eigenvalue by power iteration from `init` (or a seeded random vector), stopping on relative
+    change < `tol` (PyHessian's rule); `.vector` is the last iterate, `.rel_residual` its ‖Hv−μv‖/|μ|."""
     t0 = time.perf_counter()
     gen = _generator(seed, device)
-    v = _randn(n, gen, device, dtype)
-    v = v / v.norm()
+    v, warm = _start(n, init, gen, device, dtype)
     history, prev, converged, resid, mu = [], None, False, float("nan"), float("nan")
     for _ in range(max_iter):
         hv = matvec(v).to(dtype)
@@ -368,22 +445,26 @@ def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-
             break
         v = hv / norm
     return Estimate(mu, n_matvecs=len(history), converged=converged, residual=resid, method="power",
-                    seconds=time.perf_counter() - t0, history=history)
+                    seconds=time.perf_counter() - t0, history=history, info={"warm_start": warm},
+                    rel_residual=resid / abs(mu) if mu else float("inf"), vector=v)
 
 # %% ../nbs/02_curvature.ipynb #75ccfe9a
 def lambda_max(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "lanczos",
                tol: float = 1e-3, max_iter: int = 100, seed: int = 0, which: str = "LA", stop: str = "gap",
-               hvp_method: str = "double_backward", bn_mode: str = "eval", eval_mode: bool | None = None) -> Estimate:
-    """Top Hessian eigenvalue of the mean loss on `batch`. `method="lanczos"`: the largest algebraic eigenvalue
-    (`which="SA"`: smallest, `"LM"`: largest magnitude); `method="power"`: the largest-magnitude one."""
+               hvp_method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+               micro_batch_size: int | None = None, init: Tensor | None = None) -> Estimate:
+    """Top Hessian eigenvalue of the (micro-batched) mean loss on `batch`. `method="lanczos"`: the largest algebraic
+    eigenvalue (`which="SA"`: smallest, `"LM"`: largest magnitude); `method="power"`: the largest-magnitude one.
+    `init`: a start vector (warm start, e.g. the previous estimate's `.vector`)."""
     if method not in ("lanczos", "power"):
         raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
     t0 = time.perf_counter()
-    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode) as op:
-        kw = dict(tol=tol, max_iter=max_iter, seed=seed, device=op.device, dtype=op.dtype)
+    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode,
+                          micro_batch_size=micro_batch_size) as op:
+        kw = dict(tol=tol, max_iter=max_iter, seed=seed, device=op.device, dtype=op.dtype, init=init)
         est = lanczos(op, op.n, which=which, stop=stop, **kw) if method == "lanczos" else power_iteration(op, op.n, **kw)
-        est.info["loss"] = op.loss
-        est.info["hvp_method"] = hvp_method
+        est.info.update(loss=op.loss, hvp_method=hvp_method, bn_mode=bn_mode, micro_batch_size=micro_batch_size,
+                        n_examples=len(op.x))
     est.seconds = time.perf_counter() - t0
     return est
 
@@ -438,14 +519,23 @@ TRACE_METHODS = {"hutch++": hutchpp, "hutchinson": hutchinson}
 
 def hessian_trace(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "hutch++",
                   n_matvecs: int = 30, seed: int = 0, hvp_method: str = "double_backward",
-                  bn_mode: str = "eval", eval_mode: bool | None = None) -> Estimate:
-    "Trace of the Hessian of the mean loss on `batch` with `n_matvecs` HVPs; `value`, `stderr`, `n_matvecs`."
+                  bn_mode: str = "train", eval_mode: bool | None = None, micro_batch_size: int | None = None) -> Estimate:
+    "Trace of the Hessian of the (micro-batched) mean loss on `batch` with `n_matvecs` HVPs; `value`, `stderr`, `n_matvecs`."
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {list(TRACE_METHODS)}, got {method!r}")
     t0 = time.perf_counter()
-    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode) as op:
+    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode,
+                          micro_batch_size=micro_batch_size) as op:
         est = TRACE_METHODS[method](op, op.n, n_matvecs=n_matvecs, seed=seed, device=op.device, dtype=op.dtype)
         est.info["loss"] = op.loss
         est.info["hvp_method"] = hvp_method
     est.seconds = time.perf_counter() - t0
     return est
+
+# %% ../nbs/02_curvature.ipynb #2ac7c55b
+def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False) -> float:
+    "The largest curvature a quadratic can have for SGD(lr, momentum, nesterov) to converge: 2(1+β)/η (Nesterov: (2+2β)/((1+2β)η))."
+    if not lr > 0:
+        return float("nan")
+    b = float(momentum)
+    return (2 + 2 * b) / ((1 + 2 * b) * lr) if nesterov else 2 * (1 + b) / lr

@@ -186,8 +186,10 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     out["weight_norm_l2"] = (vs, 30 + 5 * np.log1p(ve))
     cs = cad.steps("curvature", n_done)
     lam = 20 / (_curve(shape, cs / S, a) + 0.1)
+    clr = _lr_schedule(cs + 1, S, cfg)  # the lr of the next step
+    ratio = lam * clr / (2 * (1 + cfg.optim.momentum)) if cfg.optim.name == "sgd" else np.full(len(cs), np.nan)
     for m, v in (("lambda_max", lam), ("hessian_trace", 50 * lam), ("curv_matvecs", np.full(len(cs), 30.0)),
-                 ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs)))):
+                 ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs))), ("curv_lr", clr), ("stability_ratio", ratio)):
         out[m] = (cs, v)
     ns = cad.steps("noise", n_done)
     Ln = _curve(shape, ns / S, a)
@@ -1123,6 +1125,12 @@ RUN_FIELDS = [
     ("alpha_sched_ci_high", "f64", "Upper end of the 95 % interval of alpha_sched", ""),
     ("alpha_sched_r2", "f64", "R² of the alpha_sched fit (log-log)", ""),
     ("fit_notes", "str", "Why a fit value is NaN (reasons from slopes.fit_summary), '' when all are finite", ""),
+    ("curv_probe_images", "i64", "Images in the curvature probe set (monitors.curvature_samples, or subsample_ratio × "
+                                 "training set), drawn once per run from the training set, unaugmented", "images"),
+    ("curv_micro_batch", "i64", "Micro-batch of the curvature HVPs (curvature_micro_batch_size, default "
+                                "data.batch_size, capped at max_batch_size)", "images"),
+    ("curv_bn_mode", "str", "BatchNorm during curvature: train (each micro-batch's statistics, running statistics "
+                            "untouched) | eval (running statistics)", ""),
 ]
 RESULT_COLUMNS = tuple(n for n, *_ in RUN_FIELDS)[[f[0] for f in RUN_FIELDS].index("best_val_ce"):]  # null unless complete
 
@@ -1142,10 +1150,16 @@ SERIES_FIELDS = {
         ("grad_norm_l2", "f64", "L2 norm of the training gradient", ""),
         ("weight_norm_l2", "f64", "L2 norm of all weights", "")],
     "curvature": _KEY + [
-        ("lambda_max", "f64", "Largest Hessian eigenvalue of the training loss (subsampled batch)", ""),
+        ("lambda_max", "f64", "Largest Hessian eigenvalue of the mean training loss on the run's fixed probe set "
+                              "(runs.curv_probe_images images, micro-batches of runs.curv_micro_batch, BatchNorm "
+                              "runs.curv_bn_mode), Lanczos", ""),
         ("hessian_trace", "f64", "Hessian trace estimate (Hutch++ or Hutchinson)", ""),
         ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate", ""),
-        ("curv_seconds", "f64", "Wall time of this estimate", "s")],
+        ("curv_seconds", "f64", "Wall time of this estimate", "s"),
+        ("curv_lr", "f64", "Learning rate the next optimizer step applies at these parameters", ""),
+        ("stability_ratio", "f64", "lambda_max / the SGD stability threshold 2(1+β)/η (η = curv_lr, β = momentum; "
+                                   "Nesterov: (2+2β)/((1+2β)η)); 1 = edge of stability. NaN for AdamW "
+                                   "(preconditioned sharpness, out of scope)", "")],
     "noise": _KEY + [
         ("gradient_variance", "f64", "Trace of the per-example gradient covariance estimate", ""),
         ("grad_noise_scale", "f64", "Simple gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018); NaN when the "
@@ -1198,6 +1212,12 @@ def run_fits(data: RunData) -> dict:
     if not at.size:
         notes.append(f"val_ce_15: no finite validation in epochs [{w_end - 0.5:g}, {w_end:g}]")
     out["fit_notes"] = "; ".join(notes)
+    m = cfg.monitors
+    if m.curvature:
+        out["curv_probe_images"] = m.curvature_samples or math.ceil(
+            m.subsample_ratio * config._train_size(cfg.data.dataset, cfg.data.n_train))
+        out["curv_micro_batch"] = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
+        out["curv_bn_mode"] = m.curvature_bn_mode
     return out
 
 
