@@ -388,6 +388,12 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     "Base config with the `variant`'s overrides, then `overrides` (dotted keys or `FLAT_KEYS`), validated."
     if variant not in VARIANTS:
         raise ConfigError("variant", variant, "one of " + ", ".join(VARIANTS) + _suggest(variant, VARIANTS))
+    first: dict[str, str] = {}
+    for k in overrides:  # `wd` and `weight_decay` (or `lr` and `optim.lr`) name one key: giving both is ambiguous
+        c = FLAT_KEYS.get(k, k)
+        if c in first:
+            raise ConfigError(k, overrides[k], f"one value per key: {first[c]!r} and {k!r} both set {c}")
+        first[c] = k
     d = ExperimentConfig().to_dict()
     d["variant"] = variant
     for k, v in {**VARIANTS[variant], **overrides}.items():
@@ -422,6 +428,10 @@ NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as 
     "loss_slope_5_15": "NaN until the early window has two points",
     "grad_noise_scale": "undefined when the unbiased |G|² estimate is ≤ 0: the probe batches cannot resolve the mean "
                         "gradient from its noise (late in training, near a minimum)",
+    "psd_tail": "NaN while the noise window holds fewer training-loss steps than Welch's estimate needs "
+                "(noise.psd_tail_slope: < 64 points, e.g. a short or small run): not computable, not a fault",
+    "residual_power": "NaN while the noise window's log-log fit of the training loss is undefined (too few "
+                      "positive points): not computable, not a fault",
 }
 
 # %% ../nbs/00_config.ipynb #5a51f966
