@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 # %% auto #0
-__all__ = ['CHOICES', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID', 'ConfigError',
-           'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig',
-           'ExperimentConfig', 'validate', 'make_config', 'JobSpec', 'priority', 'sweep_grid']
+__all__ = ['CHOICES', 'NAME_RULE', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID',
+           'ConfigError', 'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig',
+           'MonitorConfig', 'ExperimentConfig', 'check_name', 'validate', 'make_config', 'JobSpec', 'priority',
+           'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
 class ConfigError(ValueError):
@@ -258,6 +259,19 @@ def _check(cond: bool, key: str, value, allowed: str):
         raise ConfigError(key, value, allowed)
 
 
+NAME_RULE = "a non-empty name of letters, digits and - _ . + (it becomes a directory)"
+
+
+def check_name(key: str, value) -> str:
+    """`value` if it is a safe path component (`NAME_RULE`: no `/`, no leading `.`, no control character), else
+    `ConfigError(key, …)`. The one rule for every name that becomes a directory: sweep names and run ids given on the
+    command line and those read back from `sweep.json` / `config.yaml` (variant, run id, sweep)."""
+    ok = isinstance(value, str) and value != "" and all(c.isalnum() or c in "-_.+" for c in value) \
+        and not value.startswith(".")
+    _check(ok, key, value, NAME_RULE)
+    return value
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     "Check every value of `cfg`; return it unchanged or raise `ConfigError`."
     d = cfg.to_dict()
@@ -315,8 +329,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")
     _check(cfg.variant in VARIANTS, "variant", cfg.variant, "one of " + ", ".join(VARIANTS))
     for key, v in (("sweep", cfg.sweep), ("name", cfg.name)):
-        ok = v is None or (v != "" and all(c.isalnum() or c in "-_.+" for c in v) and not v.startswith("."))
-        _check(ok, key, v, "a non-empty name of letters, digits and - _ . + (it becomes a directory)")
+        if v is not None:
+            check_name(key, v)
     return cfg
 
 # %% ../nbs/00_config.ipynb #ac146bcd

@@ -72,10 +72,8 @@ def read_json(path, default=None):
         return default
 
 
-def _check_name(name: str):
-    ok = bool(name) and all(c.isalnum() or c in "-_.+" for c in name) and not name.startswith(".")
-    if not ok:
-        raise ConfigError("sweep", name, "a non-empty name of letters, digits and - _ . + (it becomes a directory)")
+def _check_name(name: str, key: str = "sweep"):
+    config.check_name(key, name)  # the one rule for names that become directories (also for values read from disk)
 
 
 class Ledger:
