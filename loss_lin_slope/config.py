@@ -403,11 +403,11 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     if variant not in VARIANTS:
         raise ConfigError("variant", variant, "one of " + ", ".join(VARIANTS) + _suggest(variant, VARIANTS))
     first: dict[str, str] = {}
-    for k in overrides:  # `wd` and `weight_decay` (or `lr` and `optim.lr`) name one key: giving both is ambiguous
+    for k, v in overrides.items():  # `wd` and `weight_decay` (or `lr` and `optim.lr`) name one key: two values clash
         c = FLAT_KEYS.get(k, k)
-        if c in first:
-            raise ConfigError(k, overrides[k], f"one value per key: {first[c]!r} and {k!r} both set {c}")
-        first[c] = k
+        if c in first and overrides[first[c]] != v:
+            raise ConfigError(k, v, f"one value per key: {first[c]!r} = {overrides[first[c]]!r} and {k!r} both set {c}")
+        first.setdefault(c, k)
     d = ExperimentConfig().to_dict()
     d["variant"] = variant
     for k, v in {**VARIANTS[variant], **overrides}.items():

@@ -19,7 +19,7 @@ import yaml
 
 from . import config
 from .config import METRICS, ExperimentConfig, sweep_grid
-from .run import chunk_name, compact_chunks, dead_run_reason, live_chunks
+from .run import chunk_name, compact_chunks, dead_run_reason, live_chunks, lock_state
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'NAN_ALLOWED', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'FAULTS', 'OUTCOMES', 'SHAPES', 'ISSUE_KINDS',
@@ -1308,7 +1308,8 @@ def _code_key() -> str:
 
 
 def run_fingerprint(path) -> str:
-    "SHA-256 of the code key, the run's path and (name, size, mtime_ns) of its config, summary and live chunks."
+    """SHA-256 of the code key, the run's path, (name, size, mtime_ns) of its config, summary and live chunks, and
+    whether its run lock is held (a run whose process died is checked again: it is then a dead run)."""
     path = Path(path).resolve()
     items = []
     for name in ("config.yaml", "summary.json"):
@@ -1323,6 +1324,7 @@ def run_fingerprint(path) -> str:
             items.append((p.name, st.st_size, st.st_mtime_ns))
         except OSError:  # deleted since it was listed (a compaction): the key changes, the run is read again
             items.append((p.name, None, None))
+    items.append(("lock", lock_state(path)[0]))
     return hashlib.sha256(json.dumps([_code_key(), str(path), items]).encode()).hexdigest()
 
 

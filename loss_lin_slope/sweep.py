@@ -28,8 +28,8 @@ __all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 
            'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE',
            'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs',
            'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'run_local', 'slurm_parameters',
-           'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run', 'aggregate_chunks',
-           'quality_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
+           'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run', 'run_checks',
+           'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
            'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
            'profile_variants', 'cmd_submit', 'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
@@ -556,8 +556,9 @@ HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem 
 
 
 def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
-                  owner_alive: bool | None = None) -> tuple[str, str | None]:
-    "`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record."
+                  owner_alive: bool | None = None, dead: str | None = None) -> tuple[str, str | None]:
+    """`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record; `dead`: why a
+    `running` summary is a dead run (`run.dead_run_reason`: nobody holds the run lock)."""
     lstate, sstat = entry.get("state", "pending"), (summary or {}).get("status")
     freason = ((summary or {}).get("failure") or {}).get("reason") if isinstance(summary, dict) else None
     if sched is not None and sched.get("state") in SCHED_ACTIVE:
@@ -568,6 +569,8 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
         return lstate, None
     if sstat == "completed":
         return "completed", None
+    if dead and sstat == "running" and sched is None:  # the process is gone without recording its end
+        return "interrupted", dead
     if sstat in ("diverged", "failed", "interrupted"):
         why = freason or (sched or {}).get("state") or entry.get("reason")
         return sstat, why
@@ -588,114 +591,54 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
 NAN_ALLOWED = tuple(config.NAN_ALLOWED)  # one list with its reasons, shared with `verify`
 
 
-_COLS = ["epoch", "metric", "value"]
+def _valid_run_id(rid) -> bool:
+    try:
+        config.check_name("run_id", rid)
+        return True
+    except ConfigError:
+        return False
 
 
-def aggregate_chunks(files) -> dict[str, list]:
-    "metric → [min, max, count, nan_count, zero_count, max_epoch] over the long-format Parquet `files`."
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
+def run_checks(sweep_dir, run_ids, cache: dict, workers: int = 4) -> tuple[dict, bool]:
+    """run_id → `dataset.RunCheck` of each run directory present, by the checker `lls verify` uses (`check_run`).
+    `cache` (run_id → {key, check}) is used when the run's key is unchanged: `dataset.run_fingerprint`, i.e. the
+    sizes and mtimes of config.yaml, summary.json and each live chunk, and whether the run lock is held — never a
+    directory mtime. Returns `(checks, cache changed?)`. A run id that is not a valid name is not read."""
+    from loss_lin_slope import dataset  # the verify layer's checker (imported here: `lls --help` stays light)
 
-    files = [str(f) for f in files]
-    if not files:
-        return {}
-    try:  # one multi-file read is much faster than a read per chunk
-        t = ds.dataset(files, format="parquet").to_table(columns=_COLS)
-    except Exception:  # a corrupt chunk is the dataset's `verify` business; here it only lacks data
-        parts = []
-        for f in files:
-            with contextlib.suppress(Exception):
-                parts.append(pq.read_table(f, columns=_COLS).cast(pa.schema([("epoch", pa.float64()),
-                                                                             ("metric", pa.string()),
-                                                                             ("value", pa.float64())])))
-        if not parts:
-            return {}
-        t = pa.concat_tables(parts)
-    if t.num_rows == 0:
-        return {}
-    m = t.column("metric").combine_chunks().dictionary_encode()
-    codes, names = m.indices.to_numpy(zero_copy_only=False), m.dictionary.to_pylist()
-    v = t.column("value").to_numpy().astype("float64")
-    ep = t.column("epoch").to_numpy().astype("float64")
-    agg = {}
-    for k, name in enumerate(names):
-        sel = codes == k
-        x = v[sel]
-        nan = np.isnan(x)
-        fin = x[~nan]
-        agg[name] = [float(fin.min()) if fin.size else None, float(fin.max()) if fin.size else None, int(x.size),
-                     int(nan.sum()), int((fin == 0).sum()), float(np.nanmax(ep[sel])) if sel.any() else None]
-    return agg
-
-
-def _merge_agg(a, b):
-    if a is None:
-        return b
-    mn = [x for x in (a[0], b[0]) if x is not None]
-    mx = [x for x in (a[1], b[1]) if x is not None]
-    ep = [x for x in (a[5], b[5]) if x is not None]
-    return [min(mn) if mn else None, max(mx) if mx else None, a[2] + b[2], a[3] + b[3], a[4] + b[4],
-            max(ep) if ep else None]
-
-
-def quality_problems(agg: dict, summary: dict | None = None) -> list[str]:
-    "Problems found in a run's metric aggregates and summary (empty list: the run passes)."
-    out = []
-    for name, (mn, mx, n, nan, zero, _) in sorted(agg.items()):
-        if nan and name not in NAN_ALLOWED:
-            out.append(f"{name}: {nan} NaN of {n}")
-        if mn is None:
-            continue
-        if name.startswith("loss_") and not name.startswith("loss_slope") and (mn < 0 or mx > 10):
-            out.append(f"{name} outside [0, 10]: min {mn:.4g}, max {mx:.4g}")
-        if name.startswith("acc_") and (mn < 0 or mx > 1):
-            out.append(f"{name} outside [0, 1]: min {mn:.4g}, max {mx:.4g}")
-        if name == "lr" and (mn < 0 or zero > 2):
-            out.append(f"lr ≤ 0: min {mn:.4g}, {zero} zero values")
-    knee = (summary or {}).get("knee_epoch")
-    if knee is not None and not (isinstance(knee, (int, float)) and 1 <= knee <= 20):
-        out.append(f"knee_epoch {knee} outside [1, 20]")
-    return out
-
-
-def _metric_aggs(sdir: Path, run_ids, cache: dict) -> tuple[dict, bool]:
-    "run_id → metric aggregates, using and updating `cache` (returns whether it changed)."
     out, todo = {}, []
     for rid in run_ids:
-        mdir = os.path.join(sdir, rid, "metrics")
-        try:
-            mtime = os.stat(mdir).st_mtime_ns
-        except OSError:
+        path = Path(sweep_dir) / rid
+        if not _valid_run_id(rid) or not path.is_dir():
             continue
+        key = dataset.run_fingerprint(path)
         c = cache.get(rid)
-        if c and c.get("mtime_ns") == mtime:
-            out[rid] = c["agg"]
-        else:
-            todo.append((rid, mdir, mtime, c))
+        if isinstance(c, dict) and c.get("key") == key:
+            with contextlib.suppress(Exception):  # an entry from an older layout: checked again
+                out[rid] = dataset.RunCheck.from_dict(c["check"])
+                continue
+        todo.append((rid, path, key))
 
-    from loss_lin_slope.run import live_chunks  # here, not at import: `run` imports numpy (`lls --help` stays fast)
-
-    def update(item):
-        rid, mdir, mtime, c = item
-        names = [p.name for p in live_chunks(mdir)]  # a compacted `.all` supersedes the chunks it merged
-        old = set(c["files"]) if c else set()
-        if c and old <= set(names):  # only new chunks to read
-            agg = dict(c["agg"])
-            for k, v in aggregate_chunks([os.path.join(mdir, n) for n in names if n not in old]).items():
-                agg[k] = _merge_agg(agg.get(k), v)
-        else:
-            agg = aggregate_chunks([os.path.join(mdir, n) for n in names])
-        return rid, {"mtime_ns": mtime, "files": names, "agg": agg}
+    def check(item):
+        rid, path, key = item
+        return rid, key, dataset.check_run(path, rid)
 
     if todo:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as ex:
-            for rid, c in ex.map(update, todo):
-                cache[rid], out[rid] = c, c["agg"]
-    return out, bool(todo)
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as ex:
+            for rid, key, c in ex.map(check, todo):
+                cache[rid], out[rid] = {"key": key, "check": c.to_dict()}, c
+    stale = [rid for rid in cache if rid not in out]
+    for rid in stale:  # runs gone from the sweep
+        cache.pop(rid, None)
+    return out, bool(todo or stale)
+
+
+def run_problems(check) -> list[str]:
+    "The problems `sweep status` lists for a run: its check's data issues (`lls verify`'s), then its warnings."
+    return [str(i) for i in check.issues] + list(check.warnings)
+
 
 # %% ../nbs/09_sweep.ipynb #050ca8ad
 def _owner_alive(owner: dict | None) -> bool | None:
@@ -739,7 +682,10 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     d, now = ledger.read(), now or time.time()
     runs = d["runs"]
     sdir = str(ledger.dir)
-    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) for rid in runs}
+    from loss_lin_slope.run import dead_run_reason  # here, not at import: `run` imports numpy
+
+    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) if _valid_run_id(rid) else None
+                 for rid in runs}
     live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
             (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
     sched = sacct_states(live) if scheduler and live else {}
@@ -751,28 +697,38 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         if e.get("executor") == "local" and e.get("state") in ACTIVE:
             key = json.dumps(e.get("owner"), sort_keys=True)
             alive = owners[key] if key in owners else owners.setdefault(key, _owner_alive(e.get("owner")))
-        state, reason = reconcile_run(e, summaries[rid], srec, alive)
+        s = summaries[rid]
+        dead = dead_run_reason(os.path.join(sdir, rid), s) if isinstance(s, dict) and s.get("status") == "running" \
+            else None
+        state, reason = reconcile_run(e, s, srec, alive, dead)
         if (state, reason) != (e.get("state"), e.get("reason")) and not (state == e.get("state") and reason is None):
             changes[rid] = (e.get("state"), state, reason)
         out_runs[rid] = {"variant": e["variant"], "state": state, "reason": reason, "job_id": e.get("job_id"),
                          "executor": e.get("executor"), "scheduler_state": (srec or {}).get("state"),
                          "attempts": e.get("attempts", 0), "adjusted": bool(e.get("adjustments"))}
-    # data quality on runs with metrics (running and finished)
+    # data quality of every run directory, by verify's checker (cached on the files it reads)
     cache_path = ledger.dir / ".status-cache.json"
     cache = read_json(cache_path, {}) or {}
-    with_metrics = [rid for rid, r in out_runs.items() if r["state"] not in ("pending",)]
-    aggs, cache_changed = _metric_aggs(ledger.dir, with_metrics, cache)
+    cache = cache if isinstance(cache, dict) else {}
+    bad_ids = [rid for rid in runs if not _valid_run_id(rid)]
+    run_check, cache_changed = run_checks(ledger.dir, [rid for rid in runs if rid not in bad_ids], cache)
     if cache_changed:
-        write_json_atomic(cache_path, cache, indent=None)
-    checks, nan_runs, stuck = {}, [], []
-    for rid, agg in aggs.items():
-        probs = quality_problems(agg, summaries.get(rid))
+        with contextlib.suppress(OSError):  # a cache that cannot be written (a full disk) is only slower
+            write_json_atomic(cache_path, cache, indent=None)
+    checks, nan_runs, corrupt, stuck = {}, [], [], []
+    for rid in bad_ids:
+        checks[rid] = [f"run id {rid!r} in sweep.json is not a valid name: not read"]
+        corrupt.append(rid)
+    for rid, c in run_check.items():
+        probs = run_problems(c)
         if probs:
             checks[rid] = probs
-        if any(nan and name not in NAN_ALLOWED for name, (_, _, _, nan, _, _) in agg.items()):
+        if any(i.kind == "nan" for i in c.issues):
             nan_runs.append(rid)
-        epochs = [a[5] for a in agg.values() if a[5] is not None]
-        out_runs[rid]["epoch"] = max(epochs) if epochs else None
+        if c.state == "corrupt":
+            corrupt.append(rid)
+        out_runs[rid]["check"] = c.state
+        out_runs[rid]["epoch"] = c.epochs_completed
     for rid, r in out_runs.items():
         if r["state"] != "running":
             continue
@@ -801,6 +757,9 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
                        "runs": stuck})
     if nan_runs:
         alerts.append({"kind": "nan", "message": f"NaN in the metrics of {len(nan_runs)} run(s)", "runs": nan_runs})
+    if corrupt:
+        alerts.append({"kind": "corrupt", "message": f"{len(corrupt)} run(s) with data faults (what `lls verify` calls "
+                       "corrupt: unreadable files or wrong metrics); `lls verify` lists them", "runs": corrupt})
     secs = [s for rid, e in runs.items() if out_runs[rid]["state"] == "completed"
             for s in [_run_seconds(e, summaries[rid])] if s]
     remaining = counts["pending"] + counts["queued"] + counts["running"] + counts["interrupted"]
