@@ -27,9 +27,9 @@ from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 __all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'HOST_OOM_REASON',
            'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE',
            'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs',
-           'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'run_local', 'slurm_parameters',
-           'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run', 'run_checks',
-           'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
+           'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local',
+           'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run',
+           'run_checks', 'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
            'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
            'profile_variants', 'cmd_submit', 'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
@@ -363,6 +363,14 @@ def _local_job_main(argv=None):
         sys.exit(1)
 
 
+class PoolInterrupted(KeyboardInterrupt):
+    "The local pool was stopped by SIGINT or SIGTERM (`signum`); its running jobs were stopped and marked."
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"local pool stopped by {signal.Signals(signum).name}")
+
+
 def _final_state(rc: int | None, summary: dict | None) -> str:
     "A finished local job's state: the summary's, unless it never got past `running` (then `failed`)."
     st = (summary or {}).get("status")
@@ -417,6 +425,14 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
                 procs.pop(rid, None)
             events.put((rid, state))
 
+    def on_signal(signum, frame):  # installed explicitly: a pool started in the background inherits SIGINT ignored
+        if not stop.is_set():
+            raise PoolInterrupted(signum)
+        print(f"lls: {signal.Signals(signum).name} ignored: the pool is already stopping", file=sys.stderr)
+
+    prev_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        prev_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     threads = [threading.Thread(target=worker, args=(g,), daemon=True, name=f"lls-slot-{i}")
                for i, g in enumerate(slots)]
     for t in threads:
@@ -455,6 +471,9 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
                     e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
                     e["history"] = e["history"][:-1]
         raise
+    finally:
+        for s, h in prev_handlers.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
     for t in threads:
         t.join()
     return results
