@@ -24,12 +24,13 @@ from . import config
 from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'HOST_OOM_REASON',
-           'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE',
-           'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs',
-           'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local',
-           'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run',
-           'run_checks', 'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
+__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS',
+           'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES',
+           'RECOVERABLE', 'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid',
+           'select_runs', 'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots',
+           'PoolInterrupted', 'run_local', 'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct',
+           'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks',
+           'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
            'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
            'profile_variants', 'cmd_submit', 'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
@@ -570,6 +571,67 @@ def sacct_states(job_ids) -> dict[str, dict]:
         return {}
     return parse_sacct(p.stdout) if p.returncode == 0 else {}
 
+# %% ../nbs/09_sweep.ipynb #14c4ae70
+STUCK_REASONS = {  # Slurm pending reasons that waiting will not resolve, and what to change
+    "PartitionConfig": "the request exceeds what the partition allows or any of its nodes has (CPUs per task, "
+                       "memory, GPUs, time): lower --cpus-per-task / --mem / --gpus-per-task / --time, or pick "
+                       "another --partition (`sinfo -o '%P %c %m %G %l'` shows what there is)",
+    "ReqNodeNotAvail": "the nodes the job needs are down, drained or reserved: drop node constraints "
+                       "(--exclude, --constraint), pick another --partition, or ask the administrators",
+    "PartitionNodeLimit": "more nodes than the partition allows: ask for fewer, or pick another --partition",
+    "PartitionTimeLimit": "--time is above the partition's limit: lower --time or pick another --partition",
+    "PartitionDown": "the partition is down: pick another --partition or ask the administrators",
+    "PartitionInactive": "the partition is inactive: pick another --partition or ask the administrators",
+    "InvalidAccount": "the --account is not valid for you: fix --account",
+    "InvalidQOS": "the --qos is not valid for you (or for this account): fix --qos",
+    "BadConstraints": "the constraints cannot be satisfied by any node: change --constraint",
+    "DependencyNeverSatisfied": "a dependency failed, so the job can never start: cancel it and resubmit",
+    "JobHeldAdmin": "held by an administrator: ask them to release it",
+    "JobHeldUser": "held: release it with `scontrol release JOBID`",
+}
+_STUCK_LIMIT = re.compile(r"^(QOS|Assoc)(Max|Min)\w*(PerJob|PerNode|NotSatisfied)\w*$")
+
+
+def stuck_reason(reason: str | None) -> str | None:
+    """What to change when a pending job's Slurm `reason` will not resolve by waiting (None: it will, e.g.
+    `Priority`, `Resources`, or a group limit that frees up as other jobs end)."""
+    if not reason:
+        return None
+    if reason in STUCK_REASONS:
+        return STUCK_REASONS[reason]
+    if reason.startswith("ReqNodeNotAvail"):  # Slurm appends the nodes: "ReqNodeNotAvail, UnavailableNodes:n1"
+        return STUCK_REASONS["ReqNodeNotAvail"]
+    if _STUCK_LIMIT.match(reason):
+        return (f"the job asks for more than a per-job QOS/association limit allows ({reason}): lower the request "
+                "(--cpus-per-task, --mem, --gpus-per-task, --time) or use a --qos / --account with a larger limit "
+                "(`sacctmgr show qos`)")
+    return None
+
+
+def parse_squeue(text: str) -> dict[str, dict]:
+    "Parse `squeue -h -r -o '%i|%T|%r'` → job id → {state, reason} (one line per array task)."
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) == 3 and parts[0]:
+            for j in _expand_ids(parts[0]):
+                out[j] = {"state": parts[1], "reason": parts[2] if parts[2] not in ("", "None", "(null)") else None}
+    return out
+
+
+def pending_reasons(job_ids) -> dict[str, dict]:
+    "The scheduler's live view of these jobs (`squeue`: state and pending reason); {} when squeue is missing or fails."
+    arrays = sorted({str(j).split("_")[0] for j in job_ids if j and str(j)[:1].isdigit()})
+    if not arrays:
+        return {}
+    try:
+        p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(arrays)], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_squeue(p.stdout) if p.returncode == 0 else {}
+
+
 # %% ../nbs/09_sweep.ipynb #3322ea12
 HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem request (OUT_OF_MEMORY)"
 
@@ -708,6 +770,9 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
             (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
     sched = sacct_states(live) if scheduler and live else {}
+    waiting = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("job_id") and
+               e.get("state") in ACTIVE]
+    squeued = pending_reasons(waiting) if scheduler and waiting else {}
     owners = {}
     out_runs, changes = {}, {}
     for rid, e in runs.items():
@@ -725,6 +790,9 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         out_runs[rid] = {"variant": e["variant"], "state": state, "reason": reason, "job_id": e.get("job_id"),
                          "executor": e.get("executor"), "scheduler_state": (srec or {}).get("state"),
                          "attempts": e.get("attempts", 0), "adjusted": bool(e.get("adjustments"))}
+        live_rec = squeued.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
+        if live_rec and live_rec["state"] == "PENDING":
+            out_runs[rid]["pending_reason"] = live_rec["reason"]
     # data quality of every run directory, by verify's checker (cached on the files it reads)
     cache_path = ledger.dir / ".status-cache.json"
     cache = read_json(cache_path, {}) or {}
@@ -776,6 +844,13 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
                        "runs": stuck})
     if nan_runs:
         alerts.append({"kind": "nan", "message": f"NaN in the metrics of {len(nan_runs)} run(s)", "runs": nan_runs})
+    stuck_by = {}
+    for rid, r in out_runs.items():
+        if r["state"] == "queued" and stuck_reason(r.get("pending_reason")):
+            stuck_by.setdefault(r["pending_reason"], []).append(rid)
+    for why, rids in stuck_by.items():
+        alerts.append({"kind": "unschedulable", "message": f"{len(rids)} queued job(s) will never start: Slurm "
+                       f"reason {why} — {stuck_reason(why)}; then `scancel` them and resubmit", "runs": rids})
     if corrupt:
         alerts.append({"kind": "corrupt", "message": f"{len(corrupt)} run(s) with data faults (what `lls verify` calls "
                        "corrupt: unreadable files or wrong metrics); `lls verify` lists them", "runs": corrupt})
@@ -1375,11 +1450,18 @@ def format_status(st: dict) -> str:
     lines.append(format_rows(rows, "table", ["variant", "total", *cols]))
     lines.append(f"progress {p['fraction']:.0%} ({p['done']}/{p['total']} finished), mean run "
                  f"{_fmt_s(p['mean_run_s'])}, ETA {_fmt_s(p['eta_s'])}")
+    reasons = {}
+    for r in st["runs"].values():
+        if r["state"] == "queued" and r.get("pending_reason"):
+            reasons[r["pending_reason"]] = reasons.get(r["pending_reason"], 0) + 1
+    if reasons:
+        lines.append("pending (Slurm reason): " + ", ".join(f"{why} {n}" for why, n in sorted(reasons.items())))
     if st["checks"]:
-        lines.append(f"data-quality problems in {len(st['checks'])} run(s):")
+        lines.append(f"data-quality problems in {len(st['checks'])} run(s) (the checks of `lls verify`):")
         lines += [f"  {rid}: {'; '.join(pr)}" for rid, pr in sorted(st["checks"].items())[:20]]
     else:
-        lines.append("data quality: no problems (loss in [0, 10], acc in [0, 1], lr > 0, no NaN, knee in [1, 20])")
+        lines.append("data quality: no problems (the checks of `lls verify`: files readable, every step once at its "
+                     "frequency, no NaN outside config.NAN_ALLOWED, values in range)")
     bad = [(rid, r) for rid, r in st["runs"].items() if r["state"] in ("failed", "diverged", "interrupted")]
     for rid, r in bad[:20]:
         lines.append(f"  {r['state']:<11} {rid}  {r.get('reason') or ''}")
