@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, fields
 import yaml
 
 # %% auto #0
-__all__ = ['CHOICES', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID', 'ConfigError',
-           'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig',
-           'ExperimentConfig', 'validate', 'make_config', 'JobSpec', 'priority', 'sweep_grid']
+__all__ = ['CHOICES', 'NAME_RULE', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID',
+           'ConfigError', 'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig',
+           'MonitorConfig', 'ExperimentConfig', 'check_name', 'validate', 'make_config', 'JobSpec', 'priority',
+           'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
 class ConfigError(ValueError):
@@ -268,6 +269,17 @@ def _train_size(dataset: str, n_train) -> int:
     if n_train is None:
         return 50_000
     return n_train if dataset == "synthetic" else min(n_train, 50_000)
+NAME_RULE = "a non-empty name of letters, digits and - _ . + (it becomes a directory)"
+
+
+def check_name(key: str, value) -> str:
+    """`value` if it is a safe path component (`NAME_RULE`: no `/`, no leading `.`, no control character), else
+    `ConfigError(key, …)`. The one rule for every name that becomes a directory: sweep names and run ids given on the
+    command line and those read back from `sweep.json` / `config.yaml` (variant, run id, sweep)."""
+    ok = isinstance(value, str) and value != "" and all(c.isalnum() or c in "-_.+" for c in value) \
+        and not value.startswith(".")
+    _check(ok, key, value, NAME_RULE)
+    return value
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -334,8 +346,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")
     _check(cfg.variant in VARIANTS, "variant", cfg.variant, "one of " + ", ".join(VARIANTS))
     for key, v in (("sweep", cfg.sweep), ("name", cfg.name)):
-        ok = v is None or (v != "" and all(c.isalnum() or c in "-_.+" for c in v) and not v.startswith("."))
-        _check(ok, key, v, "a non-empty name of letters, digits and - _ . + (it becomes a directory)")
+        if v is not None:
+            check_name(key, v)
     return cfg
 
 # %% ../nbs/00_config.ipynb #ac146bcd
@@ -407,6 +419,12 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     "Base config with the `variant`'s overrides, then `overrides` (dotted keys or `FLAT_KEYS`), validated."
     if variant not in VARIANTS:
         raise ConfigError("variant", variant, "one of " + ", ".join(VARIANTS) + _suggest(variant, VARIANTS))
+    first: dict[str, str] = {}
+    for k, v in overrides.items():  # `wd` and `weight_decay` (or `lr` and `optim.lr`) name one key: two values clash
+        c = FLAT_KEYS.get(k, k)
+        if c in first and overrides[first[c]] != v:
+            raise ConfigError(k, v, f"one value per key: {first[c]!r} = {overrides[first[c]]!r} and {k!r} both set {c}")
+        first.setdefault(c, k)
     d = ExperimentConfig().to_dict()
     d["variant"] = variant
     for k, v in {**VARIANTS[variant], **overrides}.items():
@@ -446,6 +464,10 @@ NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as 
     "grad_noise_scale": "undefined when the unbiased |G|² estimate is ≤ 0: the probe batches cannot resolve the mean "
                         "gradient from its noise (late in training, near a minimum)",
     "stability_ratio": "not defined for AdamW (its stability is governed by the preconditioned sharpness, out of scope)",
+    "psd_tail": "NaN while the noise window holds fewer training-loss steps than Welch's estimate needs "
+                "(noise.psd_tail_slope: < 64 points, e.g. a short or small run): not computable, not a fault",
+    "residual_power": "NaN while the noise window's log-log fit of the training loss is undefined (too few "
+                      "positive points): not computable, not a fault",
 }
 
 # %% ../nbs/00_config.ipynb #5a51f966

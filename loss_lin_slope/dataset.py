@@ -5,6 +5,7 @@
 # %% ../nbs/10_dataset.ipynb #514e8c11
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ import yaml
 
 from . import config
 from .config import METRICS, ExperimentConfig, sweep_grid
-from .run import chunk_name, compact_chunks, live_chunks
+from .run import chunk_name, compact_chunks, dead_run_reason, live_chunks, lock_state
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'NAN_ALLOWED', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'FAULTS', 'OUTCOMES', 'SHAPES', 'ISSUE_KINDS',
@@ -26,10 +27,10 @@ __all__ = ['GROUPS', 'TOLERANCE', 'NAN_ALLOWED', 'LN2', 'BITS_PAIRS', 'BITS_TOL'
            'SERIES_GROUPS', 'FILE_DESCRIPTIONS', 'RUN_ARCHIVE_FILES', 'Cadence', 'SyntheticSweep',
            'make_synthetic_sweep', 'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'check_run',
            'default_runs_dir', 'resolve_sweep', 'find_run_dirs', 'read_ledger', 'SweepCheck', 'plan_sweep',
-           'iter_sweep', 'default_workers', 'map_runs', 'verify_sweep', 'verify_rows', 'schema_of', 'dataset_schemas',
-           'run_fits', 'run_row', 'run_series', 'cache_dir', 'run_fingerprint', 'reduce_run', 'Dataset',
-           'build_dataset', 'data_dictionary', 'ExportResult', 'export_sweep', 'best_checkpoint', 'CollectResult',
-           'collect_sweep', 'check_manifest', 'cmd_verify', 'cmd_export', 'cmd_collect', 'add_cli']
+           'iter_sweep', 'default_workers', 'map_runs', 'require_expected', 'verify_sweep', 'verify_rows', 'schema_of',
+           'dataset_schemas', 'run_fits', 'run_row', 'run_series', 'cache_dir', 'run_fingerprint', 'reduce_run',
+           'Dataset', 'build_dataset', 'data_dictionary', 'ExportResult', 'export_sweep', 'best_checkpoint',
+           'CollectResult', 'collect_sweep', 'check_manifest', 'cmd_verify', 'cmd_export', 'cmd_collect', 'add_cli']
 
 # %% ../nbs/10_dataset.ipynb #6b7454d9
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
@@ -462,6 +463,7 @@ ISSUE_KINDS = {  # kind -> (GO/NO-GO condition it breaks, what it means)
     "nan": ("data", "NaN or ±inf in a metric where none is allowed"),
     "bits": ("data", "loss_*_bits differs from loss_*_nats / ln 2 by more than 1e-6"),
     "epoch": ("data", "the epoch column differs from step / steps_per_epoch"),
+    "range": ("data", "a value it cannot take: a loss < 0, an accuracy outside [0, 1], a learning rate < 0"),
     "frequency": ("frequency", "a metric is not logged at the steps its group requires (wrong frequency or absent)"),
 }
 
@@ -576,6 +578,7 @@ class RunCheck:
     ledger_state: str | None = None
     path: str | None = None
     reason: str = ""
+    warnings: list[str] = field(default_factory=list)  # suspicious, not faults: loss > 10, lr = 0 mid-run, knee epoch
     perf: dict = field(default_factory=dict)  # wall_time_s, steps_per_s, peak_mem_bytes from summary.json
 
     @property
@@ -642,6 +645,21 @@ def _read_summary(path: Path, issues: list) -> dict | None:
     if s.get("status") not in STATUSES:
         issues.append(Issue("summary", f"status {s.get('status')!r} is not one of {', '.join(STATUSES)}"))
     return s
+
+
+def _warnings(rm: RunMetrics, summary: dict | None) -> list[str]:
+    "What looks wrong without being impossible (shown by `verify --json` and `sweep status`; the state ignores it)."
+    out = []
+    for m, v in rm.values.items():
+        fin = v[np.isfinite(v)]
+        if m.startswith("loss_") and not m.startswith("loss_slope") and len(fin) and fin.max() > 10:
+            out.append(f"{m} above 10: max {fin.max():.4g}")
+        if m == "lr" and int((fin == 0).sum()) > 2:
+            out.append(f"lr = 0 at {int((fin == 0).sum())} steps")
+    knee = (summary or {}).get("knee_epoch")
+    if knee is not None and not (isinstance(knee, (int, float)) and 1 <= knee <= 20):
+        out.append(f"knee_epoch {knee} outside [1, 20]")
+    return out
 
 
 def _infer_spe(rm: RunMetrics) -> int | None:
@@ -734,6 +752,20 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
                 bits.setdefault(f"{bad} rows differ from nats / ln 2 (max error {err.max():.2g})", []).append(b)
     if bits:
         out.append(_join(bits, "bits"))
+    rng = {}
+    for m, v in rm.values.items():
+        fin = v[np.isfinite(v)]
+        if not len(fin):
+            continue
+        lo, hi = float(fin.min()), float(fin.max())
+        if m.startswith("loss_") and not m.startswith("loss_slope") and lo < 0:
+            rng.setdefault(f"min {lo:.4g} < 0", []).append(m)
+        elif m.startswith("acc_") and (lo < 0 or hi > 1):
+            rng.setdefault(f"outside [0, 1]: min {lo:.4g}, max {hi:.4g}", []).append(m)
+        elif m == "lr" and lo < 0:
+            rng.setdefault(f"min {lo:.4g} < 0", []).append(m)
+    if rng:
+        out.append(_join(rng, "range"))
     if S:
         ep = {}
         for m in rm.steps:
@@ -810,7 +842,14 @@ def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck |
     if unknown:
         c.notes.append(f"metrics not in the spec (ignored): {', '.join(unknown)}")
     c.issues = issues
+    c.warnings = _warnings(rm, summary)
+    dead = dead_run_reason(path, s) if c.status == "running" else None
+    if dead:  # `running` but nobody holds the run lock: the process is gone, the run is interrupted
+        c.status = "interrupted"
+        c.notes.append(f"summary.json says running; {dead}")
     _classify(c, summary)
+    if dead:
+        c.reason += f" — {dead}"
     return (c, RunData(cfg, summary, rm, cad)) if keep else c
 
 # %% ../nbs/10_dataset.ipynb #aaf35ad8
@@ -988,6 +1027,16 @@ def _verify_task(task):
     return _check_planned(task, keep=False)[0]
 
 
+def require_expected(plan: list, sweep_dir) -> list:
+    "`plan` (of `plan_sweep`) if it expects at least one run; else ValueError 'nothing to verify' (verify, export, report)."
+    if not any(t[3] for t in plan):
+        has_ledger = (Path(sweep_dir) / "sweep.json").exists()
+        raise ValueError(f"nothing to verify: {sweep_dir} has no expected runs ("
+                         + ("its sweep.json lists none" if has_ledger else "no sweep.json and no run directories")
+                         + "); check the sweep name and --runs-dir")
+    return plan
+
+
 def verify_sweep(sweep_dir, name: str | None = None, workers: int | None = None, cache=None) -> SweepCheck:
     """Check every run of a sweep directory (see `check_run`), in `workers` processes (None: `default_workers`).
 
@@ -996,7 +1045,7 @@ def verify_sweep(sweep_dir, name: str | None = None, workers: int | None = None,
         return build_dataset(sweep_dir, name, workers=workers, cache=cache).check
     sweep_dir = Path(sweep_dir)
     notes: list[str] = []
-    plan = plan_sweep(sweep_dir, notes)
+    plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
     workers = default_workers(len(plan)) if workers is None else workers
     runs = list(map_runs(_verify_task if workers <= 1 else _pkg("_verify_task"), plan, workers))
     ledger = read_ledger(sweep_dir)
@@ -1307,7 +1356,8 @@ def _code_key() -> str:
 
 
 def run_fingerprint(path) -> str:
-    "SHA-256 of the code key, the run's path and (name, size, mtime_ns) of its config, summary and live chunks."
+    """SHA-256 of the code key, the run's path, (name, size, mtime_ns) of its config, summary and live chunks, and
+    whether its run lock is held (a run whose process died is checked again: it is then a dead run)."""
     path = Path(path).resolve()
     items = []
     for name in ("config.yaml", "summary.json"):
@@ -1322,27 +1372,64 @@ def run_fingerprint(path) -> str:
             items.append((p.name, st.st_size, st.st_mtime_ns))
         except OSError:  # deleted since it was listed (a compaction): the key changes, the run is read again
             items.append((p.name, None, None))
+    items.append(("lock", lock_state(path)[0]))
     return hashlib.sha256(json.dumps([_code_key(), str(path), items]).encode()).hexdigest()
+
+
+def _write_cache_entry(entry: Path, key: str, c: RunCheck, fits: dict | None, series: dict | None) -> None:
+    "One `.npz`: the check and fits as a JSON string, each series column as a plain numeric array (no pickle)."
+    meta = json.dumps({"key": key, "check": c.to_dict(), "fits": fits, "series": sorted(series or {})},
+                      default=_json_default)
+    arrays = {"meta": np.array(meta)}
+    for stem, cols in (series or {}).items():
+        for col, a in cols.items():
+            a = np.asarray(a)
+            if a.dtype.kind not in "biuf":
+                raise TypeError(f"series {stem}.{col}: {a.dtype} is not numeric")
+            arrays[f"s/{stem}/{col}"] = a
+    tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, entry)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _read_cache_entry(entry: Path, key: str) -> tuple[RunCheck, dict | None, dict | None] | None:
+    "The cached `(check, fits, series)` when `entry` exists and was made for `key`; None otherwise (never raises)."
+    try:
+        with np.load(entry, allow_pickle=False) as z:  # object arrays would need pickle: refused, a miss
+            meta = json.loads(str(z["meta"][()]))
+            if meta.get("key") != key:
+                return None
+            series = None
+            if meta.get("series"):
+                series = {stem: {} for stem in meta["series"]}
+                for name in z.files:
+                    if name.startswith("s/"):
+                        _, stem, col = name.split("/", 2)
+                        series[stem][col] = z[name]
+            return RunCheck.from_dict(meta["check"]), meta.get("fits"), series
+    except Exception:  # absent, truncated, foreign or from an older layout: read the run again
+        return None
 
 
 def reduce_run(path, fits: bool = True, series: bool = True, cache=None,
                run_id: str | None = None) -> tuple[RunCheck, dict | None, dict | None]:
     "(check, fits, series) of one run directory; fits and series only for a complete run. See the cache above."
-    import pickle
-
     path = Path(path)
     cdir = cache_dir(cache)
     if cdir is not None:
         key = run_fingerprint(path)
-        entry = cdir / "runs" / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".pkl")
-        try:
-            d = pickle.loads(entry.read_bytes())
-            if d["key"] == key:
-                c = RunCheck.from_dict(d["check"])
-                c.run_id = run_id or c.run_id
-                return c, d["fits"], d["series"]
-        except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
-            pass
+        entry = cdir / "runs" / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".npz")
+        hit = _read_cache_entry(entry, key)
+        if hit is not None:
+            c, fi, se = hit
+            c.run_id = run_id or c.run_id
+            return c, fi, se
         fits = series = True  # an entry holds everything
     c, data = check_run(path, run_id, keep=True)
     ok = c.state == "complete" and data.cadence is not None
@@ -1351,11 +1438,8 @@ def reduce_run(path, fits: bool = True, series: bool = True, cache=None,
     if cdir is not None:
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(pickle.dumps({"key": key, "check": c.to_dict(), "fits": fi, "series": se},
-                                         protocol=pickle.HIGHEST_PROTOCOL))
-            os.replace(tmp, entry)
-        except OSError:
+            _write_cache_entry(entry, key, c, fi, se)
+        except (OSError, TypeError, ValueError):  # a full or read-only cache: ignored
             pass
     return c, fi, se
 
@@ -1405,7 +1489,7 @@ def build_dataset(sweep_dir, name: str | None = None, series: bool = True, fits:
 
     sweep_dir = Path(sweep_dir)
     notes: list[str] = []
-    plan = plan_sweep(sweep_dir, notes)
+    plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
     workers = default_workers(len(plan)) if workers is None else workers
     fn = functools.partial(_reduce_task if workers <= 1 else _pkg("_reduce_task"), fits=fits, series=series,
                            cache=cache_dir(cache))
@@ -1595,19 +1679,27 @@ class CollectResult:
 
 
 def _variant_of(rid: str, path: Path, entry: dict | None) -> str:
+    "The archive folder of a run: its variant (ledger, else config.yaml), checked like a name on the command line."
     v = (entry or {}).get("variant")
+    src = "sweep.json"
     if not v:
+        src = f"{rid}/config.yaml"
         try:
             v = (yaml.load((path / "config.yaml").read_text(), Loader=_YAML_LOADER) or {}).get("variant")
         except (OSError, yaml.YAMLError, AttributeError):
             v = None
-    return str(v or "unknown")
+    if v is None:
+        return "unknown"
+    try:
+        return config.check_name("variant", v)
+    except config.ConfigError as e:
+        raise ValueError(f"{src}: {e}; refusing to build an archive path from it") from None
 
 
 def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None = None) -> CollectResult:
     "Copy a sweep's run directories into `dest/<sweep>/<variant>/<run_id>/` with a verified SHA-256 manifest."
     sweep_dir = Path(sweep_dir).resolve()
-    name = name or sweep_dir.name
+    name = config.check_name("sweep", name or sweep_dir.name)
     root = Path(dest) / name
     if root.resolve() == sweep_dir or sweep_dir in root.resolve().parents:
         raise ValueError(f"--to {dest}: the archive must be outside the sweep directory {sweep_dir}")
@@ -1618,12 +1710,20 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
     if (sweep_dir / "sweep.json").exists():
         hashes["sweep.json"], c = _copy_hashed(sweep_dir / "sweep.json", root / "sweep.json")
         copied += c
-    for rid, path, entry, _ in plan:
+    rels = {}
+    for rid, path, entry, _ in plan:  # every archive path is checked before anything is copied
+        try:
+            config.check_name("run_id", rid)
+        except config.ConfigError as e:
+            raise ValueError(f"sweep.json: {e}; refusing to build an archive path from it") from None
+        if path is not None:
+            rels[rid] = Path(_variant_of(rid, path, entry)) / rid
+    for rid, path, _, _ in plan:
         if path is None:
             notes.append(f"{rid}: no run directory, nothing to collect")
             continue
         runs += 1
-        rel = Path(_variant_of(rid, path, entry)) / rid
+        rel = rels[rid]
         srcs = [path / f for f in RUN_ARCHIVE_FILES if (path / f).is_file()]
         srcs += live_chunks(path / "metrics")  # superseded leftovers of a killed compaction are not copied
         if checkpoints:

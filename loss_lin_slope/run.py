@@ -8,6 +8,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import difflib
+import fcntl
 import json
 import logging
 import math
@@ -28,11 +29,12 @@ import numpy as np
 from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS',
-           'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes', 'atomic_write_text', 'chunk_name', 'live_chunks',
-           'compact_chunks', 'MetricStore', 'read_metrics', 'write_summary', 'read_summary', 'run_dir', 'stored_config',
-           'find_checkpoint', 'checkpoint_step', 'archive_attempt', 'prepare_run_dir', 'notebook_config',
-           'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
+__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES',
+           'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes',
+           'atomic_write_text', 'chunk_name', 'live_chunks', 'compact_chunks', 'MetricStore', 'read_metrics',
+           'write_summary', 'read_summary', 'run_dir', 'stored_config', 'find_checkpoint', 'checkpoint_step',
+           'archive_attempt', 'prepare_run_dir', 'RunLocked', 'RunLock', 'lock_state', 'dead_run_reason',
+           'check_startable', 'notebook_config', 'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
 
 # %% ../nbs/08_run.ipynb #104d4753
 log = logging.getLogger(__name__)
@@ -49,12 +51,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
     "Write `data` to `path` atomically (temporary file in the same directory + `os.replace`)."
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk (ENOSPC), an I/O error, a signal: leave no stray temporary file behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -389,7 +396,7 @@ def checkpoint_step(p: str | os.PathLike) -> int | None:
     try:
         import torch
 
-        ckpt = torch.load(p, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # tensors and containers: runs no code
         return int(ckpt["global_step"]) if "state_dict" in ckpt and "loops" in ckpt else None
     except Exception:
         return None
@@ -431,6 +438,122 @@ def prepare_run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", 
             (path / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
     return path, action, ckpt, prev
+
+# %% ../nbs/08_run.ipynb #be18f1d2
+LOCK_FILE = ".lock"
+LOCK_BYTES = 4096
+
+
+class RunLocked(RuntimeError):
+    "Another process holds the run directory's lock; `holder` is its record (pid, host, started_at, …)."
+
+    def __init__(self, path, holder: dict | None):
+        self.path, self.holder = Path(path), dict(holder or {})
+        h = self.holder
+        super().__init__(f"run directory {self.path} is in use by pid {h.get('pid', '?')} on host "
+                         f"{h.get('host', '?')} (started {h.get('started_at', '?')}): not starting a second writer; "
+                         "wait for it to end, or stop that process first")
+
+
+def _read_lock_record(fd: int) -> dict:
+    try:
+        text = os.pread(fd, LOCK_BYTES, 0).decode("utf-8", "replace").strip().strip("\x00")
+        d = json.loads(text) if text else {}
+        return d if isinstance(d, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class RunLock:
+    "The exclusive writer lock of a run directory (`path/.lock`), held from `acquire()` until `release()`."
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.file = self.path / LOCK_FILE
+        self.fd: int | None = None
+        self.previous: dict = {}  # the record the last holder left
+        self.record: dict = {}
+
+    def acquire(self, **info) -> RunLock:
+        "Take the lock (creating the directory) or raise `RunLocked`; `info` goes into the holder record."
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_lock_record(fd)
+            os.close(fd)
+            raise RunLocked(self.path, holder) from None
+        self.fd, self.previous = fd, _read_lock_record(fd)
+        self.record = {"pid": os.getpid(), "host": platform.node(), "started_at": _now(), **info}
+        try:
+            self._write()
+        except OSError:  # a full disk: the lock is held all the same
+            log.warning("could not write the holder record of %s", self.file)
+        return self
+
+    def _write(self) -> None:
+        data = json.dumps(_clean(self.record), default=_json_default).encode()[:LOCK_BYTES - 1]
+        os.pwrite(self.fd, data + b" " * (LOCK_BYTES - len(data)), 0)  # same size every time: rewritten in place
+
+    def note(self, **info) -> None:
+        "Add `info` (e.g. `failure=...`) to the holder record, in place; never raises."
+        if self.fd is None:
+            return
+        self.record.update(info)
+        try:
+            self._write()
+        except OSError as e:
+            log.warning("could not update %s: %r", self.file, e)
+
+    def release(self) -> None:
+        "Drop the lock (idempotent)."
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_state(path: str | os.PathLike) -> tuple[bool | None, dict]:
+    "`(held, record)` of a run directory's lock: held True/False, None when there is no `.lock` (an older run)."
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None, {}
+    try:
+        record = _read_lock_record(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True, record
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False, record
+    finally:
+        os.close(fd)
+
+
+def dead_run_reason(path: str | os.PathLike, summary: dict | None = None) -> str | None:
+    """Why a run whose `summary.json` says `running` is dead: nobody holds its lock (None when it is alive, not
+    `running`, or has no lock file). The reason the last holder recorded (`RunLock.note(failure=…)`) is included."""
+    summary = read_summary(path) if summary is None else summary
+    if not isinstance(summary, dict) or summary.get("status") != "running":
+        return None
+    held, rec = lock_state(path)
+    if held is not False:
+        return None
+    why = (f"dead run: summary.json says running but no process holds the run lock (last holder pid "
+           f"{rec.get('pid', '?')} on {rec.get('host', '?')}, started {rec.get('started_at', '?')})")
+    if rec.get("failure"):
+        why += f"; it recorded: {rec['failure']}"
+    return why
+
 
 # %% ../nbs/08_run.ipynb #50cd98fc
 NOTEBOOK_PARAMETERS: dict[str, Any] = {
@@ -474,6 +597,45 @@ def _json_param(name: str, value, kind: type):
     raise ConfigError(name, value, f"a JSON {'list' if kind is list else 'object'} string")
 
 
+def check_startable(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Refuse a config that cannot train, before any run directory exists: CIFAR-10 files absent (and no download
+    asked for), or fewer training images than one batch. Raises `ConfigError` naming the notebook parameter."""
+    d = cfg.data
+    if d.n_train is not None and d.n_train < d.batch_size:
+        raise ConfigError("n_train", d.n_train, f"at least batch_size ({d.batch_size}) training images: fewer fill "
+                                                "no batch, so the run would have no training step")
+    if d.dataset == "cifar10" and not d.download:
+        from loss_lin_slope.data import require_cifar10
+
+        try:
+            require_cifar10(d.data_dir)
+        except FileNotFoundError as e:
+            raise ConfigError("data_dir", d.data_dir, str(e)) from None
+    return cfg
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) | isinstance(b, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def _check_overrides(overrides: dict, named: dict, raw) -> dict:
+    """`overrides` must not contradict a named parameter (`{"lr": -1}` next to `lr`, or `{"optim.lr": …}`): that is
+    a `ConfigError` naming `overrides`. An exact repeat is harmless (the sweep's OOM adjustment writes one) and is
+    dropped; returns the overrides left."""
+    by_key = {FLAT_KEYS.get(k, k): k for k in named}
+    out = {}
+    for k, v in overrides.items():
+        param = by_key.get(FLAT_KEYS.get(k, k))
+        if param is not None and not _same(v, named[param]):
+            raise ConfigError("overrides", raw, f"no key that a notebook parameter sets: {k!r} = {v!r} contradicts "
+                                                f"{param} = {named[param]!r}; set it with -p {param} …")
+        if param is None:
+            out[k] = v
+    return out
+
+
 def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any]]:
     """Validate the notebook's parameters → `(cfg, options)`; options: out_dir, resume, attempt, adjustments.
     Unknown names and bad values raise `ConfigError` naming the parameter."""
@@ -494,6 +656,7 @@ def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, 
     kw = {k: p[k] for k in CONFIG_PARAMETERS}
     if p["name"]:
         kw["name"] = p["name"]
+    overrides = _check_overrides(overrides, {**kw, "variant": p["variant"]}, p["overrides"])
     try:
         cfg = make_config(p["variant"], **kw, **overrides)
     except ConfigError as e:
@@ -502,6 +665,7 @@ def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, 
             from_overrides = name in overrides or e.key in overrides
             raise ConfigError(name, e.value if from_overrides else p[name], f"{e.allowed} (config key {e.key})") from None
         raise
+    check_startable(cfg)  # data present, a batch's worth of images: before any run directory
     return cfg, {"out_dir": p["out_dir"], "resume": p["resume"], "attempt": p["attempt"], "adjustments": adjustments}
 
 # %% ../nbs/08_run.ipynb #f251aa83
@@ -701,10 +865,33 @@ def _restore(prev: dict) -> None:
         signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
+def _reason(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:500]}" if text else type(e).__name__
+
+
 def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", resume: bool = True, attempt: int = 1,
-                   adjustments: Iterable = (), callbacks: Iterable = (), signals=(signal.SIGTERM, signal.SIGUSR2),
-                   grace_s: float = 120.0, verbose: bool = True, **trainer_kwargs) -> dict:
-    "Train `cfg` in its run directory (resuming, or not retraining a finished run); returns `summary.json`'s content."
+                   adjustments: Iterable = (), callbacks: Iterable = (),
+                   signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2), grace_s: float = 120.0,
+                   verbose: bool = True, **trainer_kwargs) -> dict:
+    """Train `cfg` in its run directory (resuming, or not retraining a finished run); returns `summary.json`'s content.
+    Holds the run's `RunLock` throughout (a second start raises `RunLocked` and touches nothing)."""
+    check_startable(cfg)
+    lock = RunLock(run_dir(cfg, out_dir)).acquire(run_id=cfg.run_id, attempt=int(attempt))
+    try:
+        for tmp in lock.path.glob(".*.tmp"):  # left by a process killed mid-write (a failed write removes its own)
+            tmp.unlink(missing_ok=True)
+        return _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose,
+                               lock, **trainer_kwargs)
+    except BaseException as e:  # the reason survives in the lock record even when summary.json cannot be written
+        lock.note(failure=lock.record.get("failure") or _reason(e), ended_at=_now())
+        raise
+    finally:
+        lock.release()
+
+
+def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose, lock,
+                    **trainer_kwargs) -> dict:
     say = print if verbose else (lambda *a, **k: None)
     path, action, ckpt, prev = prepare_run_dir(cfg, out_dir, resume)
     if action == "done":
@@ -714,7 +901,14 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
         say(f"run {cfg.run_id} is already {st}{extra}: {path.resolve()}")
         return prev
     prev = prev or {}
-    history = list(prev.get("history", []))
+    history = [dict(h) for h in prev.get("history", [])]
+    if prev.get("status") == "running":  # we hold the lock: whoever wrote `running` is gone without a word
+        dead = "died while running: no end recorded" + (f"; it recorded: {lock.previous['failure']}"
+                                                        if lock.previous.get("failure") else "")
+        if history:
+            history[-1]["outcome"] = f"interrupted ({dead})"
+        say(f"run {cfg.run_id}: the previous start {dead}; treating it as interrupted")
+        log.warning("previous start of %s %s", cfg.run_id, dead)
     from_step = checkpoint_step(ckpt) if ckpt is not None else None
     history.append({"attempt": attempt, "action": action, "started_at": _now(), "from_step": from_step})
     summary = {
@@ -794,16 +988,23 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
                 if interrupted:
                     saved = stop.saved
                     where = f"checkpoint {saved}" if saved else "no new checkpoint"
-                    run.update("interrupted", failure={"reason": f"signal {_signame(signum)}" if signum else
-                                                       f"{type(e).__name__}", "traceback": None})
+                    why = f"signal {_signame(signum)}" if signum else f"{type(e).__name__}"
+                    lock.note(failure=f"interrupted by {why}")
+                    try:
+                        run.update("interrupted", failure={"reason": why, "traceback": None})
+                    except OSError as e2:  # a full disk: the lock record keeps the reason
+                        log.error("could not record the interruption in summary.json: %r", e2)
                     msg = (f"run {cfg.run_id} interrupted by {_signame(signum) if signum else type(e).__name__} at "
                            f"step {run.summary.get('steps_completed')} ({where}); rerun the same job to resume")
                     log.warning(msg)
                     say(msg)
                     raise RunInterrupted(signum, msg) from (None if isinstance(e, RunInterrupted) else e)
                 tb = traceback.format_exc()
-                run.update("failed", failure={"reason": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}",
-                                              "traceback": tb}, finished_at=_now())
+                lock.note(failure=_reason(e))
+                try:
+                    run.update("failed", failure={"reason": _reason(e), "traceback": tb}, finished_at=_now())
+                except OSError as e2:  # a full disk: the lock record keeps the reason, the next start reports it
+                    log.error("could not record the failure in summary.json: %r", e2)
                 log.error("run %s failed:\n%s", cfg.run_id, tb)
                 raise
     finally:

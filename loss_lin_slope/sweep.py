@@ -24,12 +24,13 @@ from . import config
 from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'HOST_OOM_REASON',
-           'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE',
-           'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs',
-           'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'run_local', 'slurm_parameters',
-           'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'reconcile_run', 'aggregate_chunks',
-           'quality_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
+__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS',
+           'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES',
+           'RECOVERABLE', 'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid',
+           'select_runs', 'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots',
+           'PoolInterrupted', 'run_local', 'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct',
+           'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks',
+           'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
            'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
            'profile_variants', 'cmd_submit', 'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
@@ -72,10 +73,8 @@ def read_json(path, default=None):
         return default
 
 
-def _check_name(name: str):
-    ok = bool(name) and all(c.isalnum() or c in "-_.+" for c in name) and not name.startswith(".")
-    if not ok:
-        raise ConfigError("sweep", name, "a non-empty name of letters, digits and - _ . + (it becomes a directory)")
+def _check_name(name: str, key: str = "sweep"):
+    config.check_name(key, name)  # the one rule for names that become directories (also for values read from disk)
 
 
 class Ledger:
@@ -365,6 +364,14 @@ def _local_job_main(argv=None):
         sys.exit(1)
 
 
+class PoolInterrupted(KeyboardInterrupt):
+    "The local pool was stopped by SIGINT or SIGTERM (`signum`); its running jobs were stopped and marked."
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        super().__init__(f"local pool stopped by {signal.Signals(signum).name}")
+
+
 def _final_state(rc: int | None, summary: dict | None) -> str:
     "A finished local job's state: the summary's, unless it never got past `running` (then `failed`)."
     st = (summary or {}).get("status")
@@ -419,6 +426,14 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
                 procs.pop(rid, None)
             events.put((rid, state))
 
+    def on_signal(signum, frame):  # installed explicitly: a pool started in the background inherits SIGINT ignored
+        if not stop.is_set():
+            raise PoolInterrupted(signum)
+        print(f"lls: {signal.Signals(signum).name} ignored: the pool is already stopping", file=sys.stderr)
+
+    prev_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        prev_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     threads = [threading.Thread(target=worker, args=(g,), daemon=True, name=f"lls-slot-{i}")
                for i, g in enumerate(slots)]
     for t in threads:
@@ -457,6 +472,9 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
                     e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
                     e["history"] = e["history"][:-1]
         raise
+    finally:
+        for s, h in prev_handlers.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
     for t in threads:
         t.join()
     return results
@@ -553,13 +571,75 @@ def sacct_states(job_ids) -> dict[str, dict]:
         return {}
     return parse_sacct(p.stdout) if p.returncode == 0 else {}
 
+# %% ../nbs/09_sweep.ipynb #14c4ae70
+STUCK_REASONS = {  # Slurm pending reasons that waiting will not resolve, and what to change
+    "PartitionConfig": "the request exceeds what the partition allows or any of its nodes has (CPUs per task, "
+                       "memory, GPUs, time): lower --cpus-per-task / --mem / --gpus-per-task / --time, or pick "
+                       "another --partition (`sinfo -o '%P %c %m %G %l'` shows what there is)",
+    "ReqNodeNotAvail": "the nodes the job needs are down, drained or reserved: drop node constraints "
+                       "(--exclude, --constraint), pick another --partition, or ask the administrators",
+    "PartitionNodeLimit": "more nodes than the partition allows: ask for fewer, or pick another --partition",
+    "PartitionTimeLimit": "--time is above the partition's limit: lower --time or pick another --partition",
+    "PartitionDown": "the partition is down: pick another --partition or ask the administrators",
+    "PartitionInactive": "the partition is inactive: pick another --partition or ask the administrators",
+    "InvalidAccount": "the --account is not valid for you: fix --account",
+    "InvalidQOS": "the --qos is not valid for you (or for this account): fix --qos",
+    "BadConstraints": "the constraints cannot be satisfied by any node: change --constraint",
+    "DependencyNeverSatisfied": "a dependency failed, so the job can never start: cancel it and resubmit",
+    "JobHeldAdmin": "held by an administrator: ask them to release it",
+    "JobHeldUser": "held: release it with `scontrol release JOBID`",
+}
+_STUCK_LIMIT = re.compile(r"^(QOS|Assoc)(Max|Min)\w*(PerJob|PerNode|NotSatisfied)\w*$")
+
+
+def stuck_reason(reason: str | None) -> str | None:
+    """What to change when a pending job's Slurm `reason` will not resolve by waiting (None: it will, e.g.
+    `Priority`, `Resources`, or a group limit that frees up as other jobs end)."""
+    if not reason:
+        return None
+    if reason in STUCK_REASONS:
+        return STUCK_REASONS[reason]
+    if reason.startswith("ReqNodeNotAvail"):  # Slurm appends the nodes: "ReqNodeNotAvail, UnavailableNodes:n1"
+        return STUCK_REASONS["ReqNodeNotAvail"]
+    if _STUCK_LIMIT.match(reason):
+        return (f"the job asks for more than a per-job QOS/association limit allows ({reason}): lower the request "
+                "(--cpus-per-task, --mem, --gpus-per-task, --time) or use a --qos / --account with a larger limit "
+                "(`sacctmgr show qos`)")
+    return None
+
+
+def parse_squeue(text: str) -> dict[str, dict]:
+    "Parse `squeue -h -r -o '%i|%T|%r'` → job id → {state, reason} (one line per array task)."
+    out = {}
+    for line in text.splitlines():
+        parts = line.strip().split("|", 2)
+        if len(parts) == 3 and parts[0]:
+            for j in _expand_ids(parts[0]):
+                out[j] = {"state": parts[1], "reason": parts[2] if parts[2] not in ("", "None", "(null)") else None}
+    return out
+
+
+def pending_reasons(job_ids) -> dict[str, dict]:
+    "The scheduler's live view of these jobs (`squeue`: state and pending reason); {} when squeue is missing or fails."
+    arrays = sorted({str(j).split("_")[0] for j in job_ids if j and str(j)[:1].isdigit()})
+    if not arrays:
+        return {}
+    try:
+        p = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r", "-j", ",".join(arrays)], capture_output=True,
+                           text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return parse_squeue(p.stdout) if p.returncode == 0 else {}
+
+
 # %% ../nbs/09_sweep.ipynb #3322ea12
 HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem request (OUT_OF_MEMORY)"
 
 
 def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
-                  owner_alive: bool | None = None) -> tuple[str, str | None]:
-    "`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record."
+                  owner_alive: bool | None = None, dead: str | None = None) -> tuple[str, str | None]:
+    """`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record; `dead`: why a
+    `running` summary is a dead run (`run.dead_run_reason`: nobody holds the run lock)."""
     lstate, sstat = entry.get("state", "pending"), (summary or {}).get("status")
     freason = ((summary or {}).get("failure") or {}).get("reason") if isinstance(summary, dict) else None
     if sched is not None and sched.get("state") in SCHED_ACTIVE:
@@ -570,6 +650,8 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
         return lstate, None
     if sstat == "completed":
         return "completed", None
+    if dead and sstat == "running" and sched is None:  # the process is gone without recording its end
+        return "interrupted", dead
     if sstat in ("diverged", "failed", "interrupted"):
         why = freason or (sched or {}).get("state") or entry.get("reason")
         return sstat, why
@@ -590,114 +672,54 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
 NAN_ALLOWED = tuple(config.NAN_ALLOWED)  # one list with its reasons, shared with `verify`
 
 
-_COLS = ["epoch", "metric", "value"]
+def _valid_run_id(rid) -> bool:
+    try:
+        config.check_name("run_id", rid)
+        return True
+    except ConfigError:
+        return False
 
 
-def aggregate_chunks(files) -> dict[str, list]:
-    "metric → [min, max, count, nan_count, zero_count, max_epoch] over the long-format Parquet `files`."
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
+def run_checks(sweep_dir, run_ids, cache: dict, workers: int = 4) -> tuple[dict, bool]:
+    """run_id → `dataset.RunCheck` of each run directory present, by the checker `lls verify` uses (`check_run`).
+    `cache` (run_id → {key, check}) is used when the run's key is unchanged: `dataset.run_fingerprint`, i.e. the
+    sizes and mtimes of config.yaml, summary.json and each live chunk, and whether the run lock is held — never a
+    directory mtime. Returns `(checks, cache changed?)`. A run id that is not a valid name is not read."""
+    from loss_lin_slope import dataset  # the verify layer's checker (imported here: `lls --help` stays light)
 
-    files = [str(f) for f in files]
-    if not files:
-        return {}
-    try:  # one multi-file read is much faster than a read per chunk
-        t = ds.dataset(files, format="parquet").to_table(columns=_COLS)
-    except Exception:  # a corrupt chunk is the dataset's `verify` business; here it only lacks data
-        parts = []
-        for f in files:
-            with contextlib.suppress(Exception):
-                parts.append(pq.read_table(f, columns=_COLS).cast(pa.schema([("epoch", pa.float64()),
-                                                                             ("metric", pa.string()),
-                                                                             ("value", pa.float64())])))
-        if not parts:
-            return {}
-        t = pa.concat_tables(parts)
-    if t.num_rows == 0:
-        return {}
-    m = t.column("metric").combine_chunks().dictionary_encode()
-    codes, names = m.indices.to_numpy(zero_copy_only=False), m.dictionary.to_pylist()
-    v = t.column("value").to_numpy().astype("float64")
-    ep = t.column("epoch").to_numpy().astype("float64")
-    agg = {}
-    for k, name in enumerate(names):
-        sel = codes == k
-        x = v[sel]
-        nan = np.isnan(x)
-        fin = x[~nan]
-        agg[name] = [float(fin.min()) if fin.size else None, float(fin.max()) if fin.size else None, int(x.size),
-                     int(nan.sum()), int((fin == 0).sum()), float(np.nanmax(ep[sel])) if sel.any() else None]
-    return agg
-
-
-def _merge_agg(a, b):
-    if a is None:
-        return b
-    mn = [x for x in (a[0], b[0]) if x is not None]
-    mx = [x for x in (a[1], b[1]) if x is not None]
-    ep = [x for x in (a[5], b[5]) if x is not None]
-    return [min(mn) if mn else None, max(mx) if mx else None, a[2] + b[2], a[3] + b[3], a[4] + b[4],
-            max(ep) if ep else None]
-
-
-def quality_problems(agg: dict, summary: dict | None = None) -> list[str]:
-    "Problems found in a run's metric aggregates and summary (empty list: the run passes)."
-    out = []
-    for name, (mn, mx, n, nan, zero, _) in sorted(agg.items()):
-        if nan and name not in NAN_ALLOWED:
-            out.append(f"{name}: {nan} NaN of {n}")
-        if mn is None:
-            continue
-        if name.startswith("loss_") and not name.startswith("loss_slope") and (mn < 0 or mx > 10):
-            out.append(f"{name} outside [0, 10]: min {mn:.4g}, max {mx:.4g}")
-        if name.startswith("acc_") and (mn < 0 or mx > 1):
-            out.append(f"{name} outside [0, 1]: min {mn:.4g}, max {mx:.4g}")
-        if name == "lr" and (mn < 0 or zero > 2):
-            out.append(f"lr ≤ 0: min {mn:.4g}, {zero} zero values")
-    knee = (summary or {}).get("knee_epoch")
-    if knee is not None and not (isinstance(knee, (int, float)) and 1 <= knee <= 20):
-        out.append(f"knee_epoch {knee} outside [1, 20]")
-    return out
-
-
-def _metric_aggs(sdir: Path, run_ids, cache: dict) -> tuple[dict, bool]:
-    "run_id → metric aggregates, using and updating `cache` (returns whether it changed)."
     out, todo = {}, []
     for rid in run_ids:
-        mdir = os.path.join(sdir, rid, "metrics")
-        try:
-            mtime = os.stat(mdir).st_mtime_ns
-        except OSError:
+        path = Path(sweep_dir) / rid
+        if not _valid_run_id(rid) or not path.is_dir():
             continue
+        key = dataset.run_fingerprint(path)
         c = cache.get(rid)
-        if c and c.get("mtime_ns") == mtime:
-            out[rid] = c["agg"]
-        else:
-            todo.append((rid, mdir, mtime, c))
+        if isinstance(c, dict) and c.get("key") == key:
+            with contextlib.suppress(Exception):  # an entry from an older layout: checked again
+                out[rid] = dataset.RunCheck.from_dict(c["check"])
+                continue
+        todo.append((rid, path, key))
 
-    from loss_lin_slope.run import live_chunks  # here, not at import: `run` imports numpy (`lls --help` stays fast)
-
-    def update(item):
-        rid, mdir, mtime, c = item
-        names = [p.name for p in live_chunks(mdir)]  # a compacted `.all` supersedes the chunks it merged
-        old = set(c["files"]) if c else set()
-        if c and old <= set(names):  # only new chunks to read
-            agg = dict(c["agg"])
-            for k, v in aggregate_chunks([os.path.join(mdir, n) for n in names if n not in old]).items():
-                agg[k] = _merge_agg(agg.get(k), v)
-        else:
-            agg = aggregate_chunks([os.path.join(mdir, n) for n in names])
-        return rid, {"mtime_ns": mtime, "files": names, "agg": agg}
+    def check(item):
+        rid, path, key = item
+        return rid, key, dataset.check_run(path, rid)
 
     if todo:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as ex:
-            for rid, c in ex.map(update, todo):
-                cache[rid], out[rid] = c, c["agg"]
-    return out, bool(todo)
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as ex:
+            for rid, key, c in ex.map(check, todo):
+                cache[rid], out[rid] = {"key": key, "check": c.to_dict()}, c
+    stale = [rid for rid in cache if rid not in out]
+    for rid in stale:  # runs gone from the sweep
+        cache.pop(rid, None)
+    return out, bool(todo or stale)
+
+
+def run_problems(check) -> list[str]:
+    "The problems `sweep status` lists for a run: its check's data issues (`lls verify`'s), then its warnings."
+    return [str(i) for i in check.issues] + list(check.warnings)
+
 
 # %% ../nbs/09_sweep.ipynb #050ca8ad
 def _owner_alive(owner: dict | None) -> bool | None:
@@ -741,10 +763,16 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     d, now = ledger.read(), now or time.time()
     runs = d["runs"]
     sdir = str(ledger.dir)
-    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) for rid in runs}
+    from loss_lin_slope.run import dead_run_reason  # here, not at import: `run` imports numpy
+
+    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) if _valid_run_id(rid) else None
+                 for rid in runs}
     live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
             (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
     sched = sacct_states(live) if scheduler and live else {}
+    waiting = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("job_id") and
+               e.get("state") in ACTIVE]
+    squeued = pending_reasons(waiting) if scheduler and waiting else {}
     owners = {}
     out_runs, changes = {}, {}
     for rid, e in runs.items():
@@ -753,28 +781,41 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         if e.get("executor") == "local" and e.get("state") in ACTIVE:
             key = json.dumps(e.get("owner"), sort_keys=True)
             alive = owners[key] if key in owners else owners.setdefault(key, _owner_alive(e.get("owner")))
-        state, reason = reconcile_run(e, summaries[rid], srec, alive)
+        s = summaries[rid]
+        dead = dead_run_reason(os.path.join(sdir, rid), s) if isinstance(s, dict) and s.get("status") == "running" \
+            else None
+        state, reason = reconcile_run(e, s, srec, alive, dead)
         if (state, reason) != (e.get("state"), e.get("reason")) and not (state == e.get("state") and reason is None):
             changes[rid] = (e.get("state"), state, reason)
         out_runs[rid] = {"variant": e["variant"], "state": state, "reason": reason, "job_id": e.get("job_id"),
                          "executor": e.get("executor"), "scheduler_state": (srec or {}).get("state"),
                          "attempts": e.get("attempts", 0), "adjusted": bool(e.get("adjustments"))}
-    # data quality on runs with metrics (running and finished)
+        live_rec = squeued.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
+        if live_rec and live_rec["state"] == "PENDING":
+            out_runs[rid]["pending_reason"] = live_rec["reason"]
+    # data quality of every run directory, by verify's checker (cached on the files it reads)
     cache_path = ledger.dir / ".status-cache.json"
     cache = read_json(cache_path, {}) or {}
-    with_metrics = [rid for rid, r in out_runs.items() if r["state"] not in ("pending",)]
-    aggs, cache_changed = _metric_aggs(ledger.dir, with_metrics, cache)
+    cache = cache if isinstance(cache, dict) else {}
+    bad_ids = [rid for rid in runs if not _valid_run_id(rid)]
+    run_check, cache_changed = run_checks(ledger.dir, [rid for rid in runs if rid not in bad_ids], cache)
     if cache_changed:
-        write_json_atomic(cache_path, cache, indent=None)
-    checks, nan_runs, stuck = {}, [], []
-    for rid, agg in aggs.items():
-        probs = quality_problems(agg, summaries.get(rid))
+        with contextlib.suppress(OSError):  # a cache that cannot be written (a full disk) is only slower
+            write_json_atomic(cache_path, cache, indent=None)
+    checks, nan_runs, corrupt, stuck = {}, [], [], []
+    for rid in bad_ids:
+        checks[rid] = [f"run id {rid!r} in sweep.json is not a valid name: not read"]
+        corrupt.append(rid)
+    for rid, c in run_check.items():
+        probs = run_problems(c)
         if probs:
             checks[rid] = probs
-        if any(nan and name not in NAN_ALLOWED for name, (_, _, _, nan, _, _) in agg.items()):
+        if any(i.kind == "nan" for i in c.issues):
             nan_runs.append(rid)
-        epochs = [a[5] for a in agg.values() if a[5] is not None]
-        out_runs[rid]["epoch"] = max(epochs) if epochs else None
+        if c.state == "corrupt":
+            corrupt.append(rid)
+        out_runs[rid]["check"] = c.state
+        out_runs[rid]["epoch"] = c.epochs_completed
     for rid, r in out_runs.items():
         if r["state"] != "running":
             continue
@@ -803,6 +844,16 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
                        "runs": stuck})
     if nan_runs:
         alerts.append({"kind": "nan", "message": f"NaN in the metrics of {len(nan_runs)} run(s)", "runs": nan_runs})
+    stuck_by = {}
+    for rid, r in out_runs.items():
+        if r["state"] == "queued" and stuck_reason(r.get("pending_reason")):
+            stuck_by.setdefault(r["pending_reason"], []).append(rid)
+    for why, rids in stuck_by.items():
+        alerts.append({"kind": "unschedulable", "message": f"{len(rids)} queued job(s) will never start: Slurm "
+                       f"reason {why} — {stuck_reason(why)}; then `scancel` them and resubmit", "runs": rids})
+    if corrupt:
+        alerts.append({"kind": "corrupt", "message": f"{len(corrupt)} run(s) with data faults (what `lls verify` calls "
+                       "corrupt: unreadable files or wrong metrics); `lls verify` lists them", "runs": corrupt})
     secs = [s for rid, e in runs.items() if out_runs[rid]["state"] == "completed"
             for s in [_run_seconds(e, summaries[rid])] if s]
     remaining = counts["pending"] + counts["queued"] + counts["running"] + counts["interrupted"]
@@ -1399,11 +1450,18 @@ def format_status(st: dict) -> str:
     lines.append(format_rows(rows, "table", ["variant", "total", *cols]))
     lines.append(f"progress {p['fraction']:.0%} ({p['done']}/{p['total']} finished), mean run "
                  f"{_fmt_s(p['mean_run_s'])}, ETA {_fmt_s(p['eta_s'])}")
+    reasons = {}
+    for r in st["runs"].values():
+        if r["state"] == "queued" and r.get("pending_reason"):
+            reasons[r["pending_reason"]] = reasons.get(r["pending_reason"], 0) + 1
+    if reasons:
+        lines.append("pending (Slurm reason): " + ", ".join(f"{why} {n}" for why, n in sorted(reasons.items())))
     if st["checks"]:
-        lines.append(f"data-quality problems in {len(st['checks'])} run(s):")
+        lines.append(f"data-quality problems in {len(st['checks'])} run(s) (the checks of `lls verify`):")
         lines += [f"  {rid}: {'; '.join(pr)}" for rid, pr in sorted(st["checks"].items())[:20]]
     else:
-        lines.append("data quality: no problems (loss in [0, 10], acc in [0, 1], lr > 0, no NaN, knee in [1, 20])")
+        lines.append("data quality: no problems (the checks of `lls verify`: files readable, every step once at its "
+                     "frequency, no NaN outside config.NAN_ALLOWED, values in range)")
     bad = [(rid, r) for rid, r in st["runs"].items() if r["state"] in ("failed", "diverged", "interrupted")]
     for rid, r in bad[:20]:
         lines.append(f"  {r['state']:<11} {rid}  {r.get('reason') or ''}")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from loss_lin_slope.run import live_chunks
 
@@ -139,3 +140,39 @@ def test_slurm_dry_run_shows_account_qos_exclude(tmp_path):
         assert line in p.stdout, p.stdout
     assert "acct: would submit 2 of 2 runs (slurm)" in p.stdout, p.stdout
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT-inherited-ignored", "SIGTERM"])
+def test_local_pool_stops_on_signal_even_when_sigint_was_ignored(tmp_path, sig):
+    "A pool started from a non-interactive shell inherits SIGINT as ignored: SIGINT (and SIGTERM) must still stop it,\n"
+    "stopping and marking the running job and putting the unstarted runs back to pending."
+    import subprocess
+
+    from sweeplib import lls_bin
+
+    nb = stand_in(tmp_path / "slow.ipynb", seconds=60.0)
+    out = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k != "IN_TEST"}
+    p = subprocess.Popen([lls_bin(), "sweep", "submit", "ig", "--out-dir", str(out), "--variants", "base", "--lrs",
+                          "0.1", "--wds", "0.0001", "--seeds", "0,1,2", "--executor", "local", "--gpus", "none",
+                          "--workers-per-gpu", "1", "--notebook", str(nb), "--no-progress"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # what `cmd &` gives it
+    try:
+        first = wait_until(lambda: [rid for rid, e in ledger(out, "ig")["runs"].items() if e["state"] == "running"]
+                           if (out / "ig" / "sweep.json").exists() else None, 120, "a running job")[0]
+        wait_until(lambda: (out / "ig" / first / "summary.json").exists(), 120, "the notebook to start")
+        t0 = time.time()
+        os.kill(p.pid, sig)
+        p.communicate(timeout=120)
+        stopped_s = time.time() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode != 0
+    assert stopped_s < 50, stopped_s  # stopped, not finished: the job sleeps 60 s
+    led = ledger(out, "ig")
+    states = {rid: e["state"] for rid, e in led["runs"].items()}
+    assert states.pop(first) == "interrupted", led["runs"][first]
+    assert set(states.values()) == {"pending"} and all(led["runs"][r]["attempts"] == 0 for r in states)

@@ -236,3 +236,30 @@ def test_resubmitting_submits_nothing(sweeps):
     assert r["submit"] == [] and set(r["skipped"].values()) == {"completed"} and len(r["skipped"]) == 8
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
     print(f"\nslurm sweep tests: {time.time() - sweeps['t0']:.0f} s from the first submission")
+
+
+def test_unsatisfiable_array_shows_reason_and_alert(tmp_path):
+    "An array asking for more CPUs per task than any node has stays PENDING forever (PartitionConfig): `status` shows\n"
+    "each job's reason and an `unschedulable` alert saying what to change, instead of 'queued … alerts: none'."
+    import os
+
+    ncpu = max(int(x) for x in subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True,
+                                             check=True).stdout.split())
+    out = tmp_path / "runs"
+    i = SLURM.index("--cpus-per-task")
+    args = [*SLURM[:i], "--cpus-per-task", str(ncpu + 6), *SLURM[i + 2:]]  # more than any node has
+    p = lls("sweep", "submit", "toobig", "--out-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+            "--seeds", "0,1", "--epochs", "1", *TINY, *args, "--json")
+    ids = [e["job_id"] for e in ledger(out, "toobig")["runs"].values()]
+    try:
+        assert len(ids) == 2 and all(ids), ids
+        st = wait_until(lambda: (lambda s: s if all(r.get("pending_reason") for r in s["runs"].values()) else None)(
+            status(out, "toobig")), 60, "squeue to give the pending reasons")
+        assert {r["pending_reason"] for r in st["runs"].values()} == {"PartitionConfig"}, st["runs"]
+        (alert,) = [a for a in st["alerts"] if a["kind"] == "unschedulable"]
+        assert sorted(alert["runs"]) == sorted(st["runs"]) and "--cpus-per-task" in alert["message"], alert
+        text = lls("sweep", "status", "toobig", "--out-dir", out).stdout
+        assert "pending (Slurm reason): PartitionConfig 2" in text and "ALERT [unschedulable]" in text, text
+    finally:
+        subprocess.run(["scancel", *sorted({i.split("_")[0] for i in ids if i})], check=False)
+    assert p.returncode == 0 and os.path.isdir(out / "toobig")
