@@ -1522,7 +1522,7 @@ def cmd_profile(args) -> int:
 def _add_common(p):
     import argparse
 
-    p.add_argument("name", help="sweep name (a directory under --runs-dir)")
+    p.add_argument("name", metavar="NAME", help="sweep name (a directory under --runs-dir)")
     p.add_argument("--runs-dir", dest="out_dir", metavar="DIR", default=os.environ.get("LLS_RUNS_DIR") or "runs",
                    help="directory holding the sweeps (default: $LLS_RUNS_DIR or ./runs)")
     p.add_argument("--out-dir", dest="out_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
@@ -1560,14 +1560,14 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--executor", choices=("slurm", "local"), default="local" if defaults else None,
                    help="SLURM job array through submitit, or a local bounded pool" +
                         (" (default: local)" if defaults else " (default: as submitted)"))
-    g.add_argument("--workers-per-gpu", type=int, default=None, help="local: concurrent jobs per GPU (CPU-only: in "
+    g.add_argument("--workers-per-gpu", type=int, default=None, metavar="N", help="local: concurrent jobs per GPU (CPU-only: in "
                    f"total){' (default 1)' if defaults else ''}")
-    g.add_argument("--gpus", type=_gpus_arg, default=None, help="local: GPU indices, e.g. 0,1, or 'none' "
+    g.add_argument("--gpus", type=_gpus_arg, default=None, metavar="LIST", help="local: GPU indices, e.g. 0,1, or 'none' "
                    "(default: CUDA_VISIBLE_DEVICES or nvidia-smi)")
-    g.add_argument("--partition", type=_slurm_text("--partition"), default=None, help="slurm: partition")
-    g.add_argument("--account", type=_slurm_text("--account"), default=None,
+    g.add_argument("--partition", type=_slurm_text("--partition"), default=None, metavar="NAME", help="slurm: partition")
+    g.add_argument("--account", type=_slurm_text("--account"), default=None, metavar="NAME",
                    help="slurm: account to charge (sbatch --account)")
-    g.add_argument("--qos", type=_slurm_text("--qos"), default=None, help="slurm: quality of service (sbatch --qos)")
+    g.add_argument("--qos", type=_slurm_text("--qos"), default=None, metavar="NAME", help="slurm: quality of service (sbatch --qos)")
     g.add_argument("--exclude", type=_slurm_text("--exclude"), default=None, metavar="NODES",
                    help="slurm: nodes not to run on, e.g. gpu[07-08] (sbatch --exclude)")
     g.add_argument("--gres", type=_slurm_text("--gres"), default=None, metavar="SPEC",
@@ -1580,20 +1580,20 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--slurm-extra", type=_slurm_extra_item, nargs="+", action="extend", default=None,
                    metavar="KEY=VALUE", help="slurm: any other #SBATCH option, e.g. mail-type=END or a bare flag "
                                              "like requeue (submitit's additional_parameters)")
-    g.add_argument("--time", dest="time_min", type=float, default=None,
+    g.add_argument("--time", dest="time_min", type=float, default=None, metavar="MIN",
                    help=f"slurm: time limit per run in minutes{dflt('time_min')}")
-    g.add_argument("--mem", dest="mem_gb", type=float, default=None,
+    g.add_argument("--mem", dest="mem_gb", type=float, default=None, metavar="GB",
                    help=f"slurm: host RAM per run in GB (not GPU memory){dflt('mem_gb')}")
-    g.add_argument("--cpus-per-task", type=int, default=None,
+    g.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
                    help=f"slurm: CPUs per run{dflt('cpus_per_task')}")
-    g.add_argument("--gpus-per-task", type=int, default=None,
+    g.add_argument("--gpus-per-task", type=int, default=None, metavar="N",
                    help=f"slurm: GPUs per run, 0 on a CPU partition{' (default 1)' if D else ''}")
-    g.add_argument("--array-parallelism", type=int, default=None,
+    g.add_argument("--array-parallelism", type=int, default=None, metavar="N",
                    help=f"slurm: runs in flight at once{dflt('array_parallelism')}")
-    g.add_argument("--max-requeues", type=int, default=None, help="slurm: requeues after timeouts (default 3)")
+    g.add_argument("--max-requeues", type=int, default=None, metavar="N", help="slurm: requeues after timeouts (default 3)")
     g.add_argument("--setup", nargs="+", action="extend", metavar="CMD", default=None,
                    help="slurm: shell lines run before the job (e.g. 'module load cuda')")
-    g.add_argument("--notebook", default=None, help="the job notebook (default: the train.ipynb shipped with the "
+    g.add_argument("--notebook", default=None, metavar="PATH", help="the job notebook (default: the train.ipynb shipped with the "
                    "package, which in a checkout is nbs/train.ipynb)")
     g.add_argument("--logger", choices=LOGGERS, default=None,
                    help="live curves: each run also writes its metrics to a TensorBoard event file or a CSV in "
@@ -1616,14 +1616,14 @@ def add_cli(sub):
     _add_common(p)
     add_grid_args(p)
     t = p.add_argument_group("run parameters (the train notebook's; default: the study's)")
-    t.add_argument("--epochs", type=int, help="training epochs per run (default 50)")
+    t.add_argument("--epochs", type=int, metavar="N", help="training epochs per run (default 50)")
     t.add_argument("--dataset", choices=("synthetic", "cifar10"),
                    help="cifar10, or synthetic CIFAR-shaped data that needs no download (default synthetic)")
-    t.add_argument("--batch-size", type=int, help="training batch size (default 128)")
-    t.add_argument("--width-mult", type=float, help="channel multiplier of ResNet-18 (default 1)")
-    t.add_argument("--n-train", type=int, help="small runs: training images used (default: all)")
-    t.add_argument("--n-val", type=int, help="small runs: validation images used (default: all)")
-    t.add_argument("--max-steps", type=int, help="small runs: optimizer steps per run at most (default: no limit)")
+    t.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default 128)")
+    t.add_argument("--width-mult", type=float, metavar="X", help="channel multiplier of ResNet-18 (default 1)")
+    t.add_argument("--n-train", type=int, metavar="N", help="small runs: training images used (default: all)")
+    t.add_argument("--n-val", type=int, metavar="N", help="small runs: validation images used (default: all)")
+    t.add_argument("--max-steps", type=int, metavar="N", help="small runs: optimizer steps per run at most (default: no limit)")
     t.add_argument("--data-dir", metavar="DIR", help="where CIFAR-10 lives, relative to here (default data)")
     t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="dotted config overrides for every run, e.g. --set monitors.curvature=false")
@@ -1652,14 +1652,14 @@ def add_cli(sub):
                                     "sweep's, as submitted.")
     _add_common(p)
     p.add_argument("--dry-run", action="store_true", help="print the classification and plan; change nothing")
-    p.add_argument("--max-attempts", type=int, default=3, help="submissions per run at most (default 3)")
+    p.add_argument("--max-attempts", type=int, default=3, metavar="N", help="submissions per run at most (default 3)")
     p.add_argument("--divergence-policy", choices=DIVERGENCE_POLICIES, default="clip",
                    help="diverged runs: clip = start over with gradient clipping at 1.0 (never a lower lr), "
                         "skip = leave them diverged (default clip)")
-    p.add_argument("--time-factor", type=float, default=2.0, help="timeout: multiply the time limit (default 2)")
-    p.add_argument("--mem-factor", type=float, default=2.0,
+    p.add_argument("--time-factor", type=float, default=2.0, metavar="X", help="timeout: multiply the time limit (default 2)")
+    p.add_argument("--mem-factor", type=float, default=2.0, metavar="X",
                    help="host-RAM OOM: multiply the run's --mem request (default 2)")
-    p.add_argument("--max-mem", type=float, default=MAX_MEM_GB,
+    p.add_argument("--max-mem", type=float, default=MAX_MEM_GB, metavar="GB",
                    help=f"host-RAM OOM: raise --mem to at most this many GB (default {MAX_MEM_GB:g})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_exec_args(p, defaults=False)
@@ -1668,13 +1668,14 @@ def add_cli(sub):
     p = sub.add_parser("profile", help="peak memory and steps/s per variant; workers per GPU",
                        description="Train each variant a few steps in a fresh process; report peak memory (GPU, "
                                    "else process RSS), steps/s and the workers per GPU that fit in --gpu-mem.")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS))
+    p.add_argument("--variants", type=_variants, default=list(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
     p.add_argument("--gpu-mem", type=float, default=80.0, help="GPU memory in GiB (default 80)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--width-mult", type=float)
-    p.add_argument("--n-train", type=int)
-    p.add_argument("--dataset", choices=("synthetic", "cifar10"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default: the study's, 128)")
+    p.add_argument("--width-mult", type=float, metavar="X", help="channel multiplier (default: the variant's)")
+    p.add_argument("--n-train", type=int, metavar="N", help="training images (default: the study's)")
+    p.add_argument("--dataset", choices=("synthetic", "cifar10"), help="default: the study's (synthetic)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)
