@@ -9,6 +9,7 @@ cfg = cfg["DEFAULT"]
 
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
+tensorboard_requirements = cfg.get("tensorboard_requirements", "").split()
 scripts = [s.strip() for s in cfg.get("console_scripts", "").split("\n") if s.strip()]
 
 setuptools.setup(
@@ -25,8 +26,11 @@ setuptools.setup(
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=[cfg["lib_name"], cfg["lib_name"] + ".*"]),
     include_package_data=True,
+    # The job notebooks (`nbs/train.ipynb`, `nbs/validate_metrics.ipynb`) ship inside the package: the files in
+    # loss_lin_slope/notebooks/ are symlinks to nbs/ (one source), copied as real files into the wheel.
+    package_data={cfg["lib_name"]: ["notebooks/*.ipynb"]},
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "tensorboard": tensorboard_requirements},
     entry_points={"console_scripts": scripts, "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import importlib
 import io
@@ -124,18 +125,57 @@ def add_cli(sub):
     p = sub.add_parser("plan", help="print the sweep grid (216 runs by default)",
                        description="Print the sweep grid: one row per run, highest priority first.")
     add_grid_args(p)
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="aligned text table (default), CSV or JSON")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("config", help="print the validated YAML config of one run",
                        description="Print the validated config of VARIANT with key=value overrides "
                                    "(dotted keys like optim.lr=0.1 or flat names like lr=0.1).")
     p.add_argument("variant", help=f"one of {', '.join(VARIANTS)}")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, values as YAML scalars (e.g. lr=0.05 optim.momentum=0.8)")
     p.set_defaults(func=cmd_config)
 
 # %% ../nbs/12_cli.ipynb #ae9a5971
+class _Formatter(argparse.HelpFormatter):
+    "argparse's help, with the help text at column 30 (long names like `preflight` stay on their line)."
+
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=None):
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+    def add_argument(self, action):
+        super().add_argument(action)
+        get = getattr(action, "_get_subactions", None)  # the subcommands of a subparsers action
+        subs = list(get()) if get and action.help is not argparse.SUPPRESS else []
+        if subs:  # argparse measures subcommand names without their extra indent: count it
+            w = max(len(self._format_action_invocation(s)) for s in subs)
+            self._action_max_length = max(self._action_max_length, w + self._current_indent + 2 * self._indent_increment)
+
+    def _format_action_invocation(self, action):  # old spellings kept as aliases (`action.hidden_aliases`) stay hidden
+        hidden = getattr(action, "hidden_aliases", ())
+        if hidden and action.option_strings:
+            action = copy.copy(action)
+            action.option_strings = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(action)
+
+    def _split_lines(self, text, width):  # never break inside `mail-type=END` or `--gpus-per-task`
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     "argparse, but errors raise `CLIError` (one line, exit 2) instead of printing the usage block."
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         where = self.prog.removeprefix("lls").strip()
@@ -145,7 +185,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     "The `lls` parser with every module's subcommands."
     parser = _Parser(prog="lls", description="loss_lin_slope: instrumented training, sweeps, "
-                                     "dataset export and the H1/H2 report.")
+                                     "dataset export and the H1/H2 report.",
+                     epilog="Sweeps live in --runs-dir (default: $LLS_RUNS_DIR or ./runs); `lls COMMAND --help` "
+                            "for each command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         try:

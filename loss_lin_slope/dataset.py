@@ -1702,7 +1702,7 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
     name = config.check_name("sweep", name or sweep_dir.name)
     root = Path(dest) / name
     if root.resolve() == sweep_dir or sweep_dir in root.resolve().parents:
-        raise ValueError(f"--to {dest}: the archive must be outside the sweep directory {sweep_dir}")
+        raise ValueError(f"--out {dest}: the archive must be outside the sweep directory {sweep_dir}")
     notes: list[str] = []
     plan = plan_sweep(sweep_dir, notes)
     hashes: dict[str, str] = {}
@@ -1768,8 +1768,8 @@ def _cli_error(e: Exception):
 
 def _sweep_arg(p):
     p.add_argument("name", metavar="NAME", help="sweep name (a directory under --runs-dir) or a sweep directory path")
-    p.add_argument("--runs-dir", default=None,
-                   help="directory holding the sweeps (`lls sweep`'s --out-dir; default: $LLS_RUNS_DIR or ./runs)")
+    p.add_argument("--runs-dir", default=None, metavar="DIR",
+                   help="directory holding the sweeps (default: $LLS_RUNS_DIR or ./runs)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes for the pass over the runs (default: $LLS_WORKERS, else one per CPU "
                         "when there are >= 16 runs)")
@@ -1825,10 +1825,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    "`lls collect`: copy the sweep's run directories into `--to` with a verified manifest (exit 1 on a copy error)."
+    "`lls collect`: copy the sweep's run directories into `--out` with a verified manifest (exit 1 on a copy error)."
     sweep_dir = _resolve(args)
     try:
-        res = collect_sweep(sweep_dir, args.to, checkpoints=args.checkpoints)
+        res = collect_sweep(sweep_dir, args.out, checkpoints=args.checkpoints)
     except (ValueError, FileNotFoundError) as e:
         raise _cli_error(e) from None
     except OSError as e:
@@ -1854,16 +1854,19 @@ def add_cli(sub):
                        description="runs.parquet (one row per expected run, fits for complete runs), time series "
                                    "keyed by run_id, and DATA_DICTIONARY.md.")
     _sweep_arg(p)
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--format", choices=("parquet", "csv"), default="parquet",
+                   help="file format of the tables (default parquet; csv for spreadsheets)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("collect", help="copy a sweep's run directories into a verified archive",
                        description="Copy configs, metrics, summaries, papermill notebooks and logs into "
                                    "DIR/<sweep>/<variant>/<run_id>/ with a SHA-256 manifest checked after the copy. "
                                    "Sources are never modified.")
     p.add_argument("name", metavar="NAME", help="sweep name or sweep directory path")
-    p.add_argument("--to", required=True, metavar="DIR", help="archive directory")
-    p.add_argument("--runs-dir", default=None,
-                   help="directory holding the sweeps (`lls sweep`'s --out-dir; default: $LLS_RUNS_DIR or ./runs)")
+    a = p.add_argument("--out", "--to", dest="out", required=True, metavar="DIR",
+                       help="archive directory (outside the sweep directory)")
+    a.hidden_aliases = ("--to",)  # the old spelling: accepted, not shown
+    p.add_argument("--runs-dir", default=None, metavar="DIR",
+                   help="directory holding the sweeps (default: $LLS_RUNS_DIR or ./runs)")
     p.add_argument("--checkpoints", action="store_true", help="also copy each run's best checkpoint")
     p.set_defaults(func=cmd_collect)

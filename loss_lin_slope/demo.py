@@ -157,7 +157,7 @@ def cmd_preflight(args) -> int:
     "`lls preflight`: train every variant briefly, print the checks; exit 0 on GO, 1 on NO-GO."
     from loss_lin_slope.cli import format_rows
 
-    rows = run_preflight(args.variants, args.epochs, args.dataset, args.out, data_dir=args.data_dir)
+    rows = run_preflight(args.variants, args.epochs, args.dataset, args.runs_dir, data_dir=args.data_dir)
     table = [{**{k: r.get(k) for k in ("variant", "state", "steps", "steps_per_s", "peak_mem_mb", "checkpoints")},
               "result": "pass" if r["passed"] else "FAIL", "problems": "; ".join(r["problems"])[:160]} for r in rows]
     print(format_rows(table, "table"))
@@ -169,6 +169,9 @@ def cmd_preflight(args) -> int:
 
 def add_cli(sub):
     "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
+    import argparse
+    import os
+
     from loss_lin_slope.cli import _variants
 
     p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈10 min on 2 CPUs)",
@@ -176,19 +179,24 @@ def add_cli(sub):
                                    "lr {0.05, 0.2} × wd 1e-3 × N seeds, tiny ResNet-18 on synthetic data; then "
                                    "verify, export the dataset and write the HTML report. Rerunning reuses "
                                    "finished runs.")
-    p.add_argument("--out", default="demo", help="output folder (runs/, dataset/, report/); default ./demo")
+    p.add_argument("--out", default="demo", metavar="DIR",
+                   help="output folder: the sweep goes to DIR/runs/demo, then DIR/dataset and DIR/report (default ./demo)")
     p.add_argument("--seeds", type=int, default=DEMO["seeds"], help="seeds per grid point (default 2)")
     p.add_argument("--epochs", type=int, default=DEMO["epochs"], help="epochs per run (default 16)")
-    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default="synthetic")
+    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default="synthetic",
+                   help="synthetic CIFAR-shaped data (no download; default) or cifar10 from ./data")
     p.add_argument("--workers", type=int, default=2, help="concurrent runs (default 2)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("preflight", help="train every variant briefly and check its metrics; GO/NO-GO",
                        description="Train each variant for a few epochs (tiny on CPU; the study's size where a "
                                    "GPU is present) and run the verify checks on each run. Exit 1 on NO-GO.")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS))
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--variants", type=_variants, default=list(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per variant (default 2)")
     p.add_argument("--dataset", choices=("synthetic", "cifar10"), default=None,
                    help="default: cifar10 where a GPU and the data are present, else synthetic")
-    p.add_argument("--data-dir", default="data")
-    p.add_argument("--out", default="runs", help="runs go to OUT/preflight/ (default runs)")
+    p.add_argument("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 lives (default ./data)")
+    p.add_argument("--runs-dir", default=os.environ.get("LLS_RUNS_DIR") or "runs", metavar="DIR",
+                   help="the runs go to DIR/preflight/ (default: $LLS_RUNS_DIR or ./runs)")
+    p.add_argument("--out", dest="runs_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     p.set_defaults(func=cmd_preflight)

@@ -29,12 +29,13 @@ import numpy as np
 from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES',
+__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'LOGGERS',
            'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes',
            'atomic_write_text', 'chunk_name', 'live_chunks', 'compact_chunks', 'MetricStore', 'read_metrics',
            'write_summary', 'read_summary', 'run_dir', 'stored_config', 'find_checkpoint', 'checkpoint_step',
            'archive_attempt', 'prepare_run_dir', 'RunLocked', 'RunLock', 'lock_state', 'dead_run_reason',
-           'check_startable', 'notebook_config', 'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
+           'check_logger', 'LiveCurves', 'live_sink', 'check_startable', 'notebook_config', 'RunInterrupted',
+           'run_experiment', 'show_summary', 'plot_loss']
 
 # %% ../nbs/08_run.ipynb #104d4753
 log = logging.getLogger(__name__)
@@ -555,12 +556,83 @@ def dead_run_reason(path: str | os.PathLike, summary: dict | None = None) -> str
     return why
 
 
+# %% ../nbs/08_run.ipynb #c16b0002
+LOGGERS = ("tensorboard", "csv")
+"The live loggers `logger=` accepts (besides `''`/None: none)."
+
+
+def check_logger(value) -> str | None:
+    "`value` as a `LOGGERS` name (None for none), else `ConfigError` naming `logger` (before any work)."
+    import importlib.util
+
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in LOGGERS:
+        raise ConfigError("logger", value, f"one of {', '.join(LOGGERS)}, or '' for none")
+    v = value.strip().lower()
+    if v == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        raise ConfigError("logger", value, "tensorboard needs the tensorboard package: "
+                                           "pip install 'loss_lin_slope[tensorboard]' (or use csv)")
+    return v
+
+# %% ../nbs/08_run.ipynb #c16b0004
+class LiveCurves:
+    """A sink in front of a `MetricStore`: each flush also goes to a Lightning logger (`kind` in `LOGGERS`) under
+    `run_dir/<kind>/`. Everything else (`series`, `keep`, `path`, …) is the store's."""
+
+    def __init__(self, store: MetricStore, kind: str, run_dir: str | os.PathLike):
+        self.store, self.kind = store, check_logger(kind)
+        if self.kind is None:
+            raise ConfigError("logger", kind, f"one of {', '.join(LOGGERS)}")
+        if self.kind == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            self.logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
+                                            default_hp_metric=False)
+        else:
+            from lightning.pytorch.loggers import CSVLogger
+
+            self.logger = CSVLogger(save_dir=str(run_dir), name="csv")
+        self.rows_logged = 0
+
+    def write(self, df) -> int:
+        "Buffer the rows in the store (`MetricStore.write`)."
+        return self.store.write(df)
+
+    def flush(self) -> Path | None:
+        "Flush the store; then log the rows it wrote to the logger, one `log_metrics` call per step."
+        import pandas as pd
+
+        rows = pd.concat(self.store._buffer, ignore_index=True) if self.store._buffer else None
+        path = self.store.flush()
+        if rows is not None and len(rows):
+            for step, g in rows.sort_values("step", kind="stable").groupby("step", sort=False):
+                self.logger.log_metrics(dict(zip(g["metric"].tolist(), g["value"].tolist())), step=int(step))
+            self.logger.save()
+            self.rows_logged += len(rows)
+        return path
+
+    def compact(self) -> Path | None:
+        "Flush (through the logger), then compact the store."
+        self.flush()
+        return self.store.compact()
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def live_sink(store: MetricStore, logger: str | None, run_dir: str | os.PathLike):
+    "`store` itself when `logger` is none, else a `LiveCurves` in front of it."
+    kind = check_logger(logger)
+    return store if kind is None else LiveCurves(store, kind, run_dir)
+
 # %% ../nbs/08_run.ipynb #50cd98fc
 NOTEBOOK_PARAMETERS: dict[str, Any] = {
     "variant": "base", "lr": 0.1, "weight_decay": 1e-4, "seed": 0, "epochs": 50, "dataset": "synthetic",
     "batch_size": 128, "width_mult": 1.0, "data_dir": "data", "out_dir": "runs", "sweep": "default",
     "resume": True, "n_train": None, "n_val": None, "max_steps": -1, "overrides": "{}", "name": "",
     "adjustments": "[]", "attempt": 1,
+    "logger": "",
 }
 "The papermill parameters of `nbs/train.ipynb` and their defaults."
 
@@ -637,7 +709,7 @@ def _check_overrides(overrides: dict, named: dict, raw) -> dict:
 
 
 def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """Validate the notebook's parameters → `(cfg, options)`; options: out_dir, resume, attempt, adjustments.
+    """Validate the notebook's parameters → `(cfg, options)`; options: out_dir, resume, attempt, adjustments, logger.
     Unknown names and bad values raise `ConfigError` naming the parameter."""
     for k, v in given.items():
         if k not in NOTEBOOK_PARAMETERS:
@@ -666,7 +738,10 @@ def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, 
             raise ConfigError(name, e.value if from_overrides else p[name], f"{e.allowed} (config key {e.key})") from None
         raise
     check_startable(cfg)  # data present, a batch's worth of images: before any run directory
-    return cfg, {"out_dir": p["out_dir"], "resume": p["resume"], "attempt": p["attempt"], "adjustments": adjustments}
+    logger = check_logger(p["logger"])
+    return cfg, {"out_dir": p["out_dir"], "resume": p["resume"], "attempt": p["attempt"], "adjustments": adjustments,
+                 "logger": logger}
+
 
 # %% ../nbs/08_run.ipynb #f251aa83
 class RunInterrupted(RuntimeError):
@@ -873,7 +948,7 @@ def _reason(e: BaseException) -> str:
 def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", resume: bool = True, attempt: int = 1,
                    adjustments: Iterable = (), callbacks: Iterable = (),
                    signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2), grace_s: float = 120.0,
-                   verbose: bool = True, **trainer_kwargs) -> dict:
+                   verbose: bool = True, logger: str | None = None, **trainer_kwargs) -> dict:
     """Train `cfg` in its run directory (resuming, or not retraining a finished run); returns `summary.json`'s content.
     Holds the run's `RunLock` throughout (a second start raises `RunLocked` and touches nothing)."""
     check_startable(cfg)
@@ -882,7 +957,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
         for tmp in lock.path.glob(".*.tmp"):  # left by a process killed mid-write (a failed write removes its own)
             tmp.unlink(missing_ok=True)
         return _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose,
-                               lock, **trainer_kwargs)
+                               lock, logger, **trainer_kwargs)
     except BaseException as e:  # the reason survives in the lock record even when summary.json cannot be written
         lock.note(failure=lock.record.get("failure") or _reason(e), ended_at=_now())
         raise
@@ -891,7 +966,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
 
 
 def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose, lock,
-                    **trainer_kwargs) -> dict:
+                    logger=None, **trainer_kwargs) -> dict:
     say = print if verbose else (lambda *a, **k: None)
     path, action, ckpt, prev = prepare_run_dir(cfg, out_dir, resume)
     if action == "done":
@@ -926,6 +1001,7 @@ def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signa
     }
     wall_before = float(prev.get("wall_time_s") or 0.0) if action == "resume" else 0.0
     store = MetricStore(path / "metrics", keep=("loss_train_nats", "loss_val_nats", "lr"))
+    store = live_sink(store, logger, path)  # `logger`: live curves (see "Live curves" below); the store stays the truth
     run = _Run(cfg, path, store, summary, wall_before)
     run.update("running")
     say(f"run {cfg.run_id}: {action}" + (f" from {ckpt.name} (step {from_step})" if ckpt else "") + f" in {path}")

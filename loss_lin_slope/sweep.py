@@ -24,15 +24,16 @@ from . import config
 from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS',
-           'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES',
-           'RECOVERABLE', 'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid',
-           'select_runs', 'read_events', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots',
-           'PoolInterrupted', 'run_local', 'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct',
-           'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks',
-           'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
-           'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
-           'profile_variants', 'cmd_submit', 'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
+__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS',
+           'SCHED_ACTIVE', 'STUCK_REASONS', 'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES',
+           'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE', 'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json',
+           'Ledger', 'plan_runs', 'merge_grid', 'select_runs', 'read_events', 'wait_for_notebook', 'run_job',
+           'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local', 'check_slurm_value', 'check_slurm_extra',
+           'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'stuck_reason',
+           'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks', 'run_problems', 'sweep_status',
+           'classify_failure', 'plan_adjustment', 'apply_adjustment', 'default_notebook', 'SubmitError', 'submit_sweep',
+           'recover_sweep', 'recommend_workers', 'profile_variant', 'profile_variants', 'cmd_submit', 'format_status',
+           'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
 # %% ../nbs/09_sweep.ipynb #69403980
 LEDGER = "sweep.json"
@@ -479,6 +480,43 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
         t.join()
     return results
 
+# %% ../nbs/09_sweep.ipynb #c16a0002
+SLURM_STRING_OPTIONS = ("partition", "account", "qos", "exclude", "gres", "constraint", "comment")
+"Free-text SLURM resources, each passed to sbatch as one `#SBATCH --KEY=VALUE` line."
+
+_SBATCH_OWNED = {"array": "", "output": "", "error": "", "open-mode": "", "job-name": "", "signal": "", "wckey": "",
+                 "time": "--time", "mem": "--mem", "cpus-per-task": "--cpus-per-task", "gpus-per-node": "--gpus-per-task",
+                 "partition": "--partition", "account": "--account", "qos": "--qos", "exclude": "--exclude",
+                 "gres": "--gres", "constraint": "--constraint", "comment": "--comment"}
+
+
+def check_slurm_value(option: str, value) -> str:
+    "`value` as text, or `ConfigError` naming `option` when it holds a newline or another control character."
+    s = str(value)
+    bad = next((c for c in s if ord(c) < 32 or 127 <= ord(c) < 160), None)
+    if bad is not None:
+        raise ConfigError(option, value, f"one line of text without newlines or control characters (found {bad!r})")
+    return s
+
+
+def check_slurm_extra(extra) -> dict:
+    """`--slurm-extra` items (`["KEY=VALUE", "KEY", …]` or a dict) → submitit's `additional_parameters` dict
+    (a bare KEY → True: a flag); `ConfigError` naming `slurm_extra` on a bad key or value."""
+    items = extra.items() if isinstance(extra, dict) else [(k, v if sep else True) for k, sep, v in
+                                                           (str(x).partition("=") for x in extra)]
+    out = {}
+    for k, v in items:
+        key = str(k).strip()
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
+            raise ConfigError("slurm_extra", f"{k}={v}", "KEY=VALUE with KEY an sbatch option name without leading "
+                              "dashes (letters, digits, - and _), e.g. mail-type=END")
+        owner = _SBATCH_OWNED.get(key.replace("_", "-").lower())
+        if owner is not None:
+            raise ConfigError("slurm_extra", f"{k}={v}", f"{key} is set by " + (f"{owner}, not --slurm-extra" if owner
+                              else "submitit itself and cannot be overridden"))
+        out[key] = v if v is True else check_slurm_value("slurm_extra", v)
+    return out
+
 # %% ../nbs/09_sweep.ipynb #4380f37e
 def slurm_parameters(name: str, r: dict) -> dict:
     "submitit `SlurmExecutor.update_parameters` keywords for the resources `r` of a run."
@@ -489,9 +527,12 @@ def slurm_parameters(name: str, r: dict) -> dict:
         p["mem"] = f"{int(r['mem_gb'])}GB" if float(r["mem_gb"]).is_integer() else f"{int(r['mem_gb'] * 1024)}MB"
     if r.get("gpus_per_task"):
         p["gpus_per_node"] = int(r["gpus_per_task"])
-    for k in ("partition", "account", "qos", "exclude"):
+    for k in SLURM_STRING_OPTIONS:
         if r.get(k):
-            p[k] = str(r[k])
+            p[k] = check_slurm_value(k, r[k])
+    extra = check_slurm_extra(r.get("slurm_extra") or {})
+    if extra:
+        p["additional_parameters"] = extra
     return p
 
 
@@ -1015,18 +1056,17 @@ def apply_adjustment(entry: dict, adj: dict, evidence: str = "") -> dict:
 # %% ../nbs/09_sweep.ipynb #47496855
 DEFAULT_RESOURCES = {"time_min": 120, "mem_gb": 16, "cpus_per_task": 4, "gpus_per_task": 1, "array_parallelism": 24,
                      "partition": None, "account": None, "qos": None, "exclude": None, "setup": [],
-                     "workers_per_gpu": 1, "gpus": None, "max_requeues": 3}
+                     "workers_per_gpu": 1, "gpus": None, "max_requeues": 3,
+                     "gres": None, "constraint": None, "comment": None, "slurm_extra": {}, "logger": None}
 
 
-def default_notebook() -> Path:
-    "`nbs/train.ipynb` of the working directory, else of the repository this package is installed from."
-    import loss_lin_slope
+def default_notebook(name: str = "train.ipynb") -> Path:
+    """The job notebook `name` shipped in the package (`loss_lin_slope/notebooks/`, found with `importlib.resources`,
+    so an installed wheel finds it from any directory). In a checkout those files are symlinks to `nbs/`: one source.
+    `--notebook` (`notebook=`) overrides it."""
+    from importlib import resources
 
-    for p in (Path.cwd() / "nbs" / "train.ipynb", Path(loss_lin_slope.__file__).resolve().parents[1] / "nbs" /
-              "train.ipynb"):
-        if p.exists():
-            return p
-    return Path.cwd() / "nbs" / "train.ipynb"
+    return Path(str(resources.files("loss_lin_slope").joinpath("notebooks").joinpath(name)))
 
 
 def _make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: bool, executor: str) -> dict:
@@ -1111,7 +1151,12 @@ def _launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], 
     for rid, resume, _ in items:
         e = d["runs"][rid]
         res = _run_resources(resources, e)
-        specs.append((rid, _make_spec(ledger, rid, e, notebook, cwd, resume, executor), res))
+        spec = _make_spec(ledger, rid, e, notebook, cwd, resume, executor)
+        if res.get("logger"):  # how the run reports, not what it computes: not part of the config or run_id
+            from loss_lin_slope.run import check_logger
+
+            spec["params"]["logger"] = check_logger(res["logger"])
+        specs.append((rid, spec, res))
     (ledger.dir / JOBS).mkdir(parents=True, exist_ok=True)
     if executor == "slurm":
         groups = {}
@@ -1381,10 +1426,12 @@ def _fmt_s(s) -> str:
 def _resources_from_args(args) -> dict:
     r = {}
     for k in ("time_min", "mem_gb", "cpus_per_task", "gpus_per_task", "array_parallelism", "partition", "account",
-              "qos", "exclude", "workers_per_gpu", "max_requeues"):
+              "qos", "exclude", "gres", "constraint", "comment", "workers_per_gpu", "max_requeues", "logger"):
         r[k] = getattr(args, k, None)
     if getattr(args, "setup", None):
         r["setup"] = list(args.setup)
+    if getattr(args, "slurm_extra", None):
+        r["slurm_extra"] = check_slurm_extra(args.slurm_extra)
     g = getattr(args, "gpus", None)
     if g is not None:
         r["gpus"] = [] if g.strip().lower() in ("", "none", "cpu") else [int(x) for x in g.split(",") if x.strip()]
@@ -1531,40 +1578,85 @@ def cmd_profile(args) -> int:
 
 
 def _add_common(p):
-    p.add_argument("name", help="sweep name (directory under --out-dir)")
-    p.add_argument("--out-dir", default="runs", help="where sweeps live (default: runs)")
+    import argparse
+
+    p.add_argument("name", metavar="NAME", help="sweep name (a directory under --runs-dir)")
+    p.add_argument("--runs-dir", dest="out_dir", metavar="DIR", default=os.environ.get("LLS_RUNS_DIR") or "runs",
+                   help="directory holding the sweeps (default: $LLS_RUNS_DIR or ./runs)")
+    p.add_argument("--out-dir", dest="out_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
+
+
+def _slurm_text(option: str):
+    "An argparse `type=` that refuses newlines and control characters in the value of `option`."
+
+    def check(s: str) -> str:
+        from loss_lin_slope.cli import ArgError
+
+        try:
+            return check_slurm_value(option, s)
+        except ConfigError as e:
+            raise ArgError(e.allowed) from None
+
+    return check
+
+
+def _slurm_extra_item(s: str) -> str:
+    from loss_lin_slope.cli import ArgError
+
+    try:
+        check_slurm_extra([s])
+    except ConfigError as e:
+        raise ArgError(f"{s!r}: {e.allowed}") from None
+    return s
 
 
 def _add_exec_args(p, defaults: bool):
+    from loss_lin_slope.run import LOGGERS
     D = DEFAULT_RESOURCES if defaults else {}
     dflt = lambda k: f" (default {D[k]:g})" if D else ""
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("slurm", "local"), default="local" if defaults else None,
                    help="SLURM job array through submitit, or a local bounded pool" +
                         (" (default: local)" if defaults else " (default: as submitted)"))
-    g.add_argument("--workers-per-gpu", type=int, default=None, help="local: concurrent jobs per GPU (CPU-only: in "
+    g.add_argument("--workers-per-gpu", type=int, default=None, metavar="N", help="local: concurrent jobs per GPU (CPU-only: in "
                    f"total){' (default 1)' if defaults else ''}")
-    g.add_argument("--gpus", type=_gpus_arg, default=None, help="local: GPU indices, e.g. 0,1, or 'none' "
+    g.add_argument("--gpus", type=_gpus_arg, default=None, metavar="LIST", help="local: GPU indices, e.g. 0,1, or 'none' "
                    "(default: CUDA_VISIBLE_DEVICES or nvidia-smi)")
-    g.add_argument("--partition", default=None, help="slurm: partition")
-    g.add_argument("--account", default=None, help="slurm: account to charge (sbatch --account)")
-    g.add_argument("--qos", default=None, help="slurm: quality of service (sbatch --qos)")
-    g.add_argument("--exclude", default=None, metavar="NODES",
+    g.add_argument("--partition", type=_slurm_text("--partition"), default=None, metavar="NAME", help="slurm: partition")
+    g.add_argument("--account", type=_slurm_text("--account"), default=None, metavar="NAME",
+                   help="slurm: account to charge (sbatch --account)")
+    g.add_argument("--qos", type=_slurm_text("--qos"), default=None, metavar="NAME", help="slurm: quality of service (sbatch --qos)")
+    g.add_argument("--exclude", type=_slurm_text("--exclude"), default=None, metavar="NODES",
                    help="slurm: nodes not to run on, e.g. gpu[07-08] (sbatch --exclude)")
-    g.add_argument("--time", dest="time_min", type=float, default=None,
+    g.add_argument("--gres", type=_slurm_text("--gres"), default=None, metavar="SPEC",
+                   help="slurm: generic resources per node, e.g. gpu:a100:1 (sbatch --gres; with it, usually "
+                        "--gpus-per-task 0)")
+    g.add_argument("--constraint", type=_slurm_text("--constraint"), default=None, metavar="FEATURES",
+                   help="slurm: node features required, e.g. 'a100&ib' (sbatch --constraint)")
+    g.add_argument("--comment", type=_slurm_text("--comment"), default=None, metavar="TEXT",
+                   help="slurm: job comment (sbatch --comment)")
+    g.add_argument("--slurm-extra", type=_slurm_extra_item, nargs="+", action="extend", default=None,
+                   metavar="KEY=VALUE", help="slurm: any other #SBATCH option, e.g. mail-type=END or a bare flag "
+                                             "like requeue (submitit's additional_parameters)")
+    g.add_argument("--time", dest="time_min", type=float, default=None, metavar="MIN",
                    help=f"slurm: time limit per run in minutes{dflt('time_min')}")
-    g.add_argument("--mem", dest="mem_gb", type=float, default=None,
+    g.add_argument("--mem", dest="mem_gb", type=float, default=None, metavar="GB",
                    help=f"slurm: host RAM per run in GB (not GPU memory){dflt('mem_gb')}")
-    g.add_argument("--cpus-per-task", type=int, default=None,
+    g.add_argument("--cpus-per-task", type=int, default=None, metavar="N",
                    help=f"slurm: CPUs per run{dflt('cpus_per_task')}")
-    g.add_argument("--gpus-per-task", type=int, default=None,
+    g.add_argument("--gpus-per-task", type=int, default=None, metavar="N",
                    help=f"slurm: GPUs per run, 0 on a CPU partition{' (default 1)' if D else ''}")
-    g.add_argument("--array-parallelism", type=int, default=None,
+    g.add_argument("--array-parallelism", type=int, default=None, metavar="N",
                    help=f"slurm: runs in flight at once{dflt('array_parallelism')}")
-    g.add_argument("--max-requeues", type=int, default=None, help="slurm: requeues after timeouts (default 3)")
+    g.add_argument("--max-requeues", type=int, default=None, metavar="N", help="slurm: requeues after timeouts (default 3)")
     g.add_argument("--setup", nargs="+", action="extend", metavar="CMD", default=None,
                    help="slurm: shell lines run before the job (e.g. 'module load cuda')")
-    g.add_argument("--notebook", default=None, help="the job notebook (default: nbs/train.ipynb)")
+    g.add_argument("--notebook", default=None, metavar="PATH", help="the job notebook (default: the train.ipynb shipped with the "
+                   "package, which in a checkout is nbs/train.ipynb)")
+    g.add_argument("--logger", choices=LOGGERS, default=None,
+                   help="live curves: each run also writes its metrics to a TensorBoard event file or a CSV in "
+                        "RUN_DIR/<logger>/, as they are flushed; watch with tensorboard --logdir RUNS_DIR/NAME "
+                        + ("(default: none)" if defaults else "(default: as submitted)"))
     g.add_argument("--no-progress", action="store_true", help="local: no progress bar (one line per finished run instead)")
 
 
@@ -1573,7 +1665,7 @@ def add_cli(sub):
     from loss_lin_slope.cli import _variants, add_grid_args
 
     sw = sub.add_parser("sweep", help="submit, monitor and recover a sweep (SLURM or local)",
-                        description="The sweep: one papermill run of nbs/train.ipynb per grid point.")
+                        description="The sweep: one papermill run of the train notebook per grid point.")
     ssub = sw.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
 
     p = ssub.add_parser("submit", help="submit the runs of a sweep that are not done or in flight",
@@ -1581,15 +1673,16 @@ def add_cli(sub):
                                     "runs/NAME/sweep.json), and submit the rest: one SLURM job array or a local pool.")
     _add_common(p)
     add_grid_args(p)
-    t = p.add_argument_group("run parameters (the train notebook's)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--dataset", choices=("synthetic", "cifar10"))
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--width-mult", type=float)
-    t.add_argument("--n-train", type=int)
-    t.add_argument("--n-val", type=int)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--data-dir")
+    t = p.add_argument_group("run parameters (the train notebook's; default: the study's)")
+    t.add_argument("--epochs", type=int, metavar="N", help="training epochs per run (default 50)")
+    t.add_argument("--dataset", choices=("synthetic", "cifar10"),
+                   help="cifar10, or synthetic CIFAR-shaped data that needs no download (default synthetic)")
+    t.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default 128)")
+    t.add_argument("--width-mult", type=float, metavar="X", help="channel multiplier of ResNet-18 (default 1)")
+    t.add_argument("--n-train", type=int, metavar="N", help="small runs: training images used (default: all)")
+    t.add_argument("--n-val", type=int, metavar="N", help="small runs: validation images used (default: all)")
+    t.add_argument("--max-steps", type=int, metavar="N", help="small runs: optimizer steps per run at most (default: no limit)")
+    t.add_argument("--data-dir", metavar="DIR", help="where CIFAR-10 lives, relative to here (default data)")
     t.add_argument("--set", nargs="+", action="extend", metavar="KEY=VALUE",
                    help="dotted config overrides for every run, e.g. --set monitors.curvature=false")
     _add_exec_args(p, defaults=True)
@@ -1617,12 +1710,14 @@ def add_cli(sub):
                                     "sweep's, as submitted.")
     _add_common(p)
     p.add_argument("--dry-run", action="store_true", help="print the classification and plan; change nothing")
-    p.add_argument("--max-attempts", type=int, default=3, help="submissions per run at most (default 3)")
-    p.add_argument("--divergence-policy", choices=DIVERGENCE_POLICIES, default="clip")
-    p.add_argument("--time-factor", type=float, default=2.0, help="timeout: multiply the time limit (default 2)")
-    p.add_argument("--mem-factor", type=float, default=2.0,
+    p.add_argument("--max-attempts", type=int, default=3, metavar="N", help="submissions per run at most (default 3)")
+    p.add_argument("--divergence-policy", choices=DIVERGENCE_POLICIES, default="clip",
+                   help="diverged runs: clip = start over with gradient clipping at 1.0 (never a lower lr), "
+                        "skip = leave them diverged (default clip)")
+    p.add_argument("--time-factor", type=float, default=2.0, metavar="X", help="timeout: multiply the time limit (default 2)")
+    p.add_argument("--mem-factor", type=float, default=2.0, metavar="X",
                    help="host-RAM OOM: multiply the run's --mem request (default 2)")
-    p.add_argument("--max-mem", type=float, default=MAX_MEM_GB,
+    p.add_argument("--max-mem", type=float, default=MAX_MEM_GB, metavar="GB",
                    help=f"host-RAM OOM: raise --mem to at most this many GB (default {MAX_MEM_GB:g})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _add_exec_args(p, defaults=False)
@@ -1631,13 +1726,14 @@ def add_cli(sub):
     p = sub.add_parser("profile", help="peak memory and steps/s per variant; workers per GPU",
                        description="Train each variant a few steps in a fresh process; report peak memory (GPU, "
                                    "else process RSS), steps/s and the workers per GPU that fit in --gpu-mem.")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS))
+    p.add_argument("--variants", type=_variants, default=list(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
     p.add_argument("--gpu-mem", type=float, default=80.0, help="GPU memory in GiB (default 80)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--width-mult", type=float)
-    p.add_argument("--n-train", type=int)
-    p.add_argument("--dataset", choices=("synthetic", "cifar10"))
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--batch-size", type=int, metavar="N", help="training batch size (default: the study's, 128)")
+    p.add_argument("--width-mult", type=float, metavar="X", help="channel multiplier (default: the variant's)")
+    p.add_argument("--n-train", type=int, metavar="N", help="training images (default: the study's)")
+    p.add_argument("--dataset", choices=("synthetic", "cifar10"), help="default: the study's (synthetic)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)

@@ -56,3 +56,69 @@ def test_help_everywhere(lls):
     for args in (("--help",), ("plan", "--help"), ("config", "--help")):
         p = lls(*args)
         assert p.returncode == 0 and "usage: lls" in p.stdout, args
+
+
+def _parsers(parser, path=("lls",)):
+    "Every (command path, parser) of the `lls` parser tree."
+    import argparse
+
+    yield path, parser
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sub in a.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_has_help_and_sweeps_live_in_runs_dir():
+    "One vocabulary: help text on every option; --runs-dir wherever a sweep is read or written; outputs in --out."
+    import argparse
+
+    from loss_lin_slope.cli import build_parser
+
+    missing, runs_dir = [], []
+    for path, p in _parsers(build_parser()):
+        opts = {s for a in p._actions for s in a.option_strings}
+        for a in p._actions:
+            if a.help is None and not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)):
+                missing.append(f"{' '.join(path)} {'/'.join(a.option_strings) or a.dest}")
+        if any(a.dest == "name" for a in p._actions) or path[-1] == "preflight":  # commands on a sweep
+            runs_dir.append((" ".join(path), "--runs-dir" in opts))
+        assert "--to" not in opts or path[-1] == "collect", path  # only collect keeps --to, hidden
+    assert not missing, f"options without help: {missing}"
+    assert runs_dir and all(ok for _, ok in runs_dir), runs_dir
+    cmds = {c for c, _ in runs_dir}
+    assert {"lls sweep submit", "lls sweep status", "lls sweep recover", "lls verify", "lls export", "lls collect",
+            "lls report", "lls preflight"} <= cmds, cmds
+
+
+def test_runs_dir_default_from_env(lls, tmp_path):
+    "`$LLS_RUNS_DIR` is the default sweep directory of `lls sweep` too (it was ignored before)."
+    env = {"LLS_RUNS_DIR": str(tmp_path / "elsewhere")}
+    p = lls("sweep", "submit", "envs", "--variants", "base", "--lrs", "0.1", "--wds", "1e-4", "--seeds", "0",
+            "--dry-run", "--json", env=env, cwd=tmp_path, check=True)
+    assert json.loads(p.stdout)["submit"], p.stdout
+    p = lls("sweep", "status", "envs", "--no-scheduler", env=env, cwd=tmp_path)
+    assert p.returncode == 2 and str(tmp_path / "elsewhere" / "envs") in p.stderr, p.stderr
+
+
+def test_old_spellings_still_work(lls, tmp_path):
+    "`--out-dir` (now --runs-dir) and `collect --to` (now --out) are accepted, hidden from the help."
+    from loss_lin_slope.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["sweep", "status", "x", "--out-dir", "/a"]).out_dir == "/a"
+    assert p.parse_args(["collect", "x", "--to", "/b"]).out == "/b"
+    assert "--out-dir" not in lls("sweep", "submit", "--help").stdout
+    assert "--to" not in lls("collect", "--help").stdout
+
+
+def test_help_reads_well_in_a_terminal(lls):
+    "Every command's help: exit 0, no line wider than the terminal, no option name broken across lines."
+    from loss_lin_slope.cli import build_parser
+
+    for path, _ in _parsers(build_parser()):
+        p = lls(*path[1:], "--help", env={"COLUMNS": "100"})
+        assert p.returncode == 0 and p.stdout.startswith("usage: lls"), path
+        lines = p.stdout.splitlines()
+        assert max(map(len, lines)) <= 100, (path, max(lines, key=len))
+        assert not any(line.rstrip().endswith(("-", "--")) for line in lines), path

@@ -1,0 +1,128 @@
+"""The package as a user gets it: build the sdist and the wheel (from the sdist, as `python -m build` does), check the
+wheel's metadata (only run-time requirements; nbdev, fastcore, execnb, statsmodels and tensorboard only under
+extras) and its job notebooks, install it into a fresh virtual environment under a temporary directory (no
+`--system-site-packages`, no PYTHONPATH: nothing of this checkout is importable) and run `lls demo --seeds 1
+--epochs 1` from an empty directory outside the checkout.
+
+Installing torch into a fresh venv is most of the time (measured here: see the issue-16 report). pip takes the
+wheels from the machine's local package index and its wheel cache (`pip cache dir`), so CI downloads nothing twice;
+set `LLS_WHEEL_VENV=/some/dir` to keep (and reuse) the venv between runs: the test then reinstalls only this
+package (`--force-reinstall --no-deps`) after checking the venv still matches the wheel's requirements."""
+import email.parser
+import os
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV_ONLY = ("nbdev", "fastcore", "execnb", "statsmodels", "tensorboard")
+
+
+def _tracked_copy(dst: Path) -> Path:
+    "Copy what git would commit (tracked + untracked, not ignored) to `dst`, symlinks as symlinks."
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src, out = ROOT / rel, dst / rel
+        if not src.exists() and not src.is_symlink():  # deleted, not yet committed
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            out.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, out)
+    return dst
+
+
+def _requires(metadata: str) -> tuple[set, dict]:
+    "(names required at run time, extra → names) from a wheel's METADATA."
+    msg = email.parser.Parser().parsestr(metadata)
+    run, extras = set(), {}
+    for req in msg.get_all("Requires-Dist") or []:
+        spec, _, marker = req.partition(";")
+        name = spec.strip().split()[0]
+        for ch in "<>=!~[":
+            name = name.split(ch)[0]
+        name = name.lower()
+        if "extra ==" in marker:
+            extras.setdefault(marker.split("extra ==")[1].strip().strip("'\""), set()).add(name)
+        else:
+            run.add(name)
+    return run, extras
+
+
+def test_wheel_installs_and_runs_the_demo(tmp_path):
+    t0 = time.time()
+    src = _tracked_copy(tmp_path / "src")
+    dist = tmp_path / "dist"
+    # --no-isolation: setuptools/wheel come from the dev environment (the [dev] extra has `build`); the wheel is
+    # built from the sdist, so a file missing from the sdist (settings.ini, the notebooks) fails here
+    subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(src)], check=True,
+                   capture_output=True, text=True)
+    (whl,) = dist.glob("loss_lin_slope-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        for nb in ("train.ipynb", "validate_metrics.ipynb"):  # real files, identical to the one source in nbs/
+            assert z.read(f"loss_lin_slope/notebooks/{nb}") == (ROOT / "nbs" / nb).read_bytes(), nb
+    run, extras = _requires(meta)
+    assert not run & set(DEV_ONLY), f"development packages required at run time: {sorted(run & set(DEV_ONLY))}"
+    assert {"torch", "lightning", "papermill", "ipykernel", "submitit", "pyarrow"} <= run, run
+    assert set(DEV_ONLY) <= extras["dev"] and extras["tensorboard"] == {"tensorboard"}, extras
+    assert "submitit<1.6,>=1.5" in meta.replace(" ", "") or "submitit>=1.5,<1.6" in meta.replace(" ", ""), meta
+    t_build = time.time() - t0
+
+    keep = os.environ.get("LLS_WHEEL_VENV")
+    venv = Path(keep) if keep else tmp_path / "venv"
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PATH=f"{venv / 'bin'}:/usr/local/bin:/usr/bin:/bin", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    t1 = time.time()
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([*pip, str(whl)], check=True, env=env, timeout=1500)
+    else:  # a kept venv: only this package again; `pip check` below says whether the requirements still hold
+        subprocess.run([*pip, "--force-reinstall", "--no-deps", str(whl)], check=True, env=env, timeout=300)
+    t_install = time.time() - t1
+    subprocess.run([str(py), "-m", "pip", "check"], check=True, env=env, capture_output=True)
+    probe = ("import importlib.util as u, loss_lin_slope, loss_lin_slope.sweep as s; "
+             f"print(loss_lin_slope.__file__); print(s.default_notebook()); "
+             f"print([m for m in {DEV_ONLY!r} if u.find_spec(m)])")
+    out = subprocess.run([str(py), "-c", probe], check=True, env=env, capture_output=True, text=True,
+                         cwd=tmp_path).stdout.splitlines()
+    site = venv / "lib"
+    assert Path(out[0]).is_relative_to(site), out  # the installed package, not this checkout
+    assert Path(out[1]).is_relative_to(site) and Path(out[1]).is_file() and not Path(out[1]).is_symlink(), out
+    assert out[2] == "[]", f"development packages installed by the wheel: {out[2]}"
+
+    work = tmp_path / "empty"
+    work.mkdir()
+    t2 = time.time()
+    p = subprocess.run([str(venv / "bin" / "lls"), "demo", "--seeds", "1", "--epochs", "1"], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=1500)
+    t_demo = time.time() - t2
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "verdict:" in p.stdout and "report:" in p.stdout, p.stdout
+    runs = sorted((work / "demo" / "runs" / "demo").glob("*/summary.json"))
+    assert len(runs) == 8, runs  # 4 variants × 2 lrs × 1 wd × 1 seed
+    import json
+
+    assert {json.loads(r.read_text())["status"] for r in runs} == {"completed"}
+    specs = list((work / "demo" / "runs" / "demo" / "jobs").glob("*.json"))
+    assert specs and all(Path(json.loads(s.read_text())["notebook"]).is_relative_to(site) for s in specs)
+    assert (work / "demo" / "report" / "report.html").exists() and (work / "demo" / "dataset").is_dir()
+    print(f"\nwheel test: build {t_build:.0f} s, install {t_install:.0f} s, demo {t_demo:.0f} s, "
+          f"total {time.time() - t0:.0f} s", file=sys.stderr)
+
+
+@pytest.mark.parametrize("nb", ["train.ipynb", "validate_metrics.ipynb"])
+def test_packaged_notebooks_are_the_nbs_ones(nb):
+    "One source: the package's job notebooks are symlinks to nbs/ (copied as real files into the wheel)."
+    p = ROOT / "loss_lin_slope" / "notebooks" / nb
+    assert p.is_symlink() and p.resolve() == (ROOT / "nbs" / nb).resolve(), p
