@@ -34,9 +34,10 @@ class ConfigError(ValueError):
 CHOICES = {
     "model.arch": ("resnet18",),
     "model.norm_type": ("bn", "none"),
+    "model.compile_backend": ("inductor", "aot_eager"),
     "optim.name": ("sgd", "adamw"),
     "schedule.name": ("cosine",),
-    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed", "64-true"),
+    "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "64-true"),  # auto: see "The fast path"
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "data.dataset": ("cifar10", "synthetic"),
     "monitors.curvature_method": ("lanczos", "power"),
@@ -53,8 +54,9 @@ class ModelConfig:
     width_factor: float = 1.0  # the variant's relative width (narrow: 0.5), applied on top of width_mult
     norm_type: str = "bn"  # "bn" | "none" (identity; convs then get biases)
     num_classes: int = 10
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # NHWC weights and inputs (the tensor-core layout; no slower on CPU)
+    compile: bool = False  # torch.compile the training forward/backward (curvature/noise use the plain model)
+    compile_backend: str = "inductor"  # "aot_eager": graph capture + AOTAutograd without code generation (CI)
 
     @property
     def width(self) -> float:
@@ -88,10 +90,11 @@ class TrainerConfig:
     max_epochs: int = 50
     val_check_interval: float = 0.25
     gradient_clip_val: typing.Optional[float] = None
-    precision: str = "32-true"
+    precision: str = "auto"  # bf16-mixed on a CUDA GPU with bf16, else 32-true (`module.resolve_precision`)
     accumulate_grad_batches: int = 1
     accelerator: str = "auto"
     deterministic: bool = True
+    cudnn_benchmark: bool = True  # autotune cuDNN conv algorithms per shape (CUDA only; no effect on CPU)
     max_steps: int = -1
     limit_train_batches: typing.Optional[int] = None
     limit_val_batches: typing.Optional[int] = None
@@ -379,6 +382,9 @@ FLAT_KEYS = {
     "gradient_clip_val": "trainer.gradient_clip_val",
     "accumulate_grad_batches": "trainer.accumulate_grad_batches",
     "precision": "trainer.precision",
+    "channels_last": "model.channels_last",
+    "compile": "model.compile",
+    "cudnn_benchmark": "trainer.cudnn_benchmark",
     "val_check_interval": "trainer.val_check_interval",
     "max_steps": "trainer.max_steps",
     "limit_train_batches": "trainer.limit_train_batches",

@@ -22,7 +22,7 @@ from .model import resnet18_cifar
 
 # %% auto #0
 __all__ = ['COLUMNS', 'BATCH_METRICS', 'VAL_METRICS', 'LN2', 'metric_frame', 'MemorySink', 'lr_multiplier', 'build_optimizer',
-           'LitClassifier', 'make_trainer', 'train']
+           'LitClassifier', 'make_trainer', 'train', 'resolve_precision']
 
 # %% ../nbs/06_module.ipynb #a2a8746e
 COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
@@ -121,8 +121,10 @@ class LitClassifier(L.LightningModule):
         self.memory_format = torch.channels_last if m.channels_last else torch.contiguous_format
         if m.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        # torch.compile'd view of self.model (not registered as a submodule: checkpoints keep plain keys)
-        object.__setattr__(self, "_forward", torch.compile(self.model) if m.compile else self.model)
+        # torch.compile'd view of self.model for the training/validation steps, not registered as a submodule:
+        # checkpoints keep plain keys, and `.model` stays the plain nn.Module the monitors differentiate twice
+        object.__setattr__(self, "_forward", torch.compile(self.model, backend=m.compile_backend) if m.compile
+                           else self.model)
         self.sink = sink
         self.diverged: tuple[int, float] | None = None
         self.steps_per_epoch: int | None = None
@@ -303,7 +305,7 @@ def make_trainer(cfg: ExperimentConfig, callbacks=(), **trainer_kwargs) -> L.Tra
     kw = dict(
         accelerator=device.type if device.type != "cuda" else "gpu", devices=1,
         max_epochs=t.max_epochs, max_steps=t.max_steps, val_check_interval=t.val_check_interval,
-        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm", precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm", precision=resolve_precision(cfg, device),
         accumulate_grad_batches=t.accumulate_grad_batches, deterministic=deterministic,
         limit_train_batches=t.limit_train_batches, limit_val_batches=t.limit_val_batches,
         logger=False, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -311,14 +313,36 @@ def make_trainer(cfg: ExperimentConfig, callbacks=(), **trainer_kwargs) -> L.Tra
         callbacks=callbacks,
     )
     kw.update(trainer_kwargs)
-    return L.Trainer(**kw)
+    trainer = L.Trainer(**kw)
+    if device.type == "cuda":  # after the Trainer: with `deterministic` it would force cudnn.benchmark off
+        torch.backends.cudnn.benchmark = t.cudnn_benchmark
+    return trainer
 
 
 def train(cfg: ExperimentConfig, callbacks=(), sink=None, ckpt_path=None, datamodule=None, **trainer_kwargs):
     "Seed everything, build data + `LitClassifier` + Trainer from `cfg`, fit (resuming from `ckpt_path`). → (trainer, module)"
+    resolve_precision(cfg)  # a precision this machine cannot run fails before any data are made
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else build_datamodule(cfg)
     module = LitClassifier(cfg, sink=sink)
     trainer = make_trainer(cfg, callbacks=callbacks, **trainer_kwargs)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, module
+
+# %% ../nbs/06_module.ipynb #f680876f
+def resolve_precision(cfg: ExperimentConfig, device=None) -> str:
+    "The Lightning precision `cfg.trainer.precision` means on `device` (default: the config's); `ConfigError` if it cannot run there."
+    from loss_lin_slope.config import ConfigError
+    from loss_lin_slope.data import resolve_device
+
+    device = resolve_device(cfg) if device is None else torch.device(device)
+    p, cuda = cfg.trainer.precision, device.type == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    if p == "auto":
+        return "bf16-mixed" if bf16 else "32-true"
+    if p == "16-mixed" and device.type == "cpu":
+        raise ConfigError("trainer.precision", p, "16-mixed needs a GPU; on a CPU use auto, 32-true or bf16-mixed")
+    if p == "bf16-mixed" and cuda and not bf16:
+        raise ConfigError("trainer.precision", p, "this GPU has no native bf16 (compute capability < 8.0); "
+                          "use auto, 32-true or 16-mixed")
+    return p

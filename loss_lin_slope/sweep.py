@@ -32,8 +32,9 @@ __all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 
            'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'stuck_reason',
            'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks', 'run_problems', 'sweep_status',
            'classify_failure', 'plan_adjustment', 'apply_adjustment', 'default_notebook', 'SubmitError', 'submit_sweep',
-           'recover_sweep', 'recommend_workers', 'profile_variant', 'profile_variants', 'cmd_submit', 'format_status',
-           'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
+           'recover_sweep', 'recommend_workers', 'profile_variant', 'profile_variants', 'aggregate_rate',
+           'profile_concurrency', 'recommend_workers_per_gpu', 'cmd_submit', 'format_status', 'cmd_status',
+           'cmd_recover', 'cmd_profile', 'add_cli']
 
 # %% ../nbs/09_sweep.ipynb #69403980
 LEDGER = "sweep.json"
@@ -1356,8 +1357,21 @@ def recommend_workers(peak_bytes: float, gpu_mem_gb: float, headroom: float = 0.
     return max(0, int(headroom * gpu_mem_gb * 2**30 // (peak_bytes + context_bytes)))
 
 
-def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, **overrides) -> dict:
-    "Peak memory and steps/s of `variant` over `steps` training steps after `warmup` (in this process)."
+def _wait_barrier(barrier: str, timeout: float = 1800.0) -> None:
+    "Announce `barrier/ready.<pid>`, then wait until `barrier/go` exists (the parent releases all workers at once)."
+    Path(barrier, f"ready.{os.getpid()}").touch()
+    t0 = time.time()
+    while not Path(barrier, "go").exists():
+        if time.time() - t0 > timeout:
+            raise TimeoutError(f"profile barrier {barrier}: no 'go' within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, barrier: str | None = None,
+                    sync_every: int = 5, **overrides) -> dict:
+    """Peak memory and steps/s of `variant` over `steps` training steps after `warmup` (in this process). The device is
+    synchronised every `sync_every` steps (not every step: that would stall the launch queue); with `barrier` (a
+    directory) the timed steps start when the parent creates `barrier/go`. `marks`: synchronised (step, wall time)."""
     import resource
 
     import lightning as L
@@ -1369,27 +1383,34 @@ def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, **o
     cfg = make_config(variant, **{"max_steps": n, "epochs": 1, **overrides})
     dm = data.build_datamodule(cfg)
     lit = module.LitClassifier(cfg, sink=module.MemorySink())
-    times = []
+    marks = []  # (optimizer steps done, time.time()) after a device synchronisation
+    cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    start = max(warmup, 1)
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, *a, **k):
-            if torch.cuda.is_available():
+            s = trainer.global_step
+            if s < start or ((s - start) % sync_every and s != n):
+                return
+            if cuda:
                 torch.cuda.synchronize()
-            times.append(time.perf_counter())
+            if s == start and barrier:
+                _wait_barrier(barrier)
+            marks.append((s, time.time()))
 
-    cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     trainer = module.make_trainer(cfg, callbacks=[Clock()], logger=False, enable_checkpointing=False,
                                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                                   num_sanity_val_steps=0, max_steps=n)
     trainer.fit(lit, datamodule=dm)
-    t = times[warmup - 1:] if warmup >= 1 else times
-    sps = (len(t) - 1) / (t[-1] - t[0]) if len(t) > 1 and t[-1] > t[0] else float("nan")
+    (s0, t0), (s1, t1) = marks[0], marks[-1]
+    sps = (s1 - s0) / (t1 - t0) if s1 > s0 and t1 > t0 else float("nan")
     peak = torch.cuda.max_memory_reserved() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"variant": variant, "device": torch.cuda.get_device_name() if cuda else "cpu",
             "memory": "gpu" if cuda else "rss", "peak_mem_bytes": int(peak), "steps_per_s": sps,
-            "steps": len(t) - 1, "batch_size": cfg.data.batch_size, "width": cfg.model.width}
+            "steps": s1 - s0, "batch_size": cfg.data.batch_size, "width": cfg.model.width, "marks": marks,
+            "precision": module.resolve_precision(cfg)}
 
 
 _PROFILE_MAIN = ("import json, sys; from loss_lin_slope.sweep import profile_variant; "
@@ -1410,10 +1431,106 @@ def profile_variants(variants=None, gpu_mem_gb: float = 80.0, steps: int = 10, w
             tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"profiling {v} failed (exit {p.returncode}): " + " | ".join(tail))
         r = json.loads(line[len("LLS_PROFILE "):])
+        r.pop("marks")
         r["workers_per_gpu"] = recommend_workers(r["peak_mem_bytes"], gpu_mem_gb)
         r["gpu_mem_gb"] = gpu_mem_gb
         rows.append(r)
     return rows
+
+# %% ../nbs/09_sweep.ipynb #9ac070e5
+def _rate_in(marks, lo: float, hi: float) -> float:
+    "Steps per second of one process between wall times `lo` and `hi` (steps interpolated between its marks)."
+    import numpy as np
+
+    s, t = np.asarray([m[0] for m in marks], float), np.asarray([m[1] for m in marks], float)
+    return float((np.interp(hi, t, s) - np.interp(lo, t, s)) / (hi - lo))
+
+
+def aggregate_rate(mark_lists) -> tuple[float, float]:
+    "(total steps/s of concurrent processes over the window all were timing, window seconds); NaN if none overlaps."
+    lo, hi = max(m[0][1] for m in mark_lists), min(m[-1][1] for m in mark_lists)
+    if not hi > lo:
+        return float("nan"), 0.0
+    return sum(_rate_in(m, lo, hi) for m in mark_lists), hi - lo
+
+
+def profile_concurrency(variant: str = "base", workers=(1, 2, 3, 4, 6), steps: int = 30, warmup: int = 5,
+                        timeout: float = 900, **overrides) -> list[dict]:
+    "For each k in `workers`: k fresh processes train `variant` at once on this machine's (first) device; aggregate steps/s."
+    import tempfile
+
+    ks = list(workers)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ConfigError("workers", ks, "a non-empty list of integers ≥ 1")
+    if steps < 2 or warmup < 1:
+        raise ConfigError("steps" if steps < 2 else "warmup", steps if steps < 2 else warmup,
+                          "steps ≥ 2 and warmup ≥ 1 (the barrier waits after the first warm-up step)")
+    make_config(variant, **overrides)  # a bad override fails here, before any process starts
+    rows = []
+    for k in ks:
+        with tempfile.TemporaryDirectory(prefix="lls-profile-") as bar:
+            arg = json.dumps({"variant": variant, "steps": steps, "warmup": warmup, "barrier": bar, **overrides})
+            logs = [open(Path(bar, f"log.{i}"), "w+") for i in range(k)]
+            procs = [subprocess.Popen([sys.executable, "-c", _PROFILE_MAIN, arg], stdout=f, stderr=subprocess.STDOUT,
+                                      text=True) for f in logs]
+            deadline = time.time() + timeout
+            try:
+                while (len(list(Path(bar).glob("ready.*"))) < k and all(p.poll() is None for p in procs)
+                       and time.time() < deadline):
+                    time.sleep(0.05)
+                Path(bar, "go").touch()  # release them together
+                for p in procs:
+                    p.wait(max(1.0, deadline - time.time()))
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+            results = []
+            for p, f in zip(procs, logs):
+                f.seek(0)
+                out = f.read()
+                f.close()
+                line = next((ln for ln in out.splitlines() if ln.startswith("LLS_PROFILE ")), None)
+                if p.returncode != 0 or line is None:
+                    tail = out.strip().splitlines()[-5:]
+                    raise RuntimeError(f"profiling {k} concurrent {variant} runs failed (exit {p.returncode}): "
+                                       + " | ".join(tail))
+                results.append(json.loads(line[len("LLS_PROFILE "):]))
+        agg, window = aggregate_rate([r["marks"] for r in results])
+        r0 = results[0]
+        rows.append({"variant": variant, "workers": k, "device": r0["device"], "memory": r0["memory"],
+                     "precision": r0["precision"], "batch_size": r0["batch_size"], "steps_per_s": agg,
+                     "steps_per_s_per_run": agg / k, "images_per_s": agg * r0["batch_size"], "window_s": window,
+                     "peak_mem_bytes": max(r["peak_mem_bytes"] for r in results)})
+    base = next((r["steps_per_s"] for r in rows if r["workers"] == 1), None)
+    for r in rows:
+        r["speedup"] = r["steps_per_s"] / base if base else float("nan")
+    return rows
+
+
+def recommend_workers_per_gpu(rows: list[dict], gpu_mem_gb: float, min_gain: float = 0.05,
+                              peak_bytes: float | None = None, headroom: float = 0.9) -> dict:
+    "Fewest workers whose measured aggregate throughput is within `min_gain` of the best that fits in memory."
+    peak = max([r["peak_mem_bytes"] for r in rows] + ([peak_bytes] if peak_bytes else []))
+    cap = recommend_workers(peak, gpu_mem_gb, headroom)
+    fit = [r for r in rows if r["workers"] <= cap and math.isfinite(r["steps_per_s"])]
+    gib = f"{peak / 2**30:.2f} GiB"
+    if not fit:
+        return {"workers": 0, "memory_cap": cap, "steps_per_s": float("nan"), "speedup": float("nan"),
+                "reason": f"none of {[r['workers'] for r in rows]} fits: {gib} per run, cap {cap} on {gpu_mem_gb:g} GiB"}
+    best = max(fit, key=lambda r: r["steps_per_s"])
+    pick = min((r for r in fit if r["steps_per_s"] >= (1 - min_gain) * best["steps_per_s"]), key=lambda r: r["workers"])
+    k = pick["workers"]
+    reason = f"{k} worker{'s' * (k != 1)}: {pick['steps_per_s']:.3g} steps/s in total ({pick.get('speedup', 1):.2f}x one run)"
+    if best is not pick:
+        gain = best["steps_per_s"] / pick["steps_per_s"] - 1
+        reason += f"; {best['workers']} give only {100 * gain:+.1f} % (< {100 * min_gain:g} %)"
+    largest = max(r["workers"] for r in rows)
+    if best["workers"] == largest and cap > largest:
+        reason += f"; still rising at {largest} and memory allows {cap} ({gib} per run): measure more"
+    return {"workers": pick["workers"], "memory_cap": cap, "steps_per_s": pick["steps_per_s"],
+            "speedup": pick.get("speedup", float("nan")), "reason": reason}
 
 # %% ../nbs/09_sweep.ipynb #f5724675
 def _fmt_s(s) -> str:
@@ -1561,20 +1678,49 @@ def cmd_recover(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    "`lls profile`: the per-variant memory/speed table."
+    "`lls profile`: the per-variant memory/speed table; with `--workers`, throughput of concurrent runs and the workers per GPU."
     from loss_lin_slope.cli import format_rows
 
     ov = {k: getattr(args, k) for k in ("batch_size", "width_mult", "n_train", "dataset") if getattr(args, k) is not None}
     rows = profile_variants(args.variants, args.gpu_mem, args.steps, args.warmup, **ov)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        out = {"variants": rows}
+        if args.workers:
+            conc = profile_concurrency(args.workers_variant or rows[0]["variant"], args.workers, args.steps,
+                                       args.warmup, **ov)
+            out.update(concurrency=conc, recommendation=recommend_workers_per_gpu(
+                conc, args.gpu_mem, peak_bytes=max(r["peak_mem_bytes"] for r in rows)))
+        print(json.dumps(out, indent=1))
         return 0
     table = [{"variant": r["variant"], "device": r["device"], "memory": r["memory"],
               "peak_GiB": round(r["peak_mem_bytes"] / 2**30, 3), "steps/s": round(r["steps_per_s"], 2),
               "batch": r["batch_size"], "width": r["width"], f"workers/{args.gpu_mem:g}GiB": r["workers_per_gpu"]}
              for r in rows]
     print(format_rows(table, "table"))
+    if args.workers:
+        v = args.workers_variant or rows[0]["variant"]
+        conc = profile_concurrency(v, args.workers, args.steps, args.warmup, **ov)
+        rec = recommend_workers_per_gpu(conc, args.gpu_mem, peak_bytes=max(r["peak_mem_bytes"] for r in rows))
+        print(f"\nconcurrent {v} runs on one device ({conc[0]['device']}, {conc[0]['precision']}):")
+        print(format_rows([{"workers": r["workers"], "steps/s total": round(r["steps_per_s"], 2),
+                            "steps/s per run": round(r["steps_per_s_per_run"], 2),
+                            "images/s": round(r["images_per_s"]), "speedup": round(r["speedup"], 2),
+                            "peak_GiB": round(r["peak_mem_bytes"] / 2**30, 3), "window_s": round(r["window_s"], 1)}
+                           for r in conc], "table"))
+        print(f"recommended --workers-per-gpu {rec['workers']} for {args.gpu_mem:g} GiB: {rec['reason']}")
     return 0
+
+
+def _workers_arg(s: str) -> list[int]:
+    from loss_lin_slope.cli import ArgError
+
+    try:
+        ks = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise ArgError(f"{s!r} is not a comma-separated list of worker counts ≥ 1 (e.g. 1,2,3,4,6)")
+    return ks
 
 
 def _add_common(p):
@@ -1725,7 +1871,9 @@ def add_cli(sub):
 
     p = sub.add_parser("profile", help="peak memory and steps/s per variant; workers per GPU",
                        description="Train each variant a few steps in a fresh process; report peak memory (GPU, "
-                                   "else process RSS), steps/s and the workers per GPU that fit in --gpu-mem.")
+                                   "else process RSS), steps/s and the workers per GPU that fit in --gpu-mem; with "
+                                   "--workers, the total throughput of that many concurrent runs and the "
+                                   "recommended --workers-per-gpu.")
     p.add_argument("--variants", type=_variants, default=list(VARIANTS),
                    help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
     p.add_argument("--gpu-mem", type=float, default=80.0, help="GPU memory in GiB (default 80)")
@@ -1735,5 +1883,8 @@ def add_cli(sub):
     p.add_argument("--width-mult", type=float, metavar="X", help="channel multiplier (default: the variant's)")
     p.add_argument("--n-train", type=int, metavar="N", help="training images (default: the study's)")
     p.add_argument("--dataset", choices=("synthetic", "cifar10"), help="default: the study's (synthetic)")
+    p.add_argument("--workers", type=_workers_arg, default=None,
+                   help="concurrent runs to time, e.g. 1,2,3,4,6 (default: none, memory rule only)")
+    p.add_argument("--workers-variant", choices=list(VARIANTS), help="variant for --workers (default: the first)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)
