@@ -20,9 +20,10 @@ from . import dataset
 # %% auto #0
 __all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN',
            'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'cluster_weights',
-           'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'Verdict', 'go_no_go',
-           'Analysis', 'analyze_dataset', 'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64',
-           'render_report', 'write_report', 'cmd_report', 'add_cli']
+           'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'spearman_of_normal',
+           'simulate_h2_sweep', 'simulate_h1_runs', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset',
+           'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'render_report',
+           'write_report', 'cmd_report', 'add_cli']
 
 # %% ../nbs/11_hypotheses.ipynb #fd20730c
 H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
@@ -325,6 +326,74 @@ def slope_vs_level(pred) -> str:
             f"— leave-one-configuration-out RMSE of best_val_ce from {b} {e_b:.4f} → with alpha_early {e_j:.4f} "
             f"nats (adds when ≥ {LOCO_GAIN:.0%} lower); ρ(alpha_early) − ρ({b}) = {t.loc[b, 'delta_rho']:+.2f} "
             f"[{t.loc[b, 'delta_rho_lo']:+.2f}, {t.loc[b, 'delta_rho_hi']:+.2f}].")
+
+
+# %% ../nbs/11_hypotheses.ipynb #401fadc4
+def spearman_of_normal(r: float) -> float:
+    "Population Spearman ρ of a bivariate normal with Pearson correlation r: (6/π)·asin(r/2) (Pearson 1907)."
+    return 6.0 / math.pi * math.asin(r / 2.0)
+
+
+def simulate_h2_sweep(rho_config: float = 0.8, rho_seed: float = 0.2, var_config: float = 0.7, var_seed: float = 0.3,
+                      n_configs: int = 36, n_seeds: int = 6, seed: int = 0):
+    """A known-answer H2 sweep: a random-effects model, x = u + e, y = v + f with configuration effects (u, v) ~ N
+    (variance var_config, correlation rho_config) shared by a configuration's seeds and seed effects (e, f) ~ N
+    (var_seed, rho_seed). The pooled (x, y) is bivariate normal, so the true Spearman ρ is
+    `spearman_of_normal((rho_config·var_config + rho_seed·var_seed) / (var_config + var_seed))` (in `df.attrs`).
+    Returns a runs table (`analysed` keeps every row; 4 variants of n_configs / 4 configurations)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def pairs(n, var, rho):
+        z = rng.standard_normal((n, 2))
+        return math.sqrt(var) * np.column_stack((z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho * rho) * z[:, 1]))
+
+    uc = pairs(n_configs, var_config, rho_config)
+    c = np.repeat(np.arange(n_configs), n_seeds)
+    xy = uc[c] + pairs(n_configs * n_seeds, var_seed, rho_seed)
+    variants = np.array(["base", "bn_off", "narrow", "adamw"])[c % 4]
+    df = pd.DataFrame({"run_id": [f"c{i}-s{j}" for i, j in zip(c, np.tile(np.arange(n_seeds), n_configs))],
+                       "variant": variants, "lr": 0.05 * (1 + c // 4), "weight_decay": 1e-4,
+                       "seed": np.tile(np.arange(n_seeds), n_configs), "state": "complete", "in_ledger": True,
+                       "alpha_early": xy[:, 0], "best_val_ce": xy[:, 1]})
+    r = (rho_config * var_config + rho_seed * var_seed) / (var_config + var_seed)
+    df.attrs["true_rho"] = spearman_of_normal(r)
+    return df
+
+
+def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, steps_per_epoch: int = 391,
+                     sigma: float = 0.2, seed: int = 0, **fit_kw):
+    """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
+    batch noise σ, fitted by `slopes.fit_summary` as the export does; returns a runs table for `h1_table`.
+    Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
+    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
+    import pandas as pd
+
+    from loss_lin_slope import slopes
+
+    if shape not in ("power", "exponential", "stuck"):
+        raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, epochs * steps_per_epoch + 1) / steps_per_epoch
+    rows = []
+    for i in range(n_runs):
+        e0, b = rng.uniform(3, 6), rng.uniform(0.4, 0.8)
+        start = 2.3 * np.exp(np.log(0.9 / 2.3) * e / e0)  # 2.3 nats at 0 to 0.9 at e0
+        if shape == "power":
+            late = 0.9 * (e / e0) ** -b
+        elif shape == "exponential":
+            lam = b * math.log(epochs / e0) / (epochs - e0)  # the same total drop as the power law
+            late = 0.9 * np.exp(-lam * (e - e0))
+        else:
+            start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
+        L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
+        fs = slopes.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
+        rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
+                     "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
+                     "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},
+                     "holdout_error": fs["holdout_error"]})
+    return pd.DataFrame(rows)
 
 
 # %% ../nbs/11_hypotheses.ipynb #439d4996
