@@ -93,7 +93,7 @@ class Cadence:
 # %% ../nbs/10_dataset.ipynb #b1acb6a6
 FAULTS = ("missing", "nan", "duplicate", "truncated", "frequency")
 OUTCOMES = ("failed", "diverged", "interrupted", "running", "adjusted")
-SHAPES = ("power", "exponential", "logistic")
+SHAPES = ("power", "exponential", "logistic", "stuck")  # stuck: never reaches burn-in (CE stays > 1.3)
 _STOP_AT = {"failed": 0.4, "diverged": 0.3, "interrupted": 0.6, "running": 0.7}
 
 
@@ -147,6 +147,8 @@ def _curve(shape: str, e: np.ndarray, a: float) -> np.ndarray:
         return 0.02 + 2.28 * np.exp(-e * a / 8.0)
     if shape == "logistic":
         return 0.05 + 2.25 / (1.0 + np.exp(2.5 * a * (np.log(e + 1e-3) - np.log(8.0))))
+    if shape == "stuck":  # a run that never trains past the burn-in threshold (1.0 nats)
+        return 1.3 + 1.0 * np.exp(-e * a / 4.0)
     raise ValueError(f"shape={shape!r} is not one of {', '.join(SHAPES)}")
 
 

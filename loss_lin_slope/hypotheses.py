@@ -18,15 +18,18 @@ import numpy as np
 from . import dataset
 
 # %% auto #0
-__all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices',
-           'corr_ci', 'h2_table', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep', 'fig_h1',
-           'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'render_report', 'write_report', 'cmd_report', 'add_cli']
+__all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN',
+           'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'cluster_weights',
+           'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'spearman_of_normal',
+           'simulate_h2_sweep', 'simulate_h1_runs', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset',
+           'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'render_report',
+           'write_report', 'cmd_report', 'add_cli']
 
 # %% ../nbs/11_hypotheses.ipynb #fd20730c
-H1_R2 = 0.98  # a run "is a power law" when its post-burn-in log-log R² ≥ this
-H1_SHARE = 0.90  # H1 holds when more than this share of runs is
-H2_RHO = 0.70  # H2 holds when |Spearman ρ(alpha_early, best_val_ce)| ≥ this
-GO_R2 = 0.95  # GO needs the median R² of the sample > this
+H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
+H1_SHARE = 0.90  # H1 holds when more than this share of the analysed runs is
+H2_RHO = 0.70  # H2 holds when the signed Spearman ρ(alpha_early, best_val_ce) ≥ this (expected sign: ρ > 0)
+GO_R2 = 0.95  # GO needs the median trajectory R² of the analysed runs > this
 CURVE_FORMS = dataset.CURVE_FORM_NAMES  # the forms slopes.compare_curve_forms fits
 
 
@@ -42,35 +45,50 @@ def _groups(df):
     yield "all", df
 
 
+def _col(d, name):
+    import pandas as pd
+
+    return d[name].astype(float) if name in d else pd.Series(math.nan, index=d.index)
+
+
 def h1_table(runs, r2_min: float = H1_R2):
-    "H1 per variant and overall: share of analysed runs with R² ≥ `r2_min` (and binned R²), beside the curve forms."
+    """H1 per variant and overall. `share` = runs with trajectory R² ≥ `r2_min` over **all** analysed runs (a run that
+    never burned in does not support H1); `share_burned_in` over the runs that burned in; beside them the per-batch
+    and noise-corrected R², the curve forms (best_none: no form fits) and held-out errors."""
     import pandas as pd
 
     rows = []
     for g, d in _groups(analysed(runs)):
-        r2 = d.r_squared.astype(float)
+        r2 = _col(d, "r_squared")
         ok = r2.notna()
-        rb = d["r_squared_binned"].astype(float) if "r_squared_binned" in d else pd.Series(math.nan, index=d.index)
-        okb = rb.notna()
-        forms = d.best_form.value_counts()
+        n_pass = int((r2[ok] >= r2_min).sum())
+        forms = d.best_form.value_counts() if "best_form" in d else pd.Series(dtype=int)
         rows.append({
-            "group": g, "n": int(len(d)), "n_fit": int(ok.sum()), "n_pass": int((r2[ok] >= r2_min).sum()),
-            "share": float((r2[ok] >= r2_min).mean()) if ok.any() else math.nan,
+            "group": g, "n": int(len(d)), "n_burned_in": int(ok.sum()), "n_pass": n_pass,
+            "share": n_pass / len(d) if len(d) else math.nan,
+            "share_burned_in": n_pass / int(ok.sum()) if ok.any() else math.nan,
             "r2_median": float(r2.median()) if ok.any() else math.nan,
             "r2_min": float(r2.min()) if ok.any() else math.nan,
-            "n_pass_binned": int((rb[okb] >= r2_min).sum()),
-            "share_binned": float((rb[okb] >= r2_min).mean()) if okb.any() else math.nan,
-            "r2_binned_median": float(rb.median()) if okb.any() else math.nan,
-            **{f"best_{f}": int(forms.get(f, 0)) for f in CURVE_FORMS},
-            "holdout_error_median": float(d.holdout_error.median()) if len(d) else math.nan,
-            "alpha_full_median": float(d.alpha_full.median()) if len(d) else math.nan,
-            "alpha_sched_median": float(d.alpha_sched.median()) if len(d) else math.nan,
+            "r2_batch_median": float(_col(d, "r_squared_batch").median()) if len(d) else math.nan,
+            "r2_noise_corrected_median": float(_col(d, "r_squared_noise_corrected").median()) if len(d) else math.nan,
+            **{f"best_{f}": int(forms.get(f, 0)) for f in (*CURVE_FORMS, "none")},
+            "holdout_best_median": float(_col(d, "holdout_best").median()) if len(d) else math.nan,
+            "holdout_power_law_median": float(_col(d, "holdout_error").median()) if len(d) else math.nan,
+            "alpha_full_median": float(_col(d, "alpha_full_binned").median()) if len(d) else math.nan,
+            "alpha_sched_median": float(_col(d, "alpha_sched").median()) if len(d) else math.nan,
         })
     t = pd.DataFrame(rows)
     t["supported"] = t.share > H1_SHARE
     return t
 
+
 # %% ../nbs/11_hypotheses.ipynb #dcbb44f3
+CONFIG_KEYS = ("variant", "lr", "weight_decay")  # a configuration: its seeds share everything else
+BASELINES = ("train_ce_15", "val_ce_15")  # the loss level at the end of the alpha_early window
+PREDICTORS = ("alpha_early", *BASELINES)
+LOCO_GAIN = 0.05  # the slope "adds" when level + slope predicts ≥ 5 % better (LOCO RMSE) than the level alone
+
+
 def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
@@ -85,7 +103,7 @@ def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
 
 
 def corr_ci(x, y, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict:
-    "Spearman ρ and Pearson r of (x, y) with percentile bootstrap intervals; NaN where undefined (n < 3)."
+    "Spearman ρ and Pearson r of (x, y) with percentile bootstrap intervals over *independent pairs*; NaN where undefined (n < 3)."
     from scipy import stats
 
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -114,15 +132,269 @@ def corr_ci(x, y, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict
     return out
 
 
+def cluster_weights(groups, n_boot: int, seed: int = 0) -> np.ndarray:
+    """(n_boot, n) multiplicities of a cluster bootstrap: each resample draws G clusters (configurations) with
+    replacement, and every row enters as often as its cluster was drawn (its seeds travel together)."""
+    g = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    G = int(g.max()) + 1 if g.size else 0
+    draws = np.random.default_rng(seed).integers(0, max(G, 1), size=(n_boot, G))
+    counts = np.zeros((n_boot, max(G, 1)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return counts[:, g]
+
+
+def _wranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
+    "Mid-ranks of x in each weighted resample (a row of weight w = w copies; ties share their mean rank)."
+    o = np.argsort(x, kind="stable")
+    xs = x[o]
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    inv = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1  # tie group of each sorted row
+    Wg = np.add.reduceat(W[:, o], starts, axis=1)
+    mid = np.cumsum(Wg, axis=1) - Wg + (Wg + 1.0) / 2.0
+    out = np.empty_like(W, dtype=float)
+    out[:, o] = mid[:, inv]
+    return out
+
+
+def _wcorr(a: np.ndarray, b: np.ndarray, W: np.ndarray) -> np.ndarray:
+    "Weighted Pearson correlation per row (rows of zero variance: NaN)."
+    s = W.sum(axis=1, keepdims=True)
+    ma, mb = (W * a).sum(axis=1, keepdims=True) / s, (W * b).sum(axis=1, keepdims=True) / s
+    da, db = a - ma, b - mb
+    num = (W * da * db).sum(axis=1)
+    den = np.sqrt((W * da * da).sum(axis=1) * (W * db * db).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _wdemean(v: np.ndarray, W: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    "v minus its weighted group mean, per resample."
+    g = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    H = np.zeros((g.size, int(g.max()) + 1))
+    H[np.arange(g.size), g] = 1.0
+    Vw = np.broadcast_to(v, W.shape)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = ((W * Vw) @ H) / (W @ H)
+    return Vw - np.nan_to_num(m)[:, g]
+
+
+def spearman_stats(x, y, configs, variants, W: np.ndarray) -> dict[str, np.ndarray]:
+    """Each statistic at W's rows (row 0 = all weights 1 gives the point estimates): pooled Spearman ρ; ρ over the
+    configuration means; within-configuration ρ (Spearman of values minus their configuration mean, i.e. seed to
+    seed); partial ρ given variant (Pearson of the ranks after removing each variant's mean rank)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    configs, variants = np.asarray(configs), np.asarray(variants)
+    out = {"rho": _wcorr(_wranks(x, W), _wranks(y, W), W)}
+    c = np.unique(configs, return_inverse=True)[1].reshape(-1)
+    G = int(c.max()) + 1
+    n_c = np.bincount(c, minlength=G)
+    mx, my = np.bincount(c, x, G) / n_c, np.bincount(c, y, G) / n_c
+    first = np.unique(c, return_index=True)[1]
+    Wc = W[:, first]  # a configuration's weight = how often it was drawn
+    out["rho_config_means"] = _wcorr(_wranks(mx, Wc), _wranks(my, Wc), Wc)
+    dx, dy = x - mx[c], y - my[c]
+    out["rho_within"] = _wcorr(_wranks(dx, W), _wranks(dy, W), W)
+    rx, ry = _wranks(x, W), _wranks(y, W)
+    out["rho_partial_variant"] = _wcorr(_wdemean(rx, W, variants), _wdemean(ry, W, variants), W)
+    return out
+
+
+def _interval(boot: np.ndarray, conf: float) -> tuple[float, float]:
+    b = boot[np.isfinite(boot)]
+    if b.size < 10:
+        return math.nan, math.nan
+    lo, hi = np.percentile(b, [50 * (1 - conf), 50 * (1 + conf)])
+    return float(lo), float(hi)
+
+
+def _config_labels(d) -> np.ndarray:
+    return np.array(["|".join(str(v) for v in t) for t in zip(*(d[k] for k in CONFIG_KEYS))])
+
+
+def _weights(labels, n_boot: int, seed: int) -> np.ndarray:
+    "Row 0: the sample itself (all ones); rows 1…: the cluster-bootstrap resamples."
+    return np.vstack([np.ones((1, len(labels))), cluster_weights(labels, n_boot, seed)])
+
+
 def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
-    "H2 per variant and overall: Spearman ρ and Pearson r of (alpha_early, best_val_ce) with bootstrap CIs."
+    """H2 per variant and overall: Spearman ρ and Pearson r of (alpha_early, best_val_ce), 95 % intervals from
+    resampling configurations (variant, lr, wd) with their seeds; supported when the signed ρ ≥ H2_RHO."""
+    import pandas as pd
+    from scipy import stats
+
+    rows = []
+    for g, d in _groups(analysed(runs)):
+        d = d[np.isfinite(d.alpha_early.astype(float)) & np.isfinite(d.best_val_ce.astype(float))]
+        x, y = d.alpha_early.to_numpy(float), d.best_val_ce.to_numpy(float)
+        lab = _config_labels(d)
+        r = {"group": g, "n": len(d), "n_configs": len(set(lab)), "spearman": math.nan, "spearman_p": math.nan,
+             "spearman_lo": math.nan, "spearman_hi": math.nan, "pearson": math.nan, "pearson_lo": math.nan,
+             "pearson_hi": math.nan, "n_boot_used": 0}
+        if len(d) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            sp = stats.spearmanr(x, y)
+            r.update(spearman=float(sp.statistic), spearman_p=float(sp.pvalue),
+                     pearson=float(stats.pearsonr(x, y).statistic))
+            if n_boot > 0 and r["n_configs"] >= 3:
+                W = _weights(lab, n_boot, seed)[1:]
+                rs = _wcorr(_wranks(x, W), _wranks(y, W), W)
+                r["spearman_lo"], r["spearman_hi"] = _interval(rs, conf)
+                r["pearson_lo"], r["pearson_hi"] = _interval(_wcorr(np.broadcast_to(x, W.shape),
+                                                                    np.broadcast_to(y, W.shape), W), conf)
+                r["n_boot_used"] = int(np.isfinite(rs).sum())
+        rows.append(r)
+    t = pd.DataFrame(rows)
+    t["supported"] = t.spearman >= H2_RHO
+    return t
+
+
+def loco_rmse(y, X, configs) -> float:
+    """Leave-one-configuration-out RMSE of the least-squares prediction of y from the columns of X (plus an
+    intercept; X with no columns = predict the mean): each configuration's runs predicted by a fit on the others."""
+    y = np.asarray(y, float)
+    X = np.asarray(X, float).reshape(len(y), -1)
+    A = np.column_stack([np.ones(len(y)), X])
+    configs = np.asarray(configs)
+    err = np.empty(len(y))
+    for c in np.unique(configs):
+        m = configs == c
+        if (~m).sum() <= A.shape[1]:
+            return math.nan
+        beta = np.linalg.lstsq(A[~m], y[~m], rcond=None)[0]
+        err[m] = y[m] - A[m] @ beta
+    return float(np.sqrt(np.mean(err * err)))
+
+
+_STATS = ("rho", "rho_config_means", "rho_within", "rho_partial_variant")
+
+
+def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
+    """alpha_early and the two baselines (train/val CE at epoch 15) as predictors of best_val_ce, on the analysed runs
+    that have all three: each statistic of `spearman_stats` with its configuration-resampled interval, ρ per variant,
+    ρ(alpha_early) − ρ(predictor) with its interval (the same resamples), and the leave-one-configuration-out RMSE of
+    a linear prediction; then rows for level + slope together and for the mean alone (LOCO RMSE only)."""
     import pandas as pd
 
-    rows = [{"group": g, **corr_ci(d.alpha_early, d.best_val_ce, n_boot, seed, conf)}
-            for g, d in _groups(analysed(runs))]
-    t = pd.DataFrame(rows)
-    t["supported"] = t.spearman.abs() >= H2_RHO
-    return t
+    d = analysed(runs)
+    cols = [c for c in (*PREDICTORS, "best_val_ce") if c in d]
+    if len(cols) < len(PREDICTORS) + 1:
+        return pd.DataFrame(columns=["predictor"])
+    d = d[np.isfinite(d[cols].astype(float)).all(axis=1)]
+    lab, var = _config_labels(d), d.variant.astype(str).to_numpy()
+    y = d.best_val_ce.to_numpy(float)
+    enough = len(d) >= 4 and len(set(lab)) >= 3
+    W = _weights(lab, n_boot if enough else 0, seed)
+    res = {p: spearman_stats(d[p].to_numpy(float), y, lab, var, W) if enough else {} for p in PREDICTORS}
+    rows = []
+    for p in PREDICTORS:
+        r = {"predictor": p, "n": len(d), "n_configs": len(set(lab))}
+        for s in _STATS:
+            v = res[p].get(s)
+            r[s] = float(v[0]) if v is not None else math.nan
+            r[f"{s}_lo"], r[f"{s}_hi"] = _interval(v[1:], conf) if v is not None else (math.nan, math.nan)
+        for vv in sorted(set(var)):
+            m = var == vv
+            r[f"rho_{vv}"] = (float(_wcorr(_wranks(d[p].to_numpy(float)[m], W[:1, m]), _wranks(y[m], W[:1, m]),
+                                           W[:1, m])[0]) if m.sum() >= 3 else math.nan)
+        if p != "alpha_early" and enough:
+            delta = res["alpha_early"]["rho"] - res[p]["rho"]
+            r["delta_rho"] = float(delta[0])
+            r["delta_rho_lo"], r["delta_rho_hi"] = _interval(delta[1:], conf)
+        else:
+            r["delta_rho"] = r["delta_rho_lo"] = r["delta_rho_hi"] = math.nan
+        r["loco_rmse"] = loco_rmse(y, d[p].to_numpy(float), lab) if enough else math.nan
+        rows.append(r)
+    for b in BASELINES:
+        rows.append({"predictor": f"{b} + alpha_early", "n": len(d), "n_configs": len(set(lab)),
+                     "loco_rmse": loco_rmse(y, d[[b, "alpha_early"]].to_numpy(float), lab) if enough else math.nan})
+    rows.append({"predictor": "none (the mean)", "n": len(d), "n_configs": len(set(lab)),
+                 "loco_rmse": loco_rmse(y, np.empty((len(d), 0)), lab) if enough else math.nan})
+    return pd.DataFrame(rows)
+
+
+def slope_vs_level(pred) -> str:
+    "One line: does alpha_early add anything beyond the loss level at epoch 15 (LOCO rule, LOCO_GAIN), with Δρ."
+    if pred is None or not len(pred) or "loco_rmse" not in pred:
+        return "Slope vs level: not computed (the runs table has no baselines)."
+    t = pred.set_index("predictor")
+    base = [b for b in BASELINES if b in t.index and np.isfinite(t.loc[b, "loco_rmse"])]
+    if not base:
+        return "Slope vs level: too few runs with alpha_early and both baselines."
+    b = min(base, key=lambda k: t.loc[k, "loco_rmse"])
+    e_b, e_j = t.loc[b, "loco_rmse"], t.loc[f"{b} + alpha_early", "loco_rmse"]
+    adds = bool(e_j <= (1 - LOCO_GAIN) * e_b)
+    return (f"Slope vs level: alpha_early adds {'something' if adds else 'nothing'} beyond the level at epoch 15 "
+            f"— leave-one-configuration-out RMSE of best_val_ce from {b} {e_b:.4f} → with alpha_early {e_j:.4f} "
+            f"nats (adds when ≥ {LOCO_GAIN:.0%} lower); ρ(alpha_early) − ρ({b}) = {t.loc[b, 'delta_rho']:+.2f} "
+            f"[{t.loc[b, 'delta_rho_lo']:+.2f}, {t.loc[b, 'delta_rho_hi']:+.2f}].")
+
+
+# %% ../nbs/11_hypotheses.ipynb #401fadc4
+def spearman_of_normal(r: float) -> float:
+    "Population Spearman ρ of a bivariate normal with Pearson correlation r: (6/π)·asin(r/2) (Pearson 1907)."
+    return 6.0 / math.pi * math.asin(r / 2.0)
+
+
+def simulate_h2_sweep(rho_config: float = 0.8, rho_seed: float = 0.2, var_config: float = 0.7, var_seed: float = 0.3,
+                      n_configs: int = 36, n_seeds: int = 6, seed: int = 0):
+    """A known-answer H2 sweep: a random-effects model, x = u + e, y = v + f with configuration effects (u, v) ~ N
+    (variance var_config, correlation rho_config) shared by a configuration's seeds and seed effects (e, f) ~ N
+    (var_seed, rho_seed). The pooled (x, y) is bivariate normal, so the true Spearman ρ is
+    `spearman_of_normal((rho_config·var_config + rho_seed·var_seed) / (var_config + var_seed))` (in `df.attrs`).
+    Returns a runs table (`analysed` keeps every row; 4 variants of n_configs / 4 configurations)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def pairs(n, var, rho):
+        z = rng.standard_normal((n, 2))
+        return math.sqrt(var) * np.column_stack((z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho * rho) * z[:, 1]))
+
+    uc = pairs(n_configs, var_config, rho_config)
+    c = np.repeat(np.arange(n_configs), n_seeds)
+    xy = uc[c] + pairs(n_configs * n_seeds, var_seed, rho_seed)
+    variants = np.array(["base", "bn_off", "narrow", "adamw"])[c % 4]
+    df = pd.DataFrame({"run_id": [f"c{i}-s{j}" for i, j in zip(c, np.tile(np.arange(n_seeds), n_configs))],
+                       "variant": variants, "lr": 0.05 * (1 + c // 4), "weight_decay": 1e-4,
+                       "seed": np.tile(np.arange(n_seeds), n_configs), "state": "complete", "in_ledger": True,
+                       "alpha_early": xy[:, 0], "best_val_ce": xy[:, 1]})
+    r = (rho_config * var_config + rho_seed * var_seed) / (var_config + var_seed)
+    df.attrs["true_rho"] = spearman_of_normal(r)
+    return df
+
+
+def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, steps_per_epoch: int = 391,
+                     sigma: float = 0.2, seed: int = 0, **fit_kw):
+    """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
+    batch noise σ, fitted by `slopes.fit_summary` as the export does; returns a runs table for `h1_table`.
+    Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
+    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
+    import pandas as pd
+
+    from loss_lin_slope import slopes
+
+    if shape not in ("power", "exponential", "stuck"):
+        raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, epochs * steps_per_epoch + 1) / steps_per_epoch
+    rows = []
+    for i in range(n_runs):
+        e0, b = rng.uniform(3, 6), rng.uniform(0.4, 0.8)
+        start = 2.3 * np.exp(np.log(0.9 / 2.3) * e / e0)  # 2.3 nats at 0 to 0.9 at e0
+        if shape == "power":
+            late = 0.9 * (e / e0) ** -b
+        elif shape == "exponential":
+            lam = b * math.log(epochs / e0) / (epochs - e0)  # the same total drop as the power law
+            late = 0.9 * np.exp(-lam * (e - e0))
+        else:
+            start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
+        L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
+        fs = slopes.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
+        rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
+                     "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
+                     "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},
+                     "holdout_error": fs["holdout_error"]})
+    return pd.DataFrame(rows)
+
 
 # %% ../nbs/11_hypotheses.ipynb #439d4996
 @dataclass
@@ -152,11 +424,16 @@ def go_no_go(check: dataset.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
                       f"{r.run_id} ({', '.join(m for i in r.issues if i.kind == 'frequency' for m in i.metrics)})"
                       for r in freq[:5]) + (" …" if len(freq) > 5 else "")) if freq else
                   "every metric at its specified frequency in every run"})
-    r2 = analysed(runs).r_squared.astype(float).dropna()
-    med = float(r2.median()) if len(r2) else math.nan
+    r2_all = analysed(runs).r_squared.astype(float)
+    r2, n_never = r2_all.dropna(), int(r2_all.isna().sum())
+    # every analysed run counts: one that never burned in has no R² and ranks below every R²
+    med = float(np.median(r2_all.fillna(-np.inf))) if len(r2_all) and len(r2) else math.nan
+    never = (f"; {n_never} never burned in, counted below every R²" if n_never else "")
     conds.append({"condition": "r2", "holds": bool(len(r2)) and med > r2_min,
-                  "detail": (f"median R² = {med:.4f} over {len(r2)} analysed runs (needs > {r2_min})" if len(r2)
-                             else "no analysed run with an R²: nothing to judge")})
+                  "detail": (f"median trajectory R² = {med:.4f} over {len(r2_all)} analysed runs (needs > {r2_min})"
+                             f"{never}; min {r2.min():.4f}, share > {r2_min}: {(r2_all > r2_min).mean():.0%}"
+                             if len(r2) else "no analysed run with an R²: nothing to judge"
+                             + (f" ({n_never} never burned in)" if n_never else ""))})
     data_kinds = {k for k, (cond, _) in dataset.ISSUE_KINDS.items() if cond == "data"}
     parts = []
     for state in ("missing", "failed", "incomplete"):
@@ -188,6 +465,7 @@ class Analysis:
     verdict: Verdict
     n_boot: int
     seed: int
+    h2_predictors: object = None  # pandas.DataFrame of `h2_predictors` (slope against the baselines)
 
     @property
     def runs(self):
@@ -200,20 +478,49 @@ class Analysis:
         return self.dataset.check
 
     def exclusions(self):
-        "Every run outside the analysed sample, with its state and the reason."
+        """Every run outside the denominator of some figure, with the figure and the reason: runs outside the analysed
+        sample (`excluded_from` = 'all'), analysed runs that never burned in (outside `share_burned_in` and the R²
+        median/min; they stay in H1's `share` and GO as failures), and analysed runs without the values H2 or its
+        baselines need."""
+        import pandas as pd
+
         r = self.runs
-        ex = r[~r.index.isin(analysed(r).index)]
-        return ex[["run_id", "variant", "lr", "weight_decay", "seed", "state", "status", "reason"]]
+        cols = ["run_id", "variant", "lr", "weight_decay", "seed", "state", "status"]
+        out = []
+        a = analysed(r)
+        for _, row in r[~r.index.isin(a.index)].iterrows():
+            out.append({**{c: row.get(c) for c in cols}, "excluded_from": "all", "reason": row.get("reason") or ""})
+        for _, row in a.iterrows():
+            if not np.isfinite(_num(row, "r_squared")):
+                out.append({**{c: row.get(c) for c in cols},
+                            "excluded_from": "H1 share_burned_in and R² median/min (counted as not supporting H1)",
+                            "reason": _note(row, "alpha_full_binned") or "no trajectory R²"})
+            miss = [k for k in ("alpha_early", "best_val_ce") if not np.isfinite(_num(row, k))]
+            if miss:
+                out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2",
+                            "reason": "; ".join(_note(row, k) or f"{k}: not available" for k in miss)})
+            else:
+                miss = [k for k in BASELINES if not np.isfinite(_num(row, k))]
+                if miss:
+                    out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2 baselines (slope vs level)",
+                                "reason": "; ".join(_note(row, k) or f"{k}: no loss near epoch 15" for k in miss)})
+        return pd.DataFrame(out, columns=[*cols, "excluded_from", "reason"])
 
     def hypothesis_lines(self) -> tuple[str, str]:
         "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
         h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
-        h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n_fit']} runs "
-               f"with R² ≥ {H1_R2} (needs > {H1_SHARE:.0%})" if h1 is not None and h1["n_fit"] else "H1: no runs")
+        h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n']} analysed "
+               f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {h1['share_burned_in']:.0%} of the "
+               f"{h1['n_burned_in']} that burned in)" if h1 is not None and h1["n"] else "H1: no runs")
         h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
-               f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] (needs |ρ| ≥ {H2_RHO})"
+               f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] over {h2['n']} runs in {h2['n_configs']} "
+               f"configurations (needs ρ ≥ +{H2_RHO}; expected sign +)"
                if h2 is not None and np.isfinite(h2["spearman"]) else "H2: too few runs")
         return h1s, h2s
+
+    def slope_line(self) -> str:
+        "Whether the slope adds anything beyond the loss level at epoch 15 (`slope_vs_level`)."
+        return slope_vs_level(self.h2_predictors)
 
     def line(self) -> str:
         "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
@@ -225,11 +532,29 @@ class Analysis:
 
     def to_dict(self) -> dict:
         "Everything but the dataset, as plain data (what `report.json` holds)."
+        hp = self.h2_predictors
         return {"sweep": self.sweep, "path": self.path, "verdict": self.verdict.word, "go": self.verdict.go,
                 "reasons": self.verdict.reasons, "conditions": self.verdict.conditions,
-                "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"), "n_boot": self.n_boot,
-                "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
+                "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"),
+                "h2_predictors": [] if hp is None else hp.to_dict("records"), "slope_vs_level": self.slope_line(),
+                "n_boot": self.n_boot, "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
                 "exclusions": self.exclusions().to_dict("records")}
+
+
+def _num(row, k) -> float:
+    v = row.get(k) if hasattr(row, "get") else None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _note(row, key: str) -> str:
+    "The part of the run's `fit_notes` about `key` ('' when none)."
+    for part in str(row.get("fit_notes") or "").split("; "):
+        if part.startswith(f"{key}:"):
+            return part
+    return ""
 
 
 def _row(t, group):
@@ -238,15 +563,16 @@ def _row(t, group):
 
 
 def analyze_dataset(ds: dataset.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
-    "H1, H2 and the verdict for a built dataset."
+    "H1, H2 (with the baselines) and the verdict for a built dataset."
     return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs), h2_table(ds.runs, n_boot, seed),
-                    go_no_go(ds.check, ds.runs), n_boot, seed)
+                    go_no_go(ds.check, ds.runs), n_boot, seed, h2_predictors(ds.runs, n_boot, seed))
 
 
 def analyze_sweep(sweep_dir, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
                   name: str | None = None, cache=None) -> Analysis:
     "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `dataset.reduce_run`)."
     return analyze_dataset(dataset.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
+
 
 # %% ../nbs/11_hypotheses.ipynb #e7925d68
 VARIANT_COLORS = {"base": "#1f77b4", "bn_off": "#d62728", "narrow": "#2ca02c", "adamw": "#9467bd"}
@@ -270,16 +596,16 @@ def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1):
 
 
 def fig_h1(runs):
-    "H1: R² histograms per variant (per-batch: the plan's; quarter-epoch means: shape), best curve form, hold-out error."
+    "H1: R² histograms per variant (trajectory: H1's; per batch: capped by the noise), best curve form, hold-out error."
     d = analysed(runs)
     fig, ((a1, a1b), (a2, a3)) = _fig(11, 7, 2, 2)
     vs = sorted(d.variant.unique())
-    cols = [c for c in ("r_squared", "r_squared_binned") if c in d]
+    cols = [c for c in ("r_squared", "r_squared_batch") if c in d]
     vals = {c: [d[c][d.variant == v].dropna().to_numpy() for v in vs] for c in cols}
     lo = min([0.9] + [float(x.min()) for c in cols for x in vals[c] if len(x)])
     bins = np.linspace(lo, 1.0, 25)
-    for ax, c, t in ((a1, "r_squared", "H1: R² of the per-batch points\n(the plan's criterion)"),
-                     (a1b, "r_squared_binned", "R² of the quarter-epoch means\n(curve shape, batch noise averaged out)")):
+    for ax, c, t in ((a1, "r_squared", "H1: R² of the trajectory\n(quarter-epoch geometric means)"),
+                     (a1b, "r_squared_batch", "R² of the per-batch points\n(diagnostic: capped by the batch noise)")):
         if any(len(x) for x in vals.get(c, ())):
             ax.hist(vals[c], bins=bins, stacked=True, color=[_color(v) for v in vs], label=vs)
         ax.axvline(H1_R2, color="k", ls="--", lw=1, label=f"R² = {H1_R2} (H1)")
@@ -288,21 +614,22 @@ def fig_h1(runs):
         ax.set(xlabel="R² after burn-in (log-log)", ylabel="runs", title=t, xlim=(lo, 1.0))
         _legend(ax)
     width = 0.8 / max(len(vs), 1)
+    forms = (*CURVE_FORMS, "none")
     for i, v in enumerate(vs):
         c = d.best_form[d.variant == v].value_counts()
-        a2.bar(np.arange(len(CURVE_FORMS)) + i * width, [c.get(f, 0) for f in CURVE_FORMS], width, color=_color(v),
-               label=v)
-    a2.set_xticks(np.arange(len(CURVE_FORMS)) + 0.4 - width / 2,
-                  [f.replace("_", "\n") for f in CURVE_FORMS], fontsize=7)
-    a2.set(ylabel="runs", title="best curve form (lowest AIC)")
+        a2.bar(np.arange(len(forms)) + i * width, [c.get(f, 0) for f in forms], width, color=_color(v), label=v)
+    a2.set_xticks(np.arange(len(forms)) + 0.4 - width / 2, [f.replace("_", "\n") for f in forms], fontsize=7)
+    a2.set(ylabel="runs", title="best curve form (AIC on the trajectory;\nnone: no held-out error ≤ 5 %)")
     _legend(a2)
-    he = [d.holdout_error[d.variant == v].dropna().to_numpy() for v in vs]
+    hcol = "holdout_best" if "holdout_best" in d else "holdout_error"
+    he = [d[hcol][d.variant == v].replace(np.inf, np.nan).dropna().to_numpy() for v in vs]
     if any(len(x) for x in he):
         bp = a3.boxplot([x if len(x) else [np.nan] for x in he], patch_artist=True)
         for patch, v in zip(bp["boxes"], vs):
             patch.set_facecolor(_color(v))
         a3.set_xticks(np.arange(1, len(vs) + 1), vs)  # (boxplot's label argument was renamed in matplotlib 3.9)
-    a3.set(ylabel="relative error", title="power law: held-out error\n(fit 1st half, predict 2nd)")
+    a3.axhline(0.05, color="k", ls="--", lw=1)
+    a3.set(ylabel="relative error", title="best form's held-out error\n(fit 1st half of the trajectory, predict 2nd)")
     return fig
 
 
@@ -319,7 +646,8 @@ def fig_h2(runs, h2=None):
     t = "H2: early slope vs best validation CE"
     r = _row(h2, "all") if h2 is not None else None
     if r is not None and np.isfinite(r["spearman"]):
-        t += f"\nSpearman ρ = {r['spearman']:+.3f} [{r['spearman_lo']:+.3f}, {r['spearman_hi']:+.3f}], n = {r['n']}"
+        t += (f"\nSpearman ρ = {r['spearman']:+.3f} [{r['spearman_lo']:+.3f}, {r['spearman_hi']:+.3f}] "
+              f"(configurations resampled), n = {r['n']}")
     ax.set(xlabel="alpha_early (log-log slope, epochs 5–15; more negative = steeper)",
            ylabel="best validation CE (nats)", title=t)
     _legend(ax)
@@ -411,6 +739,8 @@ def render_report(a: Analysis) -> str:
     ex = a.exclusions()
     h1 = a.h1.copy()
     h2 = a.h2.copy()
+    hp = a.h2_predictors if a.h2_predictors is not None else pd.DataFrame()
+    n_an = len(analysed(a.runs))
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -420,41 +750,63 @@ def render_report(a: Analysis) -> str:
         f"<p>{e(a.line())}</p>",
         "<h2>GO/NO-GO conditions</h2>", _table(cond),
         "<ul>" + "".join(f"<li class='bad'>{e(r)}</li>" for r in v.reasons) + "</ul>" if v.reasons else "",
-        "<p class='small'>GO when every metric is at its frequency, the median post-burn-in R² of the analysed runs "
-        f"is &gt; {GO_R2}, and there is no data issue (no run missing, failed, incomplete, corrupt or outside the "
-        "ledger). Diverged runs are excluded from H1/H2 but are not data issues.</p>",
+        "<p class='small'>GO when every metric is at its frequency, the median trajectory R² (<code>r_squared</code>) "
+        f"of the analysed runs is &gt; {GO_R2} (a run that never burned in counts below every R²; the minimum and the "
+        "share above the threshold are shown beside it), and there is no data issue (no run missing, failed, "
+        "incomplete, corrupt or outside the ledger). Diverged runs are excluded from H1/H2 but are not data "
+        "issues.</p>",
         "<h2>Data</h2>", f"<p>{e(a.check.summary_line())}</p>", _table(states),
         _img(fig_states(a.check), "runs by state"),
         "".join(f"<p class='small'>note: {e(n)}</p>" for n in a.check.notes),
-        f"<h2>Exclusions ({len(ex)})</h2>",
-        (_table(ex) if len(ex) else "<p class='ok'>None: every expected run is in the analysed sample.</p>"),
+        f"<h2>Exclusions ({ex.run_id.nunique()} runs outside at least one figure's denominator; {n_an} analysed)</h2>",
+        ("<p class='small'>Each row names the figure a run is missing from and why. <code>all</code>: outside the "
+         "analysed sample. A run that never burned in stays in H1's <code>share</code> and the GO median as a failure "
+         "and is only missing from <code>share_burned_in</code> and the R² median/min.</p>" + _table(ex) if len(ex)
+         else "<p class='ok'>None: every expected run is in the analysed sample and in every figure.</p>"),
         "<h2>H1: power-law prevalence</h2>",
-        f"<p>Share of analysed runs whose training loss after burn-in (trailing-mean CE ≤ 1.0 nats) has log-log "
-        f"R² ≥ {H1_R2}; H1 is supported when the share is &gt; {H1_SHARE:.0%}. R² alone is weak evidence (almost "
-        "any monotone curve has a high log-log R²), so the table also counts the best curve form by AIC "
-        "(<code>best_*</code>) and gives the median held-out error of a power law fitted on the first half of the "
-        "post-burn-in points, and the median schedule-aware slope (against cumulative learning rate). Per-batch "
-        "points carry the batch sampling noise, which caps their R² near var(signal) / (var(signal) + σ²) however "
-        "straight the curve is; <code>share_binned</code> and <code>r2_binned_median</code> give the R² of the same "
-        "fit on quarter-epoch means (<code>r_squared_binned</code>). The binned R² is a diagnostic of the curve's "
-        "shape, not the plan's criterion: the H1 verdict uses the per-batch <code>r_squared</code>.</p>",
+        f"<p>Share of the {n_an} analysed runs whose loss trajectory after burn-in (trailing-mean CE ≤ 1.0 nats) has "
+        f"log-log R² ≥ {H1_R2}; H1 is supported when the share is &gt; {H1_SHARE:.0%}. The trajectory is the "
+        "quarter-epoch geometric means of the per-batch training CE (mean of ln L per bin): per-batch points carry the "
+        "batch noise, which caps their R² (<code>r2_batch_median</code>) at b²Var(ln x)/(b²Var(ln x) + σ²) however "
+        "straight the curve is (a perfect power law with b = 0.5, σ = 0.1 from epoch 5: 0.90). A run that never burned "
+        "in counts as not supporting H1 (<code>share</code>); <code>share_burned_in</code> is over the runs that did. "
+        "R² alone is weak evidence (almost any monotone curve has a high log-log R²), so the table also counts the best "
+        "curve form by AIC on the trajectory (<code>best_*</code>, including the schedule-aware form of Tissue et al. "
+        "2024; <code>best_none</code>: no form predicts the held-out second half within 5 %) and the median held-out "
+        "errors.</p>",
         _table(h1), _img(fig_h1(a.runs), "H1 figure"),
         "<h2>H2: early slope predicts the best validation loss</h2>",
         f"<p>Spearman ρ and Pearson r of <code>alpha_early</code> (log-log slope of the training loss over epochs "
-        f"5–15) and <code>best_val_ce</code> (lowest validation CE), with percentile bootstrap 95 % intervals "
-        f"({a.n_boot} resamples of runs, seed {a.seed}). H2 is supported when |ρ| ≥ {H2_RHO}. <b>Sign "
-        "convention:</b> slopes are negative for a falling loss; a steeper early descent is a more negative "
-        "alpha_early, so if steeper runs end lower, ρ is positive.</p>",
+        f"5–15, i.e. steps 5·S to 15·S) and <code>best_val_ce</code> (lowest validation CE). <b>The sign is fixed in "
+        f"advance:</b> slopes are negative for a falling loss, a steeper early descent is a more negative alpha_early, "
+        f"and H2 expects steeper runs to end lower, i.e. ρ &gt; 0; H2 is supported when the signed ρ ≥ {H2_RHO}. "
+        f"The runs are configurations (variant, lr, wd) × seeds, so the 95 % intervals come from resampling "
+        f"<b>configurations with their seeds</b> ({a.n_boot} resamples, seed {a.seed}), not runs.</p>",
         _table(h2), _img(fig_h2(a.runs, a.h2), "H2 scatter"),
+        "<h3>Is the slope more than the level? Baselines</h3>",
+        f"<p class='{'ok' if 'adds something' in a.slope_line() else 'bad'}'>{e(a.slope_line())}</p>",
+        "<p>Each predictor of <code>best_val_ce</code>: the slope <code>alpha_early</code> and the loss level at the "
+        "end of its window (<code>train_ce_15</code>, <code>val_ce_15</code>). <code>rho</code>: pooled over runs; "
+        "<code>rho_config_means</code>: over the configuration means (one point per configuration); "
+        "<code>rho_within</code>: seed to seed within configurations (values minus their configuration mean); "
+        "<code>rho_partial_variant</code>: ranks with each variant's mean removed; <code>rho_&lt;variant&gt;</code>: "
+        "within one variant; <code>delta_rho</code>: ρ(alpha_early) − ρ(predictor) on the same resamples; "
+        "<code>loco_rmse</code>: leave-one-configuration-out RMSE (nats) of a linear prediction of best_val_ce "
+        "(rows <code>… + alpha_early</code>: level and slope together; <code>none</code>: the mean). Intervals: "
+        "configurations resampled.</p>",
+        _table(hp) if len(hp) else "<p>Not computed: the runs table has no baseline columns.</p>",
         "<h2>Training curves</h2>", _img(fig_curves(a.dataset), "loss curves"),
         "<h2>Definitions</h2><ul>",
-        "<li><code>r_squared</code>, <code>alpha_full</code>: OLS of ln(training CE) on ln(epoch), per-batch points "
-        "from burn-in to the end (<code>slopes.fit_summary</code>).</li>",
-        "<li><code>r_squared_binned</code>, <code>alpha_full_binned</code>: the same fit on the means of consecutive "
-        "quarter-epoch bins of the per-batch losses, x = mean epoch of the bin "
-        "(<code>slopes.binned_full_slope</code>).</li>",
-        "<li><code>alpha_early</code>: the same over epochs 5–15. <code>best_val_ce</code>: minimum of "
-        "<code>loss_val_nats</code> over all validations.</li>",
+        "<li><code>r_squared</code> (H1, GO): log-log R² of the quarter-epoch geometric means of the training CE "
+        "(mean of ln L per bin) on the bin's mean epoch, from burn-in to the end (<code>slopes.binned_full_slope"
+        "</code>); its slope is <code>alpha_full_binned</code>.</li>",
+        "<li><code>r_squared_batch</code>, <code>alpha_full</code>: the same OLS on the per-batch points, capped by the "
+        "batch noise (<code>r_squared_batch_cap</code>); <code>r_squared_noise_corrected</code> removes nσ̂² (σ̂ from "
+        "successive differences) from both sums.</li>",
+        "<li><code>alpha_early</code>: OLS of ln(training CE) on ln(epoch) over the per-batch points with 5 ≤ epoch ≤ "
+        "15 (steps 5·S … 15·S, S = steps per epoch). <code>best_val_ce</code>: minimum of <code>loss_val_nats</code> "
+        "over all validations. <code>train_ce_15</code>: geometric-mean training CE over epoch (14.75, 15]; "
+        "<code>val_ce_15</code>: the validation CE at epoch 15.</li>",
         "<li>Analysed sample: runs that <code>lls verify</code> classifies <code>complete</code> and the ledger "
         "lists.</li></ul>",
         f"<p class='small'>Generated {now} by loss_lin_slope {e(str(__version__))} from {e(a.path)}.</p>",
