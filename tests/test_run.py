@@ -364,3 +364,66 @@ def test_kill9_during_compaction_loses_and_duplicates_nothing(tmp_path):
         assert [x.name for x in d.iterdir()] == ["chunk-000121.all.parquet"]
         assert len(run.read_metrics(d)) == len(expected) + 1
     assert "not yet" in outcomes, outcomes  # the kills did land before and after the compaction
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a background job of a non-interactive shell inherits
+
+
+def _start_ignoring_sigint(tmp: Path, tag: str, how: str, **params) -> subprocess.Popen:
+    logf = open(tmp / f"{tag}.log", "w")
+    if how == "papermill":
+        cmd = papermill_cmd(tmp / f"{tag}.ipynb", **params)
+    else:  # the library call in a plain Python process
+        code = ("import json, sys; from loss_lin_slope import run\n"
+                "cfg, opts = run.notebook_config(json.loads(sys.argv[1]))\n"
+                "run.run_experiment(cfg, **opts)")
+        cmd = [sys.executable, "-c", code, json.dumps({k: v for k, v in params.items()})]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **ENV},
+                            start_new_session=True, preexec_fn=_ignore_sigint)
+
+
+@pytest.mark.parametrize("how", ["papermill", "python"])
+def test_sigint_stops_a_run_even_when_inherited_ignored(tmp_path, how):
+    "SIGINT (Ctrl-C, or `kill -INT` of a job started with `&` in a script) checkpoints and marks the run interrupted\n"
+    "although the process inherited SIGINT as ignored; the rerun resumes and completes."
+    out = tmp_path / "runs"
+    rd = run_dir_for(out, "sig")
+    p = _start_ignoring_sigint(tmp_path, "i1", how, out_dir=str(out), name="sig", **TINY)
+    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    kill_tree(p.pid, signal.SIGINT)  # every process of the job, as a terminal's Ctrl-C reaches its process group
+    rc = finish(p, 120)
+    s = summary_of(rd)
+    assert rc != 0, log_text(tmp_path, "i1")[-2000:]
+    assert s["status"] == "interrupted" and s["failure"]["reason"] == "signal SIGINT", s
+    assert run.checkpoint_step(rd / "checkpoints" / "last.ckpt") == s["steps_completed"] < 16
+    p = start(tmp_path, "i2", out_dir=out, name="sig", **TINY)
+    assert finish(p) == 0, log_text(tmp_path, "i2")[-3000:]
+    s = summary_of(rd)
+    assert s["status"] == "completed" and [h["action"] for h in s["history"]] == ["new", "resume"], s["history"]
+    assert_once(rd)
+
+
+def test_two_starts_of_one_run_one_writer(tmp_path):
+    "Two identical papermill starts at once: one trains, the other exits non-zero naming the holder (pid, host) and\n"
+    "touches nothing (no attempts/ archive, one attempt in the history); a start while it trains is refused too."
+    import platform
+
+    out = tmp_path / "runs"
+    rd = run_dir_for(out, "dup")
+    ps = [start(tmp_path, f"d{i}", out_dir=out, name="dup", **TINY) for i in range(2)]
+    wait_for(lambda: any(p.poll() is not None for p in ps) or steps_done(rd) >= 2, what="one start to win")
+    third = start(tmp_path, "d2", out_dir=out, name="dup", **TINY)  # started while the winner trains
+    rcs = [finish(p) for p in ps + [third]]
+    logs = [log_text(tmp_path, f"d{i}") for i in range(3)]
+    winner = [i for i, rc in enumerate(rcs[:2]) if rc == 0]
+    assert len(winner) == 1, (rcs, [t[-1500:] for t in logs])
+    for i in (1 - winner[0], 2):
+        assert rcs[i] != 0 and "RunLocked" in logs[i] and f"on host {platform.node()}" in logs[i], logs[i][-2000:]
+        assert "in use by pid " in logs[i]
+    s = summary_of(rd)
+    assert s["status"] == "completed" and len(s["history"]) == 1 and s["retries"] == 0, s["history"]
+    assert not (rd / "attempts").exists()
+    assert_once(rd)
+    held, rec = run.lock_state(rd)
+    assert held is False and rec["host"] == platform.node()
