@@ -69,6 +69,19 @@ def _tracked_copy(dst: Path) -> Path:
     return dst
 
 
+def _port_race_only(sweep: Path) -> bool:
+    "Some runs did not complete, and every one of them died at kernel start on a port taken by another process."
+    import json
+
+    bad = [d for d in sweep.iterdir() if d.is_dir() and not d.name.startswith(".") and
+           (json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}).get("status")
+           != "completed"]
+    logs = {d.name: "".join(f.read_text(errors="replace") for f in (sweep / ".jobs").glob(f"{d.name}.*.log"))
+            for d in bad}
+    return bool(bad) and all("Address already in use" in t and "Kernel died before replying" in t
+                             for t in logs.values())
+
+
 def _requires(metadata: str) -> tuple[set, dict]:
     "(names required at run time, extra → names) from a wheel's METADATA."
     msg = email.parser.Parser().parsestr(metadata)
@@ -134,15 +147,23 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
     t2 = time.time()
     p = subprocess.run([str(venv / "bin" / "lls"), "demo", "--seeds", "1", "--epochs", "1"], cwd=work, env=env,
                        capture_output=True, text=True, timeout=1500)
-    t_demo = time.time() - t2
     assert p.returncode == 0, p.stdout + p.stderr
+    sweep = work / "demo" / "runs" / "demo"
+    if _port_race_only(sweep):
+        # jupyter_client picks a kernel's ports before the kernel binds them; on a crowded machine another process
+        # can take one first and that kernel dies at start ("Address already in use"). That race is the
+        # environment's, not the wheel's: rerun once, which resubmits only the runs that did not complete.
+        p = subprocess.run([str(venv / "bin" / "lls"), "demo", "--seeds", "1", "--epochs", "1"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=1500)
+        assert p.returncode == 0, p.stdout + p.stderr
+    t_demo = time.time() - t2
     assert "verdict:" in p.stdout and "report:" in p.stdout, p.stdout
-    runs = sorted((work / "demo" / "runs" / "demo").glob("*/summary.json"))
+    runs = sorted(sweep.glob("*/summary.json"))
     assert len(runs) == 8, runs  # 4 variants × 2 lrs × 1 wd × 1 seed
     import json
 
     assert {json.loads(r.read_text())["status"] for r in runs} == {"completed"}
-    specs = list((work / "demo" / "runs" / "demo" / "jobs").glob("*.json"))
+    specs = list((sweep / ".jobs").glob("*.json"))
     assert specs and all(Path(json.loads(s.read_text())["notebook"]).is_relative_to(site) for s in specs)
     assert (work / "demo" / "report" / "report.html").exists() and (work / "demo" / "dataset").is_dir()
     print(f"\nwheel test: build {t_build:.0f} s, install {t_install:.0f} s "
