@@ -17,10 +17,10 @@ step "nbdev_clean: notebooks are committed clean"
 nbdev_clean
 git diff --exit-code -- nbs || { echo "notebooks are not clean: run nbdev_clean and commit"; exit 1; }
 
-step "README.md is generated from nbs/index.ipynb"
-jupyter nbconvert --to markdown nbs/index.ipynb --output-dir . --output README --log-level WARN \
-  --TemplateExporter.exclude_output=True --ExtractOutputPreprocessor.enabled=False
-git diff --exit-code -- README.md || { echo "README.md differs from nbs/index.ipynb"; exit 1; }
+step "README.md (+ README_files/) is generated from nbs/index.ipynb"
+python tests/make_readme.py
+git diff --exit-code -- README.md README_files || { echo "README.md differs from nbs/index.ipynb: run python tests/make_readme.py"; exit 1; }
+test -z "$(git status --porcelain -- README.md README_files)" || { git status --porcelain -- README_files; echo "untracked README files"; exit 1; }
 
 step "ruff"
 ruff check loss_lin_slope tests benchmarks

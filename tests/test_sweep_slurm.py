@@ -248,7 +248,7 @@ def test_unsatisfiable_array_shows_reason_and_alert(tmp_path):
     out = tmp_path / "runs"
     i = SLURM.index("--cpus-per-task")
     args = [*SLURM[:i], "--cpus-per-task", str(ncpu + 6), *SLURM[i + 2:]]  # more than any node has
-    p = lls("sweep", "submit", "toobig", "--out-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+    p = lls("sweep", "submit", "toobig", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
             "--seeds", "0,1", "--epochs", "1", *TINY, *args, "--json")
     ids = [e["job_id"] for e in ledger(out, "toobig")["runs"].values()]
     try:
@@ -258,8 +258,52 @@ def test_unsatisfiable_array_shows_reason_and_alert(tmp_path):
         assert {r["pending_reason"] for r in st["runs"].values()} == {"PartitionConfig"}, st["runs"]
         (alert,) = [a for a in st["alerts"] if a["kind"] == "unschedulable"]
         assert sorted(alert["runs"]) == sorted(st["runs"]) and "--cpus-per-task" in alert["message"], alert
-        text = lls("sweep", "status", "toobig", "--out-dir", out).stdout
+        text = lls("sweep", "status", "toobig", "--runs-dir", out).stdout
         assert "pending (Slurm reason): PartitionConfig 2" in text and "ALERT [unschedulable]" in text, text
     finally:
         subprocess.run(["scancel", *sorted({i.split("_")[0] for i in ids if i})], check=False)
     assert p.returncode == 0 and os.path.isdir(out / "toobig")
+
+
+def _scontrol(job_id: str) -> str:
+    return subprocess.run(["scontrol", "show", "job", str(job_id)], capture_output=True, text=True, check=True).stdout
+
+
+def test_site_options_reach_slurm_and_recover_reuses_them(tmp_path):
+    """--gres, --comment and --slurm-extra on the real cluster: in `scontrol show job`, recorded in the ledger and
+    resubmitted by `recover`. The jobs are submitted held (`--slurm-extra hold`) and cancelled: nothing trains. The
+    test node has no features, so --constraint is checked by sbatch refusing an unknown one (and in --dry-run)."""
+    out = tmp_path / "runs"
+    site = ["--gres", "gpu:1", "--gpus-per-task", "0", "--comment", "lls site test", "--slurm-extra", "hold",
+            "nice=7"]
+    one = ["--variants", "base", "--lrs", "0.1", "--wds", "0.0001", "--seeds", "0", "--epochs", "1", *TINY]
+    base = ["--executor", "slurm", "--time", "5", "--mem", "1", "--cpus-per-task", "1", "--notebook", TRAIN_NB]
+    dry = lls("sweep", "submit", "site", "--runs-dir", out, *one, *base, *site, "--constraint", "a100&ib",
+              "--dry-run").stdout
+    for line in ("#SBATCH --gres=gpu:1", "#SBATCH --constraint='a100&ib'", "#SBATCH --comment='lls site test'",
+                 "#SBATCH --hold", "#SBATCH --nice=7"):
+        assert line in dry, dry
+    bad = lls("sweep", "submit", "feat", "--runs-dir", out, *one, *base, "--constraint", "a100", check=False)
+    assert bad.returncode == 2 and "Invalid feature specification" in bad.stderr, bad.stderr
+    jobs = []
+    try:
+        r = json.loads(lls("sweep", "submit", "site", "--runs-dir", out, *one, *base, *site, "--json").stdout)
+        ((rid, jid),) = r["job_ids"].items()
+        jobs.append(jid)
+        show = _scontrol(jid)
+        assert "TresPerNode=gres:gpu:1" in show and "Comment=lls site test" in show, show
+        assert "Reason=JobHeldUser" in show and "Nice=7" in show, show
+        ex = ledger(out, "site")["executor"]
+        assert (ex["gres"], ex["comment"], ex["slurm_extra"]) == ("gpu:1", "lls site test", {"hold": True, "nice": "7"})
+        subprocess.run(["scancel", jid], check=True)
+        wait_until(lambda: sacct([jid]).get(jid, "").startswith("CANCELLED"), 120,
+                   "sacct to show the held job CANCELLED")
+        rec = json.loads(lls("sweep", "recover", "site", "--runs-dir", out, "--json").stdout)
+        new = rec["job_ids"][rid]
+        jobs.append(new)
+        assert new != jid
+        show = _scontrol(new)  # resubmitted with the sweep's site options, as recorded
+        assert "TresPerNode=gres:gpu:1" in show and "Comment=lls site test" in show and "Nice=7" in show, show
+    finally:
+        if jobs:
+            subprocess.run(["scancel", *jobs], check=False)
