@@ -454,7 +454,8 @@ class NoiseMonitor(Callback):
         losses = np.asarray(losses, dtype=float)
         if losses.size:
             out["psd_tail"] = noise.psd_tail_slope(losses).slope
-            out["residual_power"] = noise.residual_power(np.asarray(steps, dtype=float) / spe, losses).value
+            out["residual_power"] = noise.residual_power(np.asarray(steps, dtype=float) / spe, losses,
+                                                         bin_points=max(1, spe // 4)).value  # quarter-epoch bins
         return out
 
     def on_train_epoch_end(self, trainer, pl_module):

@@ -73,9 +73,19 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,
-              "verify_ok": check.ok, "hypotheses": list(analysis.hypothesis_lines()),
+              "verify_ok": check.ok,
+              "hypotheses": [*analysis.hypothesis_lines(), analysis.slope_line(), _exclusion_line(analysis)],
               "seconds": round(time.time() - t0, 1)}
     return result
+
+
+def _exclusion_line(a) -> str:
+    "How many runs are outside some figure's denominator, by figure (the report lists each with its reason)."
+    ex = a.exclusions()
+    if not len(ex):
+        return "exclusions: none (every run in every figure)"
+    by = ex.groupby("excluded_from").run_id.nunique()
+    return f"exclusions: {ex.run_id.nunique()} runs — " + "; ".join(f"{n} from {k}" for k, n in by.items())
 
 # %% ../nbs/13_demo.ipynb #77bc74c1
 def preflight_config(variant: str, epochs: int = 2, dataset: str | None = None, real: bool | None = None,

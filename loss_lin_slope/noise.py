@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .curvature import curvature_mode, flatten, trainable_params
-from .slopes import loglog_fit
+from .slopes import bin_means, loglog_fit
 
 # %% auto #0
 __all__ = ['batch_gradient', 'GradientNoise', 'gradient_variance', 'NoiseScale', 'noise_scale_from_norms', 'gradient_noise_scale',
@@ -223,8 +223,18 @@ class ResidualPower:
         return asdict(self)
 
 
-def residual_power(x, y, nonpositive: str = "drop") -> ResidualPower:
-    "Mean squared residual of `slopes.loglog_fit(x, y)` in natural-log units; NaNs and a `reason` on dirty data."
+def residual_power(x, y, nonpositive: str = "drop", bin_points: int = 1) -> ResidualPower:
+    """Mean squared residual of `slopes.loglog_fit(x, y)` in natural-log units; NaNs and a `reason` on dirty data.
+    `bin_points` > 1: of the geometric means of consecutive bins of that many usable points (`slopes.bin_means`), so
+    the batch noise is averaged out and what remains is lack of fit."""
+    if bin_points > 1:
+        xa = np.asarray(x, dtype=float).reshape(-1)
+        ya = np.asarray(y, dtype=float).reshape(-1)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(xa) & np.isfinite(ya) & (xa > 0) & (ya > 0)
+        if nonpositive == "nan" and (np.isfinite(ya) & ~(ya > 0)).any():
+            return residual_power(x, y, nonpositive)
+        x, y = bin_means(xa[ok], ya[ok], int(bin_points))
     fit = loglog_fit(x, y, nonpositive=nonpositive)
     nan = float("nan")
     if not fit.ok:
