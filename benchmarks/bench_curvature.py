@@ -206,9 +206,9 @@ def bench_time(model, batch, reps, budget, clock=time.perf_counter):
             g = grad_time()
             t = clock()
             if k == "trace_e2e":
-                e = hessian_trace(model, F.cross_entropy, batch, n_matvecs=budget, seed=r)
+                e = hessian_trace(model, F.cross_entropy, batch, n_matvecs=budget, seed=r, bn_mode="eval")
             else:
-                e = lambda_max(model, F.cross_entropy, batch, seed=r)
+                e = lambda_max(model, F.cross_entropy, batch, seed=r, bn_mode="eval")
             secs[k].append((clock() - t) / e.n_matvecs)
             ratios[k].append(secs[k][-1] / g)
     return {k: statistics.median(v) for k, v in secs.items()}, {k: statistics.median(v) for k, v in ratios.items()}
@@ -231,7 +231,8 @@ def exact_trace(model, batch):
 def bench_trace(model, batch, seeds, budgets, exact=None):
     out = {}
     for b in budgets:
-        ests = {m: [hessian_trace(model, F.cross_entropy, batch, m, n_matvecs=b, seed=s) for s in range(seeds)]
+        ests = {m: [hessian_trace(model, F.cross_entropy, batch, m, n_matvecs=b, seed=s, bn_mode="eval")
+                    for s in range(seeds)]
                 for m in ("hutch++", "hutchinson")}
         vals = {m: np.array([e.value for e in es]) for m, es in ests.items()}
         # calibration: the reported stderr against the spread over seeds

@@ -166,7 +166,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentConfig:
         "Build and validate a config from a nested dict; unknown keys raise `ConfigError`."
-        return validate(_build(cls, d, ""))
+        return validate(_build(cls, _default_probe(d), ""))
 
     @classmethod
     def from_yaml(cls, text: str) -> ExperimentConfig:
@@ -196,6 +196,17 @@ class ExperimentConfig:
 # %% ../nbs/00_config.ipynb #9f537de5
 def _fmt(x: float) -> str:
     return f"{x:g}"
+
+
+def _default_probe(d):
+    "`d` with `monitors.curvature_samples` set to min(default, training-set size) when absent (configs of older runs)."
+    mo, da = d.get("monitors") if isinstance(d, dict) else None, d.get("data", {}) if isinstance(d, dict) else {}
+    if not isinstance(mo, dict) or "curvature_samples" in mo or not isinstance(da, dict):
+        return d
+    n_tr = _train_size(da.get("dataset", DataConfig.dataset), da.get("n_train"))
+    if type(n_tr) is not int:
+        return d
+    return {**d, "monitors": {**mo, "curvature_samples": min(MonitorConfig.curvature_samples, n_tr)}}
 
 
 def _plain(o):

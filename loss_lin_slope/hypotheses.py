@@ -22,8 +22,8 @@ __all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS',
            'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'cluster_weights',
            'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'spearman_of_normal',
            'simulate_h2_sweep', 'simulate_h1_runs', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset',
-           'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'render_report',
-           'write_report', 'cmd_report', 'add_cli']
+           'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'fig_sharpness',
+           'render_report', 'write_report', 'cmd_report', 'add_cli']
 
 # %% ../nbs/11_hypotheses.ipynb #fd20730c
 H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
@@ -703,6 +703,35 @@ def png_base64(fig, dpi: int = 100) -> str:
     fig.savefig(buf, format="png", dpi=dpi)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
+# %% ../nbs/11_hypotheses.ipynb #42c718e2
+def fig_sharpness(ds: dataset.Dataset):
+    "λ_max over training per variant with the SGD stability threshold 2(1+β)/η at the recorded lr, and the stability ratio."
+    fig, (a1, a2) = _fig(11, 3.8, 2)
+    t = ds.series.get("curvature")
+    if t is not None and t.num_rows and "stability_ratio" in t.column_names:
+        d = t.select(["run_id", "epoch", "lambda_max", "stability_ratio"]).to_pandas()
+        d["variant"] = d.run_id.map(dict(zip(ds.runs.run_id, ds.runs.variant)))
+        d["threshold"] = d.lambda_max / d.stability_ratio
+        seen, thr_seen = set(), False
+        for _rid, g in d.groupby("run_id", sort=False):
+            v = g.variant.iloc[0]
+            a1.plot(g.epoch, g.lambda_max, color=_color(v), lw=0.7, alpha=0.6, label=None if v in seen else v)
+            if g.stability_ratio.notna().any():
+                a1.plot(g.epoch, g.threshold, color=_color(v), lw=0.7, ls="--", alpha=0.5,
+                        label=None if thr_seen else "2(1+β)/η (SGD)")
+                a2.plot(g.epoch, g.stability_ratio, color=_color(v), lw=0.7, alpha=0.6,
+                        label=None if v in seen else v)
+                thr_seen = True
+            seen.add(v)
+        a2.axhline(1.0, color="k", lw=1, ls=":", label="edge of stability")
+    a1.set(yscale="log", xlabel="epoch", ylabel="λ_max (fixed probe set)", title="sharpness and the SGD stability line")
+    a2.set(xlabel="epoch", ylabel="λ_max·η / (2(1+β))", title="stability ratio (SGD variants)")
+    a1.text(0.01, 0.01, "AdamW: no line — its preconditioned sharpness is out of scope", transform=a1.transAxes,
+            fontsize=7, va="bottom")
+    _legend(a1)
+    _legend(a2)
+    return fig
+
 # %% ../nbs/11_hypotheses.ipynb #cd9b0cec
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
@@ -796,6 +825,7 @@ def render_report(a: Analysis) -> str:
         "configurations resampled.</p>",
         _table(hp) if len(hp) else "<p>Not computed: the runs table has no baseline columns.</p>",
         "<h2>Training curves</h2>", _img(fig_curves(a.dataset), "loss curves"),
+        "<h2>Sharpness and the edge of stability</h2>", _img(fig_sharpness(a.dataset), "sharpness"),
         "<h2>Definitions</h2><ul>",
         "<li><code>r_squared</code> (H1, GO): log-log R² of the quarter-epoch geometric means of the training CE "
         "(mean of ln L per bin) on the bin's mean epoch, from burn-in to the end (<code>slopes.binned_full_slope"
