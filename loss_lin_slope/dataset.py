@@ -1709,9 +1709,6 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
     plan = plan_sweep(sweep_dir, notes)
     hashes: dict[str, str] = {}
     copied = nbytes = runs = 0
-    if (sweep_dir / "sweep.json").exists():
-        hashes["sweep.json"], c = _copy_hashed(sweep_dir / "sweep.json", root / "sweep.json")
-        copied += c
     rels = {}
     for rid, path, entry, _ in plan:  # every archive path is checked before anything is copied
         try:
@@ -1720,6 +1717,9 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
             raise ValueError(f"sweep.json: {e}; refusing to build an archive path from it") from None
         if path is not None:
             rels[rid] = Path(_variant_of(rid, path, entry)) / rid
+    if (sweep_dir / "sweep.json").exists():
+        hashes["sweep.json"], c = _copy_hashed(sweep_dir / "sweep.json", root / "sweep.json")
+        copied += c
     for rid, path, _, _ in plan:
         if path is None:
             notes.append(f"{rid}: no run directory, nothing to collect")

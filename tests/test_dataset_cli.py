@@ -189,3 +189,55 @@ def test_modules_import_light():
             "print(sorted({'torch', 'pandas', 'pyarrow', 'matplotlib', 'scipy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_empty_sweep_is_refused_by_verify_export_report(tmp_path):
+    "A sweep with no expected runs is not 'OK': verify, export and report exit non-zero saying there is nothing to verify."
+    (tmp_path / "runs" / "nothing").mkdir(parents=True)
+    for cmd in (["verify"], ["export", "--out", tmp_path / "x"], ["report", "--out", tmp_path / "r"]):
+        code, out, err = run_lls(*cmd, "nothing", "--runs-dir", tmp_path / "runs")
+        assert code != 0 and "nothing to verify" in err, (cmd, code, out, err)
+        assert not out.startswith("OK")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "r").exists()
+
+
+def test_collect_refuses_a_stored_variant_that_escapes_the_archive(sweeps, tmp_path):
+    "`variant: ../../../x` in a config.yaml (or the ledger) must not write outside --to: exit 2 naming the value."
+    root, _, clean = sweeps
+    sw = tmp_path / "evil"
+    shutil.copytree(clean.path, sw)
+    rid = clean.run_ids[0]
+    (sw / "sweep.json").write_text(json.dumps({**json.loads((sw / "sweep.json").read_text()),
+                                               "runs": {rid: {"variant": "../../../escaped"}}}))
+    code, out, err = run_lls("collect", sw, "--to", tmp_path / "archive")
+    assert code == 2 and "variant='../../../escaped' is not allowed" in err, (code, out, err)
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+    assert not (tmp_path / "archive").exists()
+
+
+def test_sweep_status_shows_what_verify_finds(sweeps, tmp_path):
+    "`lls sweep status` and `lls verify` use one checker: a truncated chunk and a garbage config.yaml are problems\n"
+    "in both (on a run whose summary says completed), and a chunk rewritten in place is read again."
+    _, _, clean = sweeps
+    shutil.copytree(clean.path, tmp_path / "st")
+    sw = tmp_path / "st"
+    a, b, c = clean.run_ids[:3]
+    chunks = sorted((sw / a / "metrics").glob("chunk-*.parquet"))
+    chunks[-1].write_bytes(chunks[-1].read_bytes()[:100])  # truncated
+    (sw / b / "config.yaml").write_text("- not: [a config")
+    code, out, err = run_lls("sweep", "status", "st", "--out-dir", tmp_path, "--json", "--no-scheduler")
+    assert code == 0, err
+    st = json.loads(out)
+    assert any(p.startswith("unreadable: chunk-") for p in st["checks"][a]), st["checks"].get(a)
+    assert any(p.startswith("config: config.yaml") for p in st["checks"][b]), st["checks"].get(b)
+    assert sorted(next(x for x in st["alerts"] if x["kind"] == "corrupt")["runs"]) == sorted([a, b])
+    code, out, _ = run_lls("verify", sw, "--json", "--no-cache")
+    verdict = {r["run_id"]: r["state"] for r in json.loads(out)["runs"]}
+    assert {r: st["runs"][r]["check"] for r in verdict} == verdict
+    # rewrite a chunk of c in place (same name, same directory mtime): status reads it again
+    (chunk_c,) = sorted((sw / c / "metrics").glob("chunk-*.parquet"))[-1:]
+    m = os.stat(chunk_c.parent)
+    chunk_c.write_bytes(chunk_c.read_bytes()[:-9])
+    os.utime(chunk_c.parent, ns=(m.st_atime_ns, m.st_mtime_ns))
+    st = json.loads(run_lls("sweep", "status", "st", "--out-dir", tmp_path, "--json", "--no-scheduler")[1])
+    assert c in st["checks"] and st["runs"][c]["check"] == "corrupt", st["checks"].get(c)

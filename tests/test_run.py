@@ -244,11 +244,17 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     assert s["status"] == "running" and 5 <= s["steps_completed"] < 16  # a crash leaves "running"
     ck = run.checkpoint_step(rd / "checkpoints" / "last.ckpt")
     assert run.read_metrics(rd).step.max() > ck, "the kill did not leave rows after the checkpoint"
+    # "running" with its lock free is a dead run: verify says so (the one checker; `sweep status` uses it too)
+    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", str(out / TINY["sweep"]), "--no-cache"],
+                       capture_output=True, text=True, env={**os.environ, **ENV})
+    assert v.returncode == 1 and "dead run" in v.stdout and "interrupted" in v.stdout, v.stdout + v.stderr
     p = start(tmp_path, "a2", out_dir=out, name="tiny", **params)
     assert finish(p) == 0, log_text(tmp_path, "a2")[-3000:]
+    assert "treating it as interrupted" in log_text(tmp_path, "a2") + (tmp_path / "a2.ipynb").read_text()
     s = summary_of(rd)
     assert s["status"] == "completed" and s["steps_completed"] == 16 and s["retries"] == 1
     assert s["history"][-1]["action"] == "resume" and s["history"][-1]["from_step"] == ck
+    assert s["history"][0]["outcome"].startswith("interrupted (died while running"), s["history"]
     assert_once(rd)
     assert_same(values(rd), reference())
     assert len(run.live_chunks(rd / "metrics")) == len(list((rd / "metrics").iterdir())) == 1
@@ -427,3 +433,64 @@ def test_two_starts_of_one_run_one_writer(tmp_path):
     assert_once(rd)
     held, rec = run.lock_state(rd)
     assert held is False and rec["host"] == platform.node()
+
+
+LAPTOP = [["-p", "lr", "0.1", "-p", "epochs", "2", "-p", "width_mult", "0.125", "-p", "n_train", "512", "-p", "n_val",
+           "256"],  # the README's laptop command, verbatim
+          ["-p", "lr", "0.1", "-p", "epochs", "3", "-p", "width_mult", "0.125", "-p", "n_train", "512", "-p", "n_val",
+           "256", "-p", "batch_size", "32"]]  # the same with 3 epochs of batch 32 (the noise window: < 64 steps)
+
+
+def test_readme_laptop_runs_verify_complete(tmp_path):
+    "The README's laptop-sized runs, then `lls verify`: complete (psd_tail is NaN on a noise window of < 64 steps:\n"
+    "not computable, allowed with its reason in config.NAN_ALLOWED, not a fault)."
+    exe = Path(sys.executable).with_name("papermill")
+    for i, params in enumerate(LAPTOP):
+        cmd = [str(exe) if exe.exists() else "papermill", str(ROOT / "nbs" / "train.ipynb"), f"out{i}.ipynb",
+               "--no-progress-bar", *params]
+        p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert any(run.read_metrics(rd, metrics=["psd_tail"]).value.isna().any()
+               for rd in (tmp_path / "runs" / "default").iterdir())  # the case that used to be called corrupt
+    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", "default", "--runs-dir", "runs",
+                        "--no-cache"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **ENV})
+    assert v.returncode == 0 and v.stdout.strip().splitlines()[-1].startswith("OK default: 2 expected runs: 2 complete"), \
+        v.stdout + v.stderr
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    "A 64 MiB tmpfs (needs root / CAP_SYS_ADMIN: skipped otherwise): a disk that can really fill up (ENOSPC)."
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs to fill ({r.stderr.strip()[:120]})")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_leaves_no_tmp_files_and_the_truth(tmp_path, tiny_disk):
+    "A real full disk (a tmpfs filled up mid-run): the run exits non-zero, no .tmp file is left, `lls verify` reports\n"
+    "the run as not complete with the reason (No space left on device), and once there is space the rerun completes."
+    out = tiny_disk / "runs"
+    rd = run_dir_for(out, "full")
+    p = start(tmp_path, "f1", out_dir=out, name="full", **TINY)  # (papermill's output notebook is outside the tmpfs)
+    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    filler = tiny_disk / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"], capture_output=True)
+    rc = finish(p, 180)
+    text = log_text(tmp_path, "f1")
+    assert rc != 0 and "No space left on device" in text, text[-3000:]
+    assert not [q for q in rd.rglob("*") if q.name.endswith(".tmp")], list(rd.rglob("*"))
+    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", str(out / TINY["sweep"]), "--no-cache"],
+                       capture_output=True, text=True, env={**os.environ, **ENV})
+    assert v.returncode == 1 and "No space left on device" in v.stdout, v.stdout + v.stderr
+    filler.unlink()
+    p = start(tmp_path, "f2", out_dir=out, name="full", **TINY)
+    assert finish(p) == 0, log_text(tmp_path, "f2")[-3000:]
+    s = summary_of(rd)
+    assert s["status"] == "completed" and len(s["history"]) == 2, s["history"]
+    assert_once(rd)
