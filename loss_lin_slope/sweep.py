@@ -1453,7 +1453,7 @@ def aggregate_rate(mark_lists) -> tuple[float, float]:
         return float("nan"), 0.0
     return sum(_rate_in(m, lo, hi) for m in mark_lists), hi - lo
 
-
+# %% ../nbs/09_sweep.ipynb #abaeeff1
 def profile_concurrency(variant: str = "base", workers=(1, 2, 3, 4, 6), steps: int = 30, warmup: int = 5,
                         timeout: float = 900, **overrides) -> list[dict]:
     "For each k in `workers`: k fresh processes train `variant` at once on this machine's (first) device; aggregate steps/s."
@@ -1508,7 +1508,7 @@ def profile_concurrency(variant: str = "base", workers=(1, 2, 3, 4, 6), steps: i
         r["speedup"] = r["steps_per_s"] / base if base else float("nan")
     return rows
 
-
+# %% ../nbs/09_sweep.ipynb #eb31fce6
 def recommend_workers_per_gpu(rows: list[dict], gpu_mem_gb: float, min_gain: float = 0.05,
                               peak_bytes: float | None = None, headroom: float = 0.9) -> dict:
     "Fewest workers whose measured aggregate throughput is within `min_gain` of the best that fits in memory."
