@@ -199,12 +199,27 @@ def spearman_stats(x, y, configs, variants, W: np.ndarray) -> dict[str, np.ndarr
     return out
 
 
-def _interval(boot: np.ndarray, conf: float) -> tuple[float, float]:
+def _interval(boot: np.ndarray, conf: float, est: float | None = None, n_clusters: int | None = None,
+              fisher: bool = True) -> tuple[float, float]:
+    """Percentile interval of the bootstrap values; with `est` and `n_clusters` G, widened around `est` for few
+    clusters by √(G/(G−1)) · t_{G−1}/z (the bootstrap variance is (G−1)/G of the sampling variance, and G clusters
+    leave G−1 degrees of freedom), on Fisher's z = atanh scale for correlations (`fisher`)."""
+    from scipy import stats
+
     b = boot[np.isfinite(boot)]
     if b.size < 10:
         return math.nan, math.nan
-    lo, hi = np.percentile(b, [50 * (1 - conf), 50 * (1 + conf)])
-    return float(lo), float(hi)
+    q = [50 * (1 - conf), 50 * (1 + conf)]
+    if est is None or n_clusters is None or n_clusters < 3 or not np.isfinite(est):
+        lo, hi = np.percentile(b, q)
+        return float(lo), float(hi)
+    f = math.sqrt(n_clusters / (n_clusters - 1)) * stats.t.ppf(0.5 + conf / 2, n_clusters - 1) / stats.norm.ppf(
+        0.5 + conf / 2)
+    fw, bw = (np.arctanh, np.tanh) if fisher else ((lambda v: v), (lambda v: v))
+    c = 1 - 1e-12
+    zb, z0 = fw(np.clip(b, -c, c) if fisher else b), fw(min(max(est, -c), c) if fisher else est)
+    zl, zh = np.percentile(zb, q)
+    return float(bw(z0 - f * (z0 - zl))), float(bw(z0 + f * (zh - z0)))
 
 
 def _config_labels(d) -> np.ndarray:
@@ -237,9 +252,11 @@ def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
             if n_boot > 0 and r["n_configs"] >= 3:
                 W = _weights(lab, n_boot, seed)[1:]
                 rs = _wcorr(_wranks(x, W), _wranks(y, W), W)
-                r["spearman_lo"], r["spearman_hi"] = _interval(rs, conf)
+                G = r["n_configs"]
+                r["spearman_lo"], r["spearman_hi"] = _interval(rs, conf, r["spearman"], G)
                 r["pearson_lo"], r["pearson_hi"] = _interval(_wcorr(np.broadcast_to(x, W.shape),
-                                                                    np.broadcast_to(y, W.shape), W), conf)
+                                                                    np.broadcast_to(y, W.shape), W), conf,
+                                                             r["pearson"], G)
                 r["n_boot_used"] = int(np.isfinite(rs).sum())
         rows.append(r)
     t = pd.DataFrame(rows)
@@ -290,7 +307,9 @@ def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
         for s in _STATS:
             v = res[p].get(s)
             r[s] = float(v[0]) if v is not None else math.nan
-            r[f"{s}_lo"], r[f"{s}_hi"] = _interval(v[1:], conf) if v is not None else (math.nan, math.nan)
+            G = len(set(lab))
+            r[f"{s}_lo"], r[f"{s}_hi"] = (_interval(v[1:], conf, float(v[0]), G) if v is not None
+                                          else (math.nan, math.nan))
         for vv in sorted(set(var)):
             m = var == vv
             r[f"rho_{vv}"] = (float(_wcorr(_wranks(d[p].to_numpy(float)[m], W[:1, m]), _wranks(y[m], W[:1, m]),
@@ -298,7 +317,8 @@ def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
         if p != "alpha_early" and enough:
             delta = res["alpha_early"]["rho"] - res[p]["rho"]
             r["delta_rho"] = float(delta[0])
-            r["delta_rho_lo"], r["delta_rho_hi"] = _interval(delta[1:], conf)
+            r["delta_rho_lo"], r["delta_rho_hi"] = _interval(delta[1:], conf, float(delta[0]), len(set(lab)),
+                                                             fisher=False)
         else:
             r["delta_rho"] = r["delta_rho_lo"] = r["delta_rho_hi"] = math.nan
         r["loco_rmse"] = loco_rmse(y, d[p].to_numpy(float), lab) if enough else math.nan
@@ -509,9 +529,11 @@ class Analysis:
     def hypothesis_lines(self) -> tuple[str, str]:
         "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
         h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
+        bi = (f"{h1['share_burned_in']:.0%} of the {h1['n_burned_in']} that burned in" if h1 is not None and
+              h1["n_burned_in"] else "none burned in")
         h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n']} analysed "
-               f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {h1['share_burned_in']:.0%} of the "
-               f"{h1['n_burned_in']} that burned in)" if h1 is not None and h1["n"] else "H1: no runs")
+               f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {bi})" if h1 is not None and h1["n"]
+               else "H1: no runs")
         h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
                f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] over {h2['n']} runs in {h2['n_configs']} "
                f"configurations (needs ρ ≥ +{H2_RHO}; expected sign +)"
@@ -551,7 +573,9 @@ def _num(row, k) -> float:
 
 def _note(row, key: str) -> str:
     "The part of the run's `fit_notes` about `key` ('' when none)."
-    for part in str(row.get("fit_notes") or "").split("; "):
+    import re
+
+    for part in re.split(r"; (?=[a-z][a-z0-9_]*: )", str(row.get("fit_notes") or "")):  # reasons may hold "; "
         if part.startswith(f"{key}:"):
             return part
     return ""
@@ -749,6 +773,32 @@ def _img(fig, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_base64(fig)}">'
 
 
+def _ci(v, lo, hi) -> str:
+    return "–" if not np.isfinite(v) else (f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{v:+.2f}")
+
+
+def _compact_predictors(hp):
+    "h2_predictors as one readable row per predictor: each statistic with its interval in one cell."
+    import pandas as pd
+
+    rows = []
+    for _, r in hp.iterrows():
+        def g(k, r=r):
+            return r.get(k, math.nan)
+
+        row = {"predictor": r["predictor"], "n": r["n"], "configs": r["n_configs"]}
+        for k, name in (("rho", "ρ pooled"), ("rho_config_means", "ρ config means"), ("rho_within", "ρ within config"),
+                        ("rho_partial_variant", "ρ partial | variant")):
+            row[name] = _ci(g(k), g(f"{k}_lo"), g(f"{k}_hi"))
+        for k in [c for c in hp.columns if c.startswith("rho_") and not c.endswith(("_lo", "_hi"))
+                  and c not in ("rho_config_means", "rho_within", "rho_partial_variant")]:
+            row[f"ρ {k[4:]}"] = _ci(g(k), math.nan, math.nan)
+        row["ρ(alpha_early) − ρ"] = _ci(g("delta_rho"), g("delta_rho_lo"), g("delta_rho_hi"))
+        row["LOCO RMSE (nats)"] = g("loco_rmse")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def render_report(a: Analysis) -> str:
     "The self-contained HTML report of an analysis."
     import time
@@ -823,7 +873,7 @@ def render_report(a: Analysis) -> str:
         "<code>loco_rmse</code>: leave-one-configuration-out RMSE (nats) of a linear prediction of best_val_ce "
         "(rows <code>… + alpha_early</code>: level and slope together; <code>none</code>: the mean). Intervals: "
         "configurations resampled.</p>",
-        _table(hp) if len(hp) else "<p>Not computed: the runs table has no baseline columns.</p>",
+        _table(_compact_predictors(hp)) if len(hp) else "<p>Not computed: the runs table has no baseline columns.</p>",
         "<h2>Training curves</h2>", _img(fig_curves(a.dataset), "loss curves"),
         "<h2>Sharpness and the edge of stability</h2>", _img(fig_sharpness(a.dataset), "sharpness"),
         "<h2>Definitions</h2><ul>",

@@ -310,3 +310,35 @@ def test_non_numeric_inputs_give_reasons(bad):
     assert math.isnan(f.slope) and f.reason
     sf = StreamingLogLogFit().update(bad, 1.0)
     assert not sf.result().ok
+
+
+# ---- H1's trajectory R² and the curve forms against independent references --------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.05, 0.5), st.integers(8, 60))
+def test_trajectory_r2_is_statsmodels_on_geometric_bin_means(seed, sigma, spe):
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, 20 * spe + 1) / spe
+    y = 0.9 * e**-0.6 * np.exp(sigma * rng.standard_normal(e.size))
+    fs = fit_summary(e, y, threshold=10.0, smooth=3, curve_forms=False, knee=False)
+    e, y = e[fs["burn_in_index"]:], y[fs["burn_in_index"]:]  # from burn-in to the end
+    n = fs["bin_points"]
+    k = e.size // n
+    df = pd.DataFrame({"b": np.repeat(np.arange(k), n), "x": e[e.size - k * n:], "ly": np.log(y[e.size - k * n:])})
+    g = df.groupby("b").agg(x=("x", "mean"), ly=("ly", "mean"))  # bins end at the last point; mean of ln L
+    ref = sm.OLS(g.ly.to_numpy(), sm.add_constant(np.log(g.x.to_numpy()))).fit()
+    assert math.isclose(fs["r_squared"], ref.rsquared, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(fs["alpha_full_binned"], ref.params[1], rel_tol=1e-9, abs_tol=1e-12)
+    ref_b = sm.OLS(np.log(y), sm.add_constant(np.log(e))).fit()
+    assert math.isclose(fs["r_squared_batch"], ref_b.rsquared, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_offset_form_least_squares_matches_curve_fit():
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(3)
+    x = np.linspace(1, 50, 400)
+    y = (0.3 + 2.0 * x**-0.8) * np.exp(0.02 * rng.standard_normal(x.size))
+    p = compare_curve_forms(x, y).loc["power_law_offset", "params"]
+    ref, _ = curve_fit(lambda t, li, la, b: np.log(np.exp(li) + np.exp(la - b * np.log(t))), x, np.log(y),
+                       p0=[np.log(0.2), 0.0, 0.5])
+    assert np.allclose([p["L_inf"], p["a"], p["b"]], [np.exp(ref[0]), np.exp(ref[1]), ref[2]], rtol=1e-5)
