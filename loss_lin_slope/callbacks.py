@@ -281,7 +281,7 @@ class CurvatureMonitor(Callback):
     """`lambda_max`, `hessian_trace`, `curv_matvecs`, `curv_seconds`, `curv_lr`, `stability_ratio` every
     `compute_every_n_steps` optimizer steps, on one fixed probe set of the training set per run."""
 
-    def __init__(self, compute_every_n_steps: int = 500, n_samples: int | None = 512, subsample_ratio: float = 0.1,
+    def __init__(self, compute_every_n_steps: int = 500, n_samples: int | None = 128, subsample_ratio: float | None = None,
                  micro_batch_size: int | None = 128, method: str = "lanczos", tol: float = 1e-3, max_iter: int = 30,
                  trace_method: str = "hutch++", trace_matvecs: int = 30, seed: int = 0, bn_mode: str = "train",
                  warm_start: bool = True, hvp_method: str = "double_backward"):
@@ -300,11 +300,12 @@ class CurvatureMonitor(Callback):
     @classmethod
     def from_config(cls, cfg: ExperimentConfig) -> CurvatureMonitor:
         """The monitor at `cfg.monitors`' settings, seeded with `cfg.seed`: probe of `curvature_samples` images (null:
-        `subsample_ratio` of the training set), micro-batch `curvature_micro_batch_size` (null: `data.batch_size`)
-        capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
+        `subsample_ratio` of the training set; both null: `data.batch_size` images), micro-batch
+        `curvature_micro_batch_size` (null: `data.batch_size`) capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
         m = cfg.monitors
         micro = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
-        return cls(m.curvature_every_n_steps, m.curvature_samples, m.subsample_ratio, micro, m.curvature_method,
+        n = m.curvature_samples if m.curvature_samples is not None or m.subsample_ratio else cfg.data.batch_size
+        return cls(m.curvature_every_n_steps, n, m.subsample_ratio, micro, m.curvature_method,
                    m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed,
                    m.curvature_bn_mode, m.curvature_warm_start)
 

@@ -123,8 +123,9 @@ class MonitorConfig:
     norms_every_epochs: float = 0.25
     curvature: bool = True
     curvature_every_n_steps: int = 500
-    curvature_samples: typing.Optional[int] = 512  # fixed probe set (images of the training set); null: subsample_ratio
-    subsample_ratio: float = 0.1  # the plan's probe size (share of the training set) when curvature_samples is null
+    curvature_samples: typing.Optional[int] = None  # fixed probe set: images of the training set (null: see below)
+    subsample_ratio: typing.Optional[float] = None  # or a share of the training set (the plan's 0.1); both null: one
+    # training batch (data.batch_size images), the size the cost budget allows (measured in 02_curvature)
     curvature_micro_batch_size: typing.Optional[int] = None  # HVP micro-batch; null: data.batch_size (the optimizer's)
     max_batch_size: int = 1024  # memory cap on the curvature micro-batch
     curvature_bn_mode: str = "train"  # BatchNorm during curvature: each micro-batch's statistics | running ("eval")
@@ -166,7 +167,7 @@ class ExperimentConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ExperimentConfig:
         "Build and validate a config from a nested dict; unknown keys raise `ConfigError`."
-        return validate(_build(cls, _default_probe(d), ""))
+        return validate(_build(cls, d, ""))
 
     @classmethod
     def from_yaml(cls, text: str) -> ExperimentConfig:
@@ -196,17 +197,6 @@ class ExperimentConfig:
 # %% ../nbs/00_config.ipynb #9f537de5
 def _fmt(x: float) -> str:
     return f"{x:g}"
-
-
-def _default_probe(d):
-    "`d` with `monitors.curvature_samples` set to min(default, training-set size) when absent (configs of older runs)."
-    mo, da = d.get("monitors") if isinstance(d, dict) else None, d.get("data", {}) if isinstance(d, dict) else {}
-    if not isinstance(mo, dict) or "curvature_samples" in mo or not isinstance(da, dict):
-        return d
-    n_tr = _train_size(da.get("dataset", DataConfig.dataset), da.get("n_train"))
-    if type(n_tr) is not int:
-        return d
-    return {**d, "monitors": {**mo, "curvature_samples": min(MonitorConfig.curvature_samples, n_tr)}}
 
 
 def _plain(o):
@@ -340,11 +330,12 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(mo.norms_every_epochs > 0, "monitors.norms_every_epochs", mo.norms_every_epochs, pos)
     _check(mo.curvature_every_n_steps >= 1, "monitors.curvature_every_n_steps", mo.curvature_every_n_steps,
            "an integer ≥ 1")
-    _check(0 < mo.subsample_ratio <= 1, "monitors.subsample_ratio", mo.subsample_ratio, "a number in (0, 1]")
+    _check(mo.subsample_ratio is None or 0 < mo.subsample_ratio <= 1, "monitors.subsample_ratio", mo.subsample_ratio,
+           "null or a number in (0, 1]")
     _check(mo.max_batch_size >= 1, "monitors.max_batch_size", mo.max_batch_size, "an integer ≥ 1")
     n_tr = _train_size(da.dataset, da.n_train)
     _check(mo.curvature_samples is None or 1 <= mo.curvature_samples <= n_tr, "monitors.curvature_samples",
-           mo.curvature_samples, f"null (subsample_ratio of the training set) or an integer in [1, {n_tr}] "
+           mo.curvature_samples, f"null (subsample_ratio of the training set, or one batch) or an integer in [1, {n_tr}] "
            f"(the training set has {n_tr} images)")
     _check(mo.curvature_micro_batch_size is None or mo.curvature_micro_batch_size >= 1,
            "monitors.curvature_micro_batch_size", mo.curvature_micro_batch_size,
@@ -447,9 +438,6 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     for k, v in {**VARIANTS[variant], **overrides}.items():
         _set(d, k, v)
     given = {FLAT_KEYS.get(k, k) for k in overrides}
-    n_tr, cs = _train_size(d["data"]["dataset"], d["data"]["n_train"]), d["monitors"]["curvature_samples"]
-    if "monitors.curvature_samples" not in given and type(n_tr) is int and type(cs) is int and cs > n_tr:
-        d["monitors"]["curvature_samples"] = n_tr  # the default probe on a small training set: all of it
     e = d["trainer"]["max_epochs"]
     if "trainer.max_epochs" in given and "schedule.warmup_epochs" not in given and type(e) is int:
         # A shortened (or lengthened) run keeps the plan's shape: warmup = 10 % of training (5 of 50 epochs).

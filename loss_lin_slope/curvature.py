@@ -106,9 +106,11 @@ def select_batch(
     return x[idx], y[idx]
 
 # %% ../nbs/02_curvature.ipynb #7cfe09d2
-def probe_size(n_train: int, samples: int | None = None, subsample_ratio: float = 0.1) -> int:
+def probe_size(n_train: int, samples: int | None = None, subsample_ratio: float | None = 0.1) -> int:
     "Images in the probe set: `samples`, or (None) `ceil(subsample_ratio · n_train)`; at most `n_train`."
     if samples is None:
+        if subsample_ratio is None:
+            raise ValueError("give curvature_samples (images) or subsample_ratio (a share of the training set)")
         if not 0 < subsample_ratio <= 1:
             raise ValueError(f"subsample_ratio must be in (0, 1], got {subsample_ratio}")
         return max(1, math.ceil(subsample_ratio * n_train))

@@ -1177,7 +1177,8 @@ RUN_FIELDS = [
     ("alpha_sched_r2", "f64", "R² of the alpha_sched fit (log-log)", ""),
     ("fit_notes", "str", "Why a fit value is NaN (reasons from slopes.fit_summary), '' when all are finite", ""),
     ("curv_probe_images", "i64", "Images in the curvature probe set (monitors.curvature_samples, or subsample_ratio × "
-                                 "training set), drawn once per run from the training set, unaugmented", "images"),
+                                 "training set, or one batch), drawn once per run from the training set, "
+                                 "unaugmented", "images"),
     ("curv_micro_batch", "i64", "Micro-batch of the curvature HVPs (curvature_micro_batch_size, default "
                                 "data.batch_size, capped at max_batch_size)", "images"),
     ("curv_bn_mode", "str", "BatchNorm during curvature: train (each micro-batch's statistics, running statistics "
@@ -1265,8 +1266,9 @@ def run_fits(data: RunData) -> dict:
     out["fit_notes"] = "; ".join(notes)
     m = cfg.monitors
     if m.curvature:
-        out["curv_probe_images"] = m.curvature_samples or math.ceil(
-            m.subsample_ratio * config._train_size(cfg.data.dataset, cfg.data.n_train))
+        n_tr = config._train_size(cfg.data.dataset, cfg.data.n_train)
+        out["curv_probe_images"] = m.curvature_samples or (
+            math.ceil(m.subsample_ratio * n_tr) if m.subsample_ratio else cfg.data.batch_size)
         out["curv_micro_batch"] = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
         out["curv_bn_mode"] = m.curvature_bn_mode
     return out
