@@ -23,4 +23,4 @@ def test_readme_is_generated_and_clean(tmp_path):
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert images and all((ROOT / i).is_file() for i in images), images
     assert "../demo" not in text and "--to /" not in text and "--out-dir" not in text
-    assert re.search(r"\n[a-z]+-lr0\.05-wd0\.001-s1-[0-9a-f]{10}\n", text)  # the run_id, printed
+    assert re.search(r"\n\s*[a-z]+-lr0\.05-wd0\.001-s1-[0-9a-f]{10}\n", text)  # the run_id, printed
