@@ -27,8 +27,10 @@ Projection: GPU-hours = sum over the 216 runs (54 per variant) of [50 x steady s
 overhead] / speedup(k*) / 3600. Not included: process start-up (imports, data generation/loading ~10-20 s per run;
 with k workers it overlaps with the others' GPU work), checkpoint writes, retries.
 
-Time: on one H100/H200-class GPU about 3-5 min for the rows and ~2-3 min for the concurrency sweep (<= 8 min);
-`--variants base` or `--workers 1,2,4` shortens it. The one prepared GPU command (from the repository root, with
+Time (an estimate from the design, not yet measured on a GPU): on one H100/H200-class GPU about 3-5 min for the
+11 rows (each 3 epochs of 391 steps + 12 validations) and ~2-3 min for the concurrency sweep (16 worker processes in
+5 groups), <= 8 min; the wall time is printed before the last line. `--variants base` or `--workers 1,2,4`
+shortens it. The one prepared GPU command (from the repository root, with
 the project's environment):
 
     OMP_NUM_THREADS=4 python benchmarks/bench_gpu.py --json bench_gpu.json 2>&1 | tee bench_gpu.txt
@@ -37,7 +39,7 @@ the project's environment):
 CPU smoke run (what CI can afford; tiny settings — width 0.125, batch 32, 8 steps per epoch, 64 validation images,
 curvature every 10 steps, cheap monitor knobs — and worker counts 1,2; the figures are NOT GPU figures):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_gpu.py --tiny
+    OMP_NUM_THREADS=1 python benchmarks/bench_gpu.py --tiny      # 282 s measured on the shared 2-core CI box
 """
 
 from __future__ import annotations
