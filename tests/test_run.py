@@ -159,7 +159,8 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     rc = finish(p)
     assert rc == 0, log_text(tmp_path, "run")[-3000:]
     (rd,) = (tmp_path / "runs" / "t").iterdir()
-    assert sorted(x.name for x in rd.iterdir()) == ["checkpoints", "config.yaml", "metrics", "run.log", "summary.json"]
+    assert sorted(x.name for x in rd.iterdir()) == [".lock", "checkpoints", "config.yaml", "metrics", "run.log",
+                                                    "summary.json"]  # .lock: the run lock's file (free now)
     cfg = ExperimentConfig.from_yaml((rd / "config.yaml").read_text())
     assert cfg.run_id == rd.name and cfg.optim.lr == 0.1 and cfg.trainer.max_epochs == 2
     s = summary_of(rd)
@@ -213,6 +214,9 @@ def test_readme_command_with_relative_out_dir(tmp_path):
     ("lr", -1, "lr=-1 is not allowed"),
     ("variant", "nope", "variant='nope' is not allowed"),
     ("lrr", 0.1, "lrr=0.1 is not allowed: unknown notebook parameter (did you mean 'lr'?)"),
+    ("overrides", '{"lr": -1}', "contradicts lr = 0.1"),  # was a TypeError from make_config
+    ("n_train", 16, "n_train=16 is not allowed: at least batch_size (32)"),  # no training step at all
+    ("dataset", "cifar10", "CIFAR-10 not found"),  # data_dir 'data' has no CIFAR-10 here
 ])
 def test_bad_parameters_fail_before_training(tmp_path, param, value, message):
     out = tmp_path / "runs"
