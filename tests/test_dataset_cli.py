@@ -80,7 +80,7 @@ def test_parallel_and_cached_passes_equal_serial(sweeps, tmp_path):
         cold = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", "--workers", "2", env=env)[1])
         warm = json.loads(run_lls("verify", name, "--runs-dir", root, "--json", env=env)[1])
         assert one == two == cold == warm
-    assert len(list((tmp_path / "c" / "runs").glob("*.pkl"))) == 11 + 20
+    assert len(list((tmp_path / "c" / "runs").glob("*.npz"))) == 11 + 20  # npz + JSON entries: no pickle
     a = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "e1", "--no-cache")
     b = run_lls("export", "faulty", "--runs-dir", root, "--out", tmp_path / "e2", env={"LLS_CACHE_DIR": str(tmp_path / "c")})
     assert a[0] == b[0] == 0
