@@ -96,23 +96,23 @@ def main(argv=None):
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "runs"
-        dry = [timed("sweep", "submit", "study", "--out-dir", out, "--executor", "slurm", "--dry-run")
+        dry = [timed("sweep", "submit", "study", "--runs-dir", out, "--executor", "slurm", "--dry-run")
                for _ in range(a.repeat)]
         t0 = time.perf_counter()
         info = make_sweep(out, a.chunks, a.rows)
         gen = time.perf_counter() - t0
-        cold = timed("sweep", "status", "study", "--out-dir", out)
-        warm = [timed("sweep", "status", "study", "--out-dir", out) for _ in range(a.repeat)]
-        warm_json = [timed("sweep", "status", "study", "--out-dir", out, "--json") for _ in range(a.repeat)]
-        st = json.loads(subprocess.run([lls_bin(), "sweep", "status", "study", "--out-dir", str(out), "--json"],
+        cold = timed("sweep", "status", "study", "--runs-dir", out)
+        warm = [timed("sweep", "status", "study", "--runs-dir", out) for _ in range(a.repeat)]
+        warm_json = [timed("sweep", "status", "study", "--runs-dir", out, "--json") for _ in range(a.repeat)]
+        st = json.loads(subprocess.run([lls_bin(), "sweep", "status", "study", "--runs-dir", str(out), "--json"],
                                        capture_output=True, text=True).stdout)
         # a new chunk in every running run (what happens between two --watch refreshes)
         for rid, r in st["runs"].items():
             if r["state"] == "running":
                 src = sorted((out / "study" / rid / "metrics").glob("chunk-*.parquet"))[-1]
                 shutil.copy(src, src.with_name("chunk-999999.parquet"))
-        incr = timed("sweep", "status", "study", "--out-dir", out)
-        dry_run_again = timed("sweep", "submit", "study", "--out-dir", out, "--executor", "slurm", "--dry-run")
+        incr = timed("sweep", "status", "study", "--runs-dir", out)
+        dry_run_again = timed("sweep", "submit", "study", "--runs-dir", out, "--executor", "slurm", "--dry-run")
     assert st["counts"]["completed"] == 180 and st["counts"]["running"] == 20, st["counts"]
     res = {
         "submit_dry_run_216_s": statistics.median(dry), "submit_dry_run_216_max_s": max(dry),

@@ -151,7 +151,7 @@ def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, ou
 
 # %% ../nbs/13_demo.ipynb #c574f88c
 def cmd_demo(args) -> int:
-    "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are."
+    "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are; exit 1 unless every run completed."
     r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
                  progress=sys.stderr.isatty())
     print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
@@ -160,6 +160,10 @@ def cmd_demo(args) -> int:
     print(f"dataset: {r['dataset']}")
     print(f"report:  {r['report']}")
     print(f"runs:    {r['runs']}  ({r['n_runs']} runs, {r['seconds']:.0f} s)")
+    if not r["verify_ok"]:  # a run that failed is a fault, not a demo result: say so and exit non-zero
+        print(f"demo: not every run completed: `lls verify demo --runs-dir {Path(r['runs']).parent}` lists them "
+              "with their reasons; rerunning `lls demo` retrains only those", file=sys.stderr)
+        return 1
     return 0
 
 

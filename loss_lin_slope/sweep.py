@@ -24,17 +24,17 @@ from . import config
 from .config import GRID, VARIANTS, ConfigError, make_config, sweep_grid
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS',
-           'SCHED_ACTIVE', 'STUCK_REASONS', 'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS', 'DIVERGENCE_POLICIES',
-           'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE', 'CUDA_CONTEXT_BYTES', 'write_json_atomic', 'read_json',
-           'Ledger', 'plan_runs', 'merge_grid', 'select_runs', 'read_events', 'wait_for_notebook', 'run_job',
-           'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local', 'check_slurm_value', 'check_slurm_extra',
-           'slurm_parameters', 'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'stuck_reason',
-           'parse_squeue', 'pending_reasons', 'reconcile_run', 'run_checks', 'run_problems', 'sweep_status',
-           'classify_failure', 'plan_adjustment', 'apply_adjustment', 'default_notebook', 'SubmitError', 'submit_sweep',
-           'recover_sweep', 'recommend_workers', 'profile_variant', 'profile_variants', 'aggregate_rate',
-           'profile_concurrency', 'recommend_workers_per_gpu', 'cmd_submit', 'format_status', 'cmd_status',
-           'cmd_recover', 'cmd_profile', 'add_cli']
+__all__ = ['LEDGER', 'JOBS', 'STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'KERNEL_START_TRIES', 'SLURM_STRING_OPTIONS',
+           'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS', 'HOST_OOM_REASON', 'NAN_ALLOWED', 'FAILURE_KINDS',
+           'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'DEFAULT_RESOURCES', 'RECOVERABLE', 'CUDA_CONTEXT_BYTES',
+           'write_json_atomic', 'read_json', 'Ledger', 'plan_runs', 'merge_grid', 'select_runs', 'read_events',
+           'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local',
+           'check_slurm_value', 'check_slurm_extra', 'slurm_parameters', 'sbatch_preview', 'submit_slurm',
+           'parse_sacct', 'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'reconcile_run',
+           'run_checks', 'run_problems', 'sweep_status', 'classify_failure', 'plan_adjustment', 'apply_adjustment',
+           'default_notebook', 'SubmitError', 'submit_sweep', 'recover_sweep', 'recommend_workers', 'profile_variant',
+           'profile_variants', 'aggregate_rate', 'profile_concurrency', 'recommend_workers_per_gpu', 'cmd_submit',
+           'format_status', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_cli']
 
 # %% ../nbs/09_sweep.ipynb #69403980
 LEDGER = "sweep.json"
@@ -269,8 +269,14 @@ def _without_env(*names: str):
         os.environ.update(saved)
 
 
+KERNEL_START_TRIES = 3  # a kernel that dies before its first reply is started again (see below), at most this often
+
+
 def run_job(spec: dict) -> dict:
-    "Execute the train notebook for one run (the body of every job, SLURM or local)."
+    """Execute the train notebook for one run (the body of every job, SLURM or local). A kernel that dies at start
+    (jupyter_client picks its ports before the kernel binds them, so a concurrent process can take one: "Address
+    already in use", then "Kernel died before replying to kernel_info") is started again, at most
+    `KERNEL_START_TRIES` times, with a `kernel_start_retry` event in the job record; no cell had run."""
     import papermill as pm
 
     run_dir = Path(spec["run_dir"])
@@ -280,10 +286,18 @@ def run_job(spec: dict) -> dict:
     _record_event(spec, "start", executor=spec.get("executor"), resume_from=str(ckpt) if params.get("resume") and
                  ckpt.exists() else None, **_job_env())
     try:
-        with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
-            pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params, cwd=spec.get("cwd"),
-                                kernel_name=_kernel_name(spec["notebook"]), progress_bar=False, stdout_file=sys.stdout,
-                                stderr_file=sys.stderr)
+        for start in range(KERNEL_START_TRIES):
+            try:
+                with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
+                    pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params,
+                                        cwd=spec.get("cwd"), kernel_name=_kernel_name(spec["notebook"]),
+                                        progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                break
+            except RuntimeError as e:  # the kernel died before running a cell: nothing of the run was touched
+                if "Kernel died before replying to kernel_info" not in str(e) or start + 1 == KERNEL_START_TRIES:
+                    raise
+                _record_event(spec, "kernel_start_retry", error=f"{type(e).__name__}: {e}"[-500:])
+                time.sleep(1.0 + start)
     except BaseException as e:
         if not _REQUEUING.is_set():
             status = (read_json(run_dir / "summary.json", {}) or {}).get("status")

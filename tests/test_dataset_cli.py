@@ -153,7 +153,7 @@ def test_sweep_recover_plans_on_a_synthetic_sweep(sweeps):
     "The synthetic ledger is what `lls sweep submit` writes (params, resources): recover classifies and plans."
     root, faulty, _ = sweeps
     before = (faulty.path / "sweep.json").read_text()
-    code, out, err = run_lls("sweep", "recover", "faulty", "--out-dir", root, "--dry-run", "--json")
+    code, out, err = run_lls("sweep", "recover", "faulty", "--runs-dir", root, "--dry-run", "--json")
     assert code == 0, err
     rows = {r["run_id"]: (r["state"], r["kind"], r["action"]) for r in json.loads(out)["rows"]}
     assert rows == {faulty.with_fault("failed")[0]: ("failed", "oom", "resubmit"),
@@ -225,7 +225,7 @@ def test_sweep_status_shows_what_verify_finds(sweeps, tmp_path):
     chunks = sorted((sw / a / "metrics").glob("chunk-*.parquet"))
     chunks[-1].write_bytes(chunks[-1].read_bytes()[:100])  # truncated
     (sw / b / "config.yaml").write_text("- not: [a config")
-    code, out, err = run_lls("sweep", "status", "st", "--out-dir", tmp_path, "--json", "--no-scheduler")
+    code, out, err = run_lls("sweep", "status", "st", "--runs-dir", tmp_path, "--json", "--no-scheduler")
     assert code == 0, err
     st = json.loads(out)
     assert any(p.startswith("unreadable: chunk-") for p in st["checks"][a]), st["checks"].get(a)
@@ -239,5 +239,5 @@ def test_sweep_status_shows_what_verify_finds(sweeps, tmp_path):
     m = os.stat(chunk_c.parent)
     chunk_c.write_bytes(chunk_c.read_bytes()[:-9])
     os.utime(chunk_c.parent, ns=(m.st_atime_ns, m.st_mtime_ns))
-    st = json.loads(run_lls("sweep", "status", "st", "--out-dir", tmp_path, "--json", "--no-scheduler")[1])
+    st = json.loads(run_lls("sweep", "status", "st", "--runs-dir", tmp_path, "--json", "--no-scheduler")[1])
     assert c in st["checks"] and st["runs"][c]["check"] == "corrupt", st["checks"].get(c)

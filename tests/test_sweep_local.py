@@ -23,7 +23,7 @@ def test_local_pool_two_workers_four_runs(tmp_path):
     "2 workers on a CPU machine run a 4-run sweep: never more than 2 at once, highest priority first, all complete."
     assert TRAIN_NB.exists(), "nbs/train.ipynb (issue 6) is missing"
     out = tmp_path / "runs"
-    args = ["sweep", "submit", "loc", "--out-dir", out, "--variants", "base", "--lrs", "0.05,0.1", "--wds", "0.0001",
+    args = ["sweep", "submit", "loc", "--runs-dir", out, "--variants", "base", "--lrs", "0.05,0.1", "--wds", "0.0001",
             "--seeds", "0,1", "--epochs", "1", *TINY, "--executor", "local", "--workers-per-gpu", "2", "--gpus", "none",
             "--notebook", TRAIN_NB]
     t0 = time.time()
@@ -86,7 +86,7 @@ def test_local_pool_pins_gpus_and_concurrent_submits_run_each_once(tmp_path):
     "`--gpus 0,1` pins one job per GPU; two `submit`s of the same sweep at once execute each run exactly once."
     nb = stand_in(tmp_path / "stand_in.ipynb", seconds=1.0)
     out = tmp_path / "runs"
-    args = ["sweep", "submit", "pin", "--out-dir", out, "--variants", "base,adamw", "--lrs", "0.1", "--wds", "0.0001",
+    args = ["sweep", "submit", "pin", "--runs-dir", out, "--variants", "base,adamw", "--lrs", "0.1", "--wds", "0.0001",
             "--seeds", "0,1", "--executor", "local", "--gpus", "0,1", "--workers-per-gpu", "1", "--notebook", nb,
             "--json", "--no-progress"]
     procs = [lls_popen(*args), lls_popen(*args)]
@@ -109,7 +109,7 @@ def test_local_pool_ctrl_c_stops_jobs_and_requeues_unstarted(tmp_path):
     "Ctrl-C: the running job is stopped (not left 'running'), runs that never started go back to pending."
     nb = stand_in(tmp_path / "slow.ipynb", seconds=60.0)
     out = tmp_path / "runs"
-    p = lls_popen("sweep", "submit", "cc", "--out-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+    p = lls_popen("sweep", "submit", "cc", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
                   "--seeds", "0,1,2", "--executor", "local", "--gpus", "none", "--workers-per-gpu", "1",
                   "--notebook", nb, "--no-progress")
     try:
@@ -132,7 +132,7 @@ def test_local_pool_ctrl_c_stops_jobs_and_requeues_unstarted(tmp_path):
 
 def test_slurm_dry_run_shows_account_qos_exclude(tmp_path):
     "`submit --executor slurm --dry-run` (no cluster needed) prints the sbatch script with --account, --qos, --exclude."
-    p = lls("sweep", "submit", "acct", "--out-dir", tmp_path / "runs", "--variants", "base", "--lrs", "0.1", "--wds",
+    p = lls("sweep", "submit", "acct", "--runs-dir", tmp_path / "runs", "--variants", "base", "--lrs", "0.1", "--wds",
             "0.0001", "--seeds", "0,1", "--executor", "slurm", "--mem", "8", "--account", "proj42", "--qos", "high",
             "--exclude", "gpu[07-08]", "--dry-run")
     for line in ("#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --exclude='gpu[07-08]'",
@@ -153,7 +153,7 @@ def test_local_pool_stops_on_signal_even_when_sigint_was_ignored(tmp_path, sig):
     nb = stand_in(tmp_path / "slow.ipynb", seconds=60.0)
     out = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k != "IN_TEST"}
-    p = subprocess.Popen([lls_bin(), "sweep", "submit", "ig", "--out-dir", str(out), "--variants", "base", "--lrs",
+    p = subprocess.Popen([lls_bin(), "sweep", "submit", "ig", "--runs-dir", str(out), "--variants", "base", "--lrs",
                           "0.1", "--wds", "0.0001", "--seeds", "0,1,2", "--executor", "local", "--gpus", "none",
                           "--workers-per-gpu", "1", "--notebook", str(nb), "--no-progress"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

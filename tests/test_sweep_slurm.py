@@ -69,11 +69,11 @@ def sweeps(tmp_path_factory):
     t0 = time.time()
     ctx = {"out": out, "t0": time.time(), "log": []}
     # 1. the USR2 run first (it starts at once), then the OOM run, then the mini sweep twice, concurrently
-    lls("sweep", "submit", "usr2", "--out-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+    lls("sweep", "submit", "usr2", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
         "--seeds", "0", "--epochs", "3", *TINY, *SLURM)
-    lls("sweep", "submit", "oom", "--out-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+    lls("sweep", "submit", "oom", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
         "--seeds", "0", "--epochs", "1", *TINY, *SLURM, "--mem", "0.5")
-    procs = [lls_popen("sweep", "submit", "mini", "--out-dir", out, *MINI, *TINY, *SLURM, "--json") for _ in range(2)]
+    procs = [lls_popen("sweep", "submit", "mini", "--runs-dir", out, *MINI, *TINY, *SLURM, "--json") for _ in range(2)]
     ctx["mini_submits"] = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
     ctx["submitted_s"] = time.time() - t0
     usr2_rid = next(iter(ledger(out, "usr2")["runs"]))
@@ -158,11 +158,11 @@ def test_host_oom_is_classified_and_recovered_with_more_memory(sweeps):
     rid = next(iter(ledger(out, "oom")["runs"]))
     st = wait_until(lambda: (s := status(out, "oom"))["counts"]["failed"] == 1 and s, 300, "the OOM run to fail")
     assert st["runs"][rid]["state"] == "failed"
-    plan = json.loads(lls("sweep", "recover", "oom", "--out-dir", out, "--dry-run", "--json").stdout)
+    plan = json.loads(lls("sweep", "recover", "oom", "--runs-dir", out, "--dry-run", "--json").stdout)
     (row,) = plan["rows"]
     assert row["kind"] == "host_oom" and row["action"] == "resubmit", row
     assert row["note"].startswith("host RAM: --mem 0.5 GB → 1 GB") and "batch 32 kept" in row["note"], row
-    p = lls("sweep", "recover", "oom", "--out-dir", out, "--mem", "3")
+    p = lls("sweep", "recover", "oom", "--runs-dir", out, "--mem", "3")
     assert "resubmitted 1" in p.stdout, p.stdout
     wait_until(lambda: status(out, "oom")["counts"]["completed"] == 1, 420, "the recovered OOM run to complete")
     e = ledger(out, "oom")["runs"][rid]
@@ -193,10 +193,10 @@ def test_killed_runs_show_failed_and_recover_completes_them(sweeps):
     assert "CANCELLED" in (st["runs"][cancel]["reason"] or "") + str(st["runs"][cancel]["scheduler_state"])
     acct = sacct([sweeps["cancel_job"], sweeps["kill_job"]])
     assert acct[sweeps["cancel_job"]] == "CANCELLED" and acct[sweeps["kill_job"]] == "FAILED", acct
-    plan = json.loads(lls("sweep", "recover", "mini", "--out-dir", out, "--dry-run", "--json").stdout)
+    plan = json.loads(lls("sweep", "recover", "mini", "--runs-dir", out, "--dry-run", "--json").stdout)
     assert {r["run_id"] for r in plan["rows"]} == {cancel, kill}, plan
     assert {r["kind"] for r in plan["rows"]} == {"other"} and {r["action"] for r in plan["rows"]} == {"resubmit"}
-    p = lls("sweep", "recover", "mini", "--out-dir", out)
+    p = lls("sweep", "recover", "mini", "--runs-dir", out)
     assert "resubmitted 2" in p.stdout, p.stdout
     runs = ledger(out, "mini")["runs"]
     assert runs[cancel]["attempts"] == runs[kill]["attempts"] == 2
@@ -232,7 +232,7 @@ def test_mini_sweep_completes_and_status_agrees_with_sacct(sweeps):
 def test_resubmitting_submits_nothing(sweeps):
     out = sweeps["out"]
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
-    r = json.loads(lls("sweep", "submit", "mini", "--out-dir", out, *MINI, *TINY, *SLURM, "--json").stdout)
+    r = json.loads(lls("sweep", "submit", "mini", "--runs-dir", out, *MINI, *TINY, *SLURM, "--json").stdout)
     assert r["submit"] == [] and set(r["skipped"].values()) == {"completed"} and len(r["skipped"]) == 8
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
     print(f"\nslurm sweep tests: {time.time() - sweeps['t0']:.0f} s from the first submission")
