@@ -141,7 +141,7 @@ def test_report(sweeps, tmp_path):
     assert code == 0, err
     assert len(out.strip().splitlines()) == 1 and out.startswith("GO (clean) || H1 ")
     html = (tmp_path / "r1" / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<script" not in html and "http://" not in html
+    assert html.count("data:image/png;base64,") == 5 and "<script" not in html and "http://" not in html
     code, out, err = run_lls("report", "faulty", "--runs-dir", root, "--out", tmp_path / "r2", "--n-boot", "200")
     assert code == 0 and len(out.strip().splitlines()) == 1 and out.startswith("NO-GO (faulty): frequencies:")
     rep = json.loads((tmp_path / "r2" / "report.json").read_text())
