@@ -933,17 +933,22 @@ def schedule_lr(steps, base_lr: float, warmup_steps: int, total_steps: int, eta_
     return np.where(i < W, warm, cos)
 
 
+def _ffill_lr(lrs) -> np.ndarray:
+    "Per-step learning rates with non-finite entries replaced by the last finite one (the first finite one before it)."
+    lr = _as_1d(lrs).copy()
+    fin = np.isfinite(lr)
+    if not fin.any():
+        return np.full(lr.size, NAN)
+    idx = np.where(fin, np.arange(lr.size), 0)
+    np.maximum.accumulate(idx, out=idx)
+    return np.where(fin[idx], lr[idx], lr[np.argmax(fin)])
+
+
 def cumulative_lr(lrs=None, steps=None, *, base_lr: float | None = None, warmup_steps: int = 0,
                   total_steps: int | None = None, eta_min: float = 0.0, start_factor: float = 0.0) -> np.ndarray:
     "Cumulative learning rate S1 at each step: from logged per-step `lrs` (preferred) or from the schedule description."
     if lrs is not None:
-        lr = _as_1d(lrs).copy()
-        fin = np.isfinite(lr)
-        if not fin.any():
-            return np.full(lr.size, NAN)
-        idx = np.where(fin, np.arange(lr.size), 0)
-        np.maximum.accumulate(idx, out=idx)
-        lr = np.where(fin[idx], lr[idx], lr[np.argmax(fin)])
+        lr = _ffill_lr(lrs)  # all NaN stays all NaN
         if steps is None:
             return np.cumsum(lr)
         s = _as_1d(steps)
@@ -962,17 +967,6 @@ def cumulative_lr(lrs=None, steps=None, *, base_lr: float | None = None, warmup_
     return out
 
 # %% ../nbs/01_slopes.ipynb #69797e8a
-def _ffill_lr(lrs) -> np.ndarray:
-    "Per-step learning rates with non-finite entries replaced by the last finite one (the first finite one before it)."
-    lr = _as_1d(lrs).copy()
-    fin = np.isfinite(lr)
-    if not fin.any():
-        return np.full(lr.size, NAN)
-    idx = np.where(fin, np.arange(lr.size), 0)
-    np.maximum.accumulate(idx, out=idx)
-    return np.where(fin[idx], lr[idx], lr[np.argmax(fin)])
-
-
 def annealing_areas(lrs, decay: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
     """(S1, S2) of Tissue et al. 2024 at each logged step, from the per-step learning rates η_1, η_2, …: the loss of
     step s is computed before update s, so both sums run over the updates before it. S1_s = Σ_{i<s} η_i (forward

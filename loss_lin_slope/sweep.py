@@ -615,9 +615,14 @@ def parse_sacct(text: str) -> dict[str, dict]:
     return jobs
 
 
+def _array_ids(job_ids) -> list[str]:
+    "The Slurm array ids (`123` of `123_4`) among `job_ids`, sorted; local or empty ids are left out."
+    return sorted({str(j).split("_")[0] for j in job_ids if j and str(j)[:1].isdigit()})
+
+
 def sacct_states(job_ids) -> dict[str, dict]:
     "The scheduler's records for these job ids (one `sacct` call; {} when sacct is missing or fails)."
-    arrays = sorted({str(j).split("_")[0] for j in job_ids if j and str(j)[:1].isdigit()})
+    arrays = _array_ids(job_ids)
     if not arrays:
         return {}
     cmd = ["sacct", "-P", "-n", "-o", SACCT_FIELDS, "-j", ",".join(arrays)]
@@ -677,7 +682,7 @@ def parse_squeue(text: str) -> dict[str, dict]:
 
 def pending_reasons(job_ids) -> dict[str, dict]:
     "The scheduler's live view of these jobs (`squeue`: state and pending reason); {} when squeue is missing or fails."
-    arrays = sorted({str(j).split("_")[0] for j in job_ids if j and str(j)[:1].isdigit()})
+    arrays = _array_ids(job_ids)
     if not arrays:
         return {}
     try:
