@@ -189,7 +189,7 @@ def add_cli(sub):
 
     from loss_lin_slope.cli import _variants
 
-    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈10 min on 2 CPUs)",
+    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈17 min on 2 CPUs)",
                        description="Run the whole study in miniature with the local executor: all four variants, "
                                    "lr {0.05, 0.2} × wd 1e-3 × N seeds, tiny ResNet-18 on synthetic data; then "
                                    "verify, export the dataset and write the HTML report. Rerunning reuses "
