@@ -1,5 +1,5 @@
 """The package as a user gets it: build the sdist and the wheel (from the sdist, as `python -m build` does), check the
-wheel's metadata (only run-time requirements; nbdev, fastcore, execnb, statsmodels and tensorboard only under
+wheel's metadata (only run-time requirements, fastcore among them for `@patch`; nbdev, execnb, statsmodels and tensorboard only under
 extras) and its job notebooks, install it into a fresh virtual environment under a temporary directory (no
 `--system-site-packages`, no PYTHONPATH: nothing of this checkout is importable) and run `lls demo --seeds 1
 --epochs 1` from an empty directory outside the checkout.
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV_ONLY = ("nbdev", "fastcore", "execnb", "statsmodels", "tensorboard")
+DEV_ONLY = ("nbdev", "execnb", "statsmodels", "tensorboard")
 HEAVY = re.compile(r"(torch|torchvision|triton|nvidia-.*|cuda-.*)")
 
 
