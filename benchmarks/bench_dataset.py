@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from loss_lin_slope.dataset import make_synthetic_sweep
+from loss_lin_slope.testing import make_synthetic_sweep
 
 TARGET_S, TARGET_GB = 30.0, 4.0
 

@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loss_lin_slope.sweep import Ledger, merge_grid, plan_runs, write_json_atomic
+from loss_lin_slope.files import write_json
+from loss_lin_slope.ledger import Ledger, merge_grid, plan_runs
 
 SCHEMA = pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()), ("value", pa.float64()),
                     ("time", pa.float64())])
@@ -81,7 +82,7 @@ def make_sweep(out: Path, chunks: int, rows: int, steps_per_epoch: int = 391) ->
                               "time": np.full(per * len(BATCH), time.time())}, schema=SCHEMA)
                 pq.write_table(t, rd / "metrics" / f"chunk-{c:06d}.parquet")
                 n_files += 1
-            write_json_atomic(rd / "summary.json", {
+            write_json(rd / "summary.json", {
                 "status": kind, "run_id": rid, "variant": e["variant"], "wall_time_s": 1800.0 + rng.normal(0, 60),
                 "epochs_completed": step / steps_per_epoch, "knee_epoch": 3.0, "steps_completed": int(step)})
     return {"runs": len(runs), "run_dirs": 210, "chunk_files": n_files, "rows": n_files * per * len(BATCH)}

@@ -169,7 +169,7 @@ DEFAULT_RESOURCES = {"time_min": 120, "mem_gb": 16, "cpus_per_task": 4, "gpus_pe
 
 # %% ../nbs/11_ledger.ipynb #69dfc7dd
 def read_ledger(sweep_dir) -> dict | None:
-    "The sweep ledger `sweep.json` normalised to {'grid': …, 'runs': {run_id: entry}}, or None when absent."
+    "The sweep ledger `sweep.json` ({'grid': …, 'runs': {run_id: entry}}), or None when absent; ValueError if malformed."
     p = Path(sweep_dir) / "sweep.json"
     if not p.exists():
         return None
@@ -178,8 +178,6 @@ def read_ledger(sweep_dir) -> dict | None:
     except ValueError as e:
         raise ValueError(f"{p} is not valid JSON: {e}") from None
     runs = d.get("runs") if isinstance(d, dict) else None
-    if isinstance(runs, list):  # tolerate a list of entries with a run_id
-        runs = {r["run_id"]: r for r in runs if isinstance(r, dict) and "run_id" in r}
     if not isinstance(runs, dict):
         raise ValueError(f"{p} has no 'runs' mapping of run_id -> parameters")
     return {**d, "runs": runs}
