@@ -19,10 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 import loss_lin_slope
 
-ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 _DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)", re.MULTILINE)
 _NOT_EXAMPLE = {"export", "exports", "exporti", "hide"}

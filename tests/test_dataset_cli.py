@@ -11,11 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from helpers import lls
 
 from loss_lin_slope.dataset import ISSUE_KINDS, RESULT_COLUMNS, dataset_schemas, make_synthetic_sweep
 
-LLS = [str(Path(sys.executable).with_name("lls")) if Path(sys.executable).with_name("lls").exists()
-       else shutil.which("lls") or "lls"]  # the venv's console script
 KW = dict(epochs=16, steps_per_epoch=40, curvature_every_n_steps=100)
 FAULTS = {"missing": [1], "nan": [2], "duplicate": [3], "truncated": [4], "frequency": [5], "failed": [6],
           "diverged": [7], "interrupted": [8], "adjusted": [9]}
@@ -28,9 +27,9 @@ EXPECT = {"missing": ("missing", []), "nan": ("corrupt", ["nan"]), "duplicate": 
 CACHE = {}
 
 
-def run_lls(*args, cwd=None, env=None):
-    p = subprocess.run(LLS + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
-                       env={**os.environ, **CACHE, **(env or {})}, timeout=300)
+def run_lls(*args, env=None):
+    "(exit code, stdout, stderr) of `lls ARGS…` with this module's `$LLS_CACHE_DIR`, unless `env` sets another."
+    p = lls(*args, env={**CACHE, **(env or {})}, timeout=300)
     return p.returncode, p.stdout, p.stderr
 
 

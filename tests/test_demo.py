@@ -1,28 +1,17 @@
 """`lls demo`, the README's main command, end to end at a reduced size (1 seed, 2 epochs: 8 real papermill runs of
 the four variants on the local executor, then verify → export → report), and a rerun that reuses the finished runs.
 The full-size demo (2 seeds, 16 epochs) takes about 8 minutes on 2 cores; it is timed by hand, not in CI."""
-import os
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import yaml
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def lls(*args, timeout=900):
-    exe = Path(sys.executable).with_name("lls")
-    cmd = [str(exe) if exe.exists() else "lls", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=timeout)
+from helpers import ENV
 
 
-def test_demo_end_to_end_then_rerun_reuses_runs(tmp_path):
+def test_demo_end_to_end_then_rerun_reuses_runs(tmp_path, lls):
     out = tmp_path / "demo"
-    p = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2")
+    p = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2", env=ENV)
     text = p.stdout + p.stderr
     assert p.returncode == 0, text[-3000:]
     assert "verify: demo: 8 expected runs: 8 complete" in p.stdout, text[-3000:]
@@ -46,7 +35,7 @@ def test_demo_end_to_end_then_rerun_reuses_runs(tmp_path):
     assert widths["narrow"] == widths["base"] / 2, widths  # narrow stays half of base at the demo's width
 
     t0 = time.time()
-    again = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2")
+    again = lls("demo", "--out", str(out), "--seeds", "1", "--epochs", "2", env=ENV)
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert "reused 8 runs" in again.stdout and f"verdict: {verdict.group(1)}" in again.stdout, again.stdout
     assert time.time() - t0 < 120  # no training: verify, export and report only

@@ -31,8 +31,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, console_script
 
-ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 BIN = Path(sys.executable).parent
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -41,12 +41,6 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not in
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 WIDTH = 1280
-
-
-def _tool(name: str) -> str:
-    "A console script of this venv (nbdev_proc_nbs, jupyter), else the one on PATH."
-    p = BIN / name
-    return str(p) if p.exists() else (shutil.which(name) or name)
 
 
 def front_matter_title(nb_path: Path) -> str:
@@ -93,7 +87,7 @@ def build_site(d: Path, nbs: Path = NBS) -> dict:
         (stub / "quarto").write_text('#!/bin/sh\necho "quarto is not installed (test stub)" >&2\nexit 1\n')
         (stub / "quarto").chmod(0o755)
         env["PATH"] = f"{stub}{os.pathsep}{env['PATH']}"
-    r = subprocess.run([_tool("nbdev_proc_nbs"), "--n_workers", "2"], cwd=d, env=env, capture_output=True,
+    r = subprocess.run([console_script("nbdev_proc_nbs"), "--n_workers", "2"], cwd=d, env=env, capture_output=True,
                        text=True, timeout=600)
     proc_log = r.stdout + r.stderr
     assert r.returncode == 0, f"nbdev_proc_nbs exited {r.returncode}:\n{proc_log[-6000:]}"
@@ -101,7 +95,7 @@ def build_site(d: Path, nbs: Path = NBS) -> dict:
     out = d / "html"
     nbs = sorted(proc.glob("*.ipynb"))
     env = {**ENV, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), ENV.get("PYTHONPATH", "")])}
-    r = subprocess.run([_tool("jupyter"), "nbconvert", "--to", "html", "--output-dir", str(out),
+    r = subprocess.run([console_script("jupyter"), "nbconvert", "--to", "html", "--output-dir", str(out),
                         "--HTMLExporter.preprocessors=test_docs.front_matter_title_block", *map(str, nbs)],
                        cwd=d, env=env, capture_output=True, text=True, timeout=600)
     return {"dir": d, "proc": proc, "html": out, "proc_log": proc_log, "nbconvert": r}

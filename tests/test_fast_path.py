@@ -1,4 +1,4 @@
-"""The fast path on a CPU (issue 18): a papermill job with every fast-path option set (bf16-mixed autocast,
+"""The fast path on a CPU: a papermill job with every fast-path option set (bf16-mixed autocast,
 channels_last, cuDNN benchmark — a no-op without CUDA — and torch.compile) records every metric at its frequency and,
 killed with SIGKILL mid-run, resumes to exactly the uninterrupted run's numbers; the compiled step agrees with the
 eager one while `.model` stays the plain module the monitors differentiate twice; `profile_concurrency` times
@@ -9,17 +9,13 @@ generation: ~10 s per process on a CPU) and with `inductor` (C++ code generation
 the test marked `slow`. Runs are tiny (width 0.125, 256 synthetic images, batch 32 -> 8 steps per epoch, 2 epochs)."""
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psutil
 import pytest
+from helpers import finish, kernel_of, kill_tree, start, steps_done, values
 
 from loss_lin_slope import run
 from loss_lin_slope.callbacks import CurvatureMonitor, expected_counts
@@ -27,7 +23,6 @@ from loss_lin_slope.config import METRICS, ExperimentConfig, make_config
 from loss_lin_slope.module import MemorySink, train
 from loss_lin_slope.sweep import profile_concurrency
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = {"trainer.precision": "bf16-mixed", "model.channels_last": True, "trainer.cudnn_benchmark": True,
         "model.compile": True, "model.compile_backend": "aot_eager"}
 OVERRIDES = {"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs": 1, "monitors.curvature_max_iter": 4,
@@ -35,58 +30,8 @@ OVERRIDES = {"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs
              "monitors.flush_every_n_steps": 1, "data.eval_batch_size": 64, **FAST}
 TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 256, "n_val": 64, "sweep": "fast",
         "overrides": json.dumps(OVERRIDES)}
-ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 TINY_CFG = dict(width_mult=0.125, n_train=128, n_val=64, batch_size=32, epochs=1, accelerator="cpu", lr=0.002,
                 val_check_interval=1.0)
-
-
-def start(tmp: Path, tag: str, **params) -> subprocess.Popen:
-    "papermill nbs/train.ipynb from the repository root; stdout+stderr go to tmp/<tag>.log."
-    exe = Path(sys.executable).with_name("papermill")
-    cmd = [str(exe) if exe.exists() else "papermill", "nbs/train.ipynb", str(tmp / f"{tag}.ipynb"), "--no-progress-bar"]
-    for k, v in params.items():
-        cmd += ["-p", k, str(v)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=open(tmp / f"{tag}.log", "w"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **ENV}, start_new_session=True)
-
-
-def kill_tree(pid: int, sig) -> None:
-    try:
-        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-
-
-def finish(p: subprocess.Popen, timeout: float = 400) -> int:
-    try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(p.pid, signal.SIGKILL)
-        raise
-
-
-def kernel_of(p: subprocess.Popen) -> psutil.Process:
-    kids = [c for c in psutil.Process(p.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
-    assert kids, "no kernel process found"
-    return kids[0]
-
-
-def steps_done(rd: Path) -> int:
-    try:
-        s = run.read_summary(rd) or {}
-    except json.JSONDecodeError:
-        return 0
-    return int(s.get("steps_completed") or 0) if (rd / "checkpoints" / "last.ckpt").exists() else 0
-
-
-def values(rd: Path) -> pd.DataFrame:
-    df = run.read_metrics(rd)
-    return df.drop(columns="time").set_index(["metric", "step"]).sort_index()
 
 
 def test_fast_path_job_records_every_metric_and_resumes_exactly_after_kill9(tmp_path):
@@ -110,8 +55,8 @@ def test_fast_path_job_records_every_metric_and_resumes_exactly_after_kill9(tmp_
     ck = run.checkpoint_step(rd / "checkpoints" / "last.ckpt")
     assert 5 <= ck < 16 and run.read_metrics(rd).step.max() > ck
     p = start(tmp_path, "a2", out_dir=out, name="fast", **TINY)
-    assert finish(p) == 0, (tmp_path / "a2.log").read_text()[-3000:]
-    assert finish(ref) == 0, (tmp_path / "ref.log").read_text()[-3000:]
+    assert finish(p, 400) == 0, (tmp_path / "a2.log").read_text()[-3000:]
+    assert finish(ref, 400) == 0, (tmp_path / "ref.log").read_text()[-3000:]
 
     s = run.read_summary(rd)
     assert s["status"] == "completed" and s["steps_completed"] == 16 and s["retries"] == 1, s

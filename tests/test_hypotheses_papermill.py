@@ -6,10 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from loss_lin_slope.dataset import make_synthetic_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 NB = ROOT / "nbs" / "validate_metrics.ipynb"
 
 

@@ -4,19 +4,15 @@ that hold every per-batch training loss of the Parquet store (read back with Ten
 `logger` fails before any work, naming it. Runs are tiny (width 0.125, 128 synthetic images, batch 32: 4 steps per
 epoch, 2 epochs, monitors off)."""
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from helpers import ENV, ROOT, papermill_cmd, user_env
 
 from loss_lin_slope import run
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-ENV.pop("IN_TEST", None)
 OV = {"monitors.curvature": False, "monitors.noise": False, "monitors.flush_every_n_steps": 3,
       "data.eval_batch_size": 64}
 TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 128, "n_val": 64, "sweep": "live",
@@ -24,11 +20,8 @@ TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 128, "n_v
 
 
 def _papermill(tmp: Path, **params) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("papermill")
-    cmd = [str(exe) if exe.exists() else "papermill", "nbs/train.ipynb", str(tmp / "out.ipynb"), "--no-progress-bar"]
-    for k, v in params.items():
-        cmd += ["-p", k, str(v)]
-    return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    return subprocess.run(papermill_cmd(tmp / "out.ipynb", **params), cwd=ROOT, env=user_env(ENV), capture_output=True,
+                          text=True, timeout=600)
 
 
 def _stored_losses(run_dir: Path) -> pd.Series:

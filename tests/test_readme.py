@@ -1,12 +1,9 @@
 """README.md reads as an nbdev README: generated from nbs/index.ipynb, every code fence with a language, no
 directives or magics, its figures committed beside it, its commands written for the repository root."""
 import re
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from make_readme import render  # noqa: E402
+from helpers import ROOT
+from make_readme import render
 
 
 def test_readme_is_generated_and_clean(tmp_path):

@@ -18,102 +18,39 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+from helpers import (
+    ENV,
+    ROOT,
+    console_script,
+    finish,
+    kernel_of,
+    kill_tree,
+    lls,
+    papermill_cmd,
+    start,
+    steps_done,
+    summary_of,
+    values,
+    wait_until,
+)
 
 from loss_lin_slope import run
 from loss_lin_slope.callbacks import expected_counts
 from loss_lin_slope.config import METRICS, ExperimentConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = {"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs": 1, "monitors.curvature_max_iter": 4,
              "monitors.trace_matvecs": 3, "monitors.noise_batches": 2, "monitors.early_window": [0.5, 1.0],
              "monitors.flush_every_n_steps": 3, "data.eval_batch_size": 64}
 TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 256, "n_val": 64, "sweep": "t",
         "overrides": json.dumps(OVERRIDES)}
-ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def papermill_cmd(out_nb: Path, **params) -> list[str]:
-    exe = Path(sys.executable).with_name("papermill")
-    cmd = [str(exe) if exe.exists() else "papermill", "nbs/train.ipynb", str(out_nb), "--no-progress-bar"]
-    for k, v in params.items():
-        cmd += ["-p", k, str(v)]
-    return cmd
-
-
-def start(tmp: Path, tag: str, **params) -> subprocess.Popen:
-    "Start papermill from the repository root; stdout+stderr go to tmp/<tag>.log."
-    out = tmp / f"{tag}.ipynb"
-    logf = open(tmp / f"{tag}.log", "w")
-    return subprocess.Popen(papermill_cmd(out, **params), cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
-                            env={**os.environ, **ENV}, start_new_session=True)
-
-
-def finish(p: subprocess.Popen, timeout: float = 240) -> int:
-    try:
-        return p.wait(timeout)
-    except subprocess.TimeoutExpired:
-        kill_tree(p.pid, signal.SIGKILL)
-        raise
 
 
 def log_text(tmp: Path, tag: str) -> str:
     return (tmp / f"{tag}.log").read_text()
 
 
-def kill_tree(pid: int, sig) -> list[int]:
-    "Send `sig` to `pid` and all its descendants (as SLURM signals every process of a job step); returns the pids."
-    try:
-        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    for p in procs:
-        try:
-            p.send_signal(sig)
-        except psutil.NoSuchProcess:
-            pass
-    return [p.pid for p in procs]
-
-
-def kernel_of(p: subprocess.Popen) -> psutil.Process:
-    kids = [c for c in psutil.Process(p.pid).children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
-    assert kids, "no kernel process found"
-    return kids[0]
-
-
-def wait_for(cond, timeout: float = 180, what: str = "condition", proc: subprocess.Popen | None = None):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        v = cond()
-        if v:
-            return v
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) while waiting for {what}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def summary_of(rd: Path) -> dict:
-    for _ in range(20):
-        try:
-            return run.read_summary(rd) or {}
-        except json.JSONDecodeError:  # cannot happen with atomic writes; retry defensively
-            time.sleep(0.05)
-    return {}
-
-
-def steps_done(rd: Path) -> int:
-    s = summary_of(rd)
-    return int(s.get("steps_completed") or 0) if (rd / "checkpoints" / "last.ckpt").exists() else 0
-
-
 def run_dir_for(out_dir: Path, name: str) -> Path:
     return out_dir / TINY["sweep"] / name
-
-
-def values(rd: Path) -> pd.DataFrame:
-    "The run's metrics without the wall-clock column, indexed by (metric, step)."
-    df = run.read_metrics(rd)
-    return df.drop(columns="time").set_index(["metric", "step"]).sort_index()
 
 
 def assert_once(rd: Path):
@@ -198,8 +135,7 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
 def test_readme_command_with_relative_out_dir(tmp_path):
     "The README's `papermill nbs/train.ipynb out.ipynb -p lr 0.1 …` from another working directory: out_dir defaults to\n"
     "the relative 'runs', so every path the run records (checkpoints, run_dir) must work from a relative root."
-    exe = Path(sys.executable).with_name("papermill")
-    cmd = [str(exe) if exe.exists() else "papermill", str(ROOT / "nbs" / "train.ipynb"), "out.ipynb", "--no-progress-bar",
+    cmd = [console_script("papermill"), str(ROOT / "nbs" / "train.ipynb"), "out.ipynb", "--no-progress-bar",
            "-p", "lr", "0.1", "-p", "epochs", "2", "-p", "width_mult", "0.125", "-p", "n_train", "256", "-p", "n_val", "64",
            "-p", "batch_size", "32", "-p", "overrides", json.dumps(OVERRIDES)]
     p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=240)
@@ -241,7 +177,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
         return done >= 5 and chunks and pd.read_parquet(chunks[-1]).step.max() > done
 
     p = start(tmp_path, "a1", out_dir=out, name="tiny", **params)
-    wait_for(rows_beyond_checkpoint, what="rows stored after the last checkpoint", proc=p)
+    wait_until(rows_beyond_checkpoint, interval=0.1, what="rows stored after the last checkpoint", proc=p)
     kill_tree(kernel_of(p).pid, signal.SIGKILL)  # the training process dies without any cleanup
     assert finish(p, 60) != 0
     s = summary_of(rd)
@@ -249,8 +185,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     ck = run.checkpoint_step(rd / "checkpoints" / "last.ckpt")
     assert run.read_metrics(rd).step.max() > ck, "the kill did not leave rows after the checkpoint"
     # "running" with its lock free is a dead run: verify says so (the one checker; `sweep status` uses it too)
-    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", str(out / TINY["sweep"]), "--no-cache"],
-                       capture_output=True, text=True, env={**os.environ, **ENV})
+    v = lls("verify", out / TINY["sweep"], "--no-cache", env=ENV)
     assert v.returncode == 1 and "dead run" in v.stdout and "interrupted" in v.stdout, v.stdout + v.stderr
     p = start(tmp_path, "a2", out_dir=out, name="tiny", **params)
     assert finish(p) == 0, log_text(tmp_path, "a2")[-3000:]
@@ -274,7 +209,7 @@ def test_signals_checkpoint_mark_interrupted_and_resume_exactly(tmp_path, refere
     rd = run_dir_for(out, "tiny")
     # 1. SIGUSR2 (submitit's timeout warning) to the kernel only: papermill sees the cell fail and exits non-zero
     p = start(tmp_path, "b1", out_dir=out, name="tiny", **TINY)
-    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    wait_until(lambda: steps_done(rd) >= 3, interval=0.1, what="step 3", proc=p)
     os.kill(kernel_of(p).pid, signal.SIGUSR2)
     t0 = time.time()
     rc = finish(p, 120)
@@ -287,8 +222,8 @@ def test_signals_checkpoint_mark_interrupted_and_resume_exactly(tmp_path, refere
     assert run.checkpoint_step(rd / "checkpoints" / "last.ckpt") == step1 < 16
     # 2. rerun resumes; SIGTERM to every process of the job (as SLURM does): papermill dies at once, the kernel saves
     p = start(tmp_path, "b2", out_dir=out, name="tiny", **TINY)
-    wait_for(lambda: summary_of(rd).get("steps_completed", 0) >= step1 + 3 and summary_of(rd).get("status") == "running",
-             what="three more steps", proc=p)
+    wait_until(lambda: summary_of(rd).get("steps_completed", 0) >= step1 + 3 and summary_of(rd).get("status") == "running",
+               interval=0.1, what="three more steps", proc=p)
     kernel = kernel_of(p)
     kill_tree(p.pid, signal.SIGTERM)
     assert finish(p, 60) != 0
@@ -400,7 +335,7 @@ def test_sigint_stops_a_run_even_when_inherited_ignored(tmp_path, how):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "sig")
     p = _start_ignoring_sigint(tmp_path, "i1", how, out_dir=str(out), name="sig", **TINY)
-    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    wait_until(lambda: steps_done(rd) >= 3, interval=0.1, what="step 3", proc=p)
     kill_tree(p.pid, signal.SIGINT)  # every process of the job, as a terminal's Ctrl-C reaches its process group
     rc = finish(p, 120)
     s = summary_of(rd)
@@ -422,7 +357,8 @@ def test_two_starts_of_one_run_one_writer(tmp_path):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "dup")
     ps = [start(tmp_path, f"d{i}", out_dir=out, name="dup", **TINY) for i in range(2)]
-    wait_for(lambda: any(p.poll() is not None for p in ps) or steps_done(rd) >= 2, what="one start to win")
+    wait_until(lambda: any(p.poll() is not None for p in ps) or steps_done(rd) >= 2, interval=0.1,
+               what="one start to win")
     third = start(tmp_path, "d2", out_dir=out, name="dup", **TINY)  # started while the winner trains
     rcs = [finish(p) for p in ps + [third]]
     logs = [log_text(tmp_path, f"d{i}") for i in range(3)]
@@ -448,16 +384,14 @@ LAPTOP = [["-p", "lr", "0.1", "-p", "epochs", "2", "-p", "width_mult", "0.125", 
 def test_readme_laptop_runs_verify_complete(tmp_path):
     "The README's laptop-sized runs, then `lls verify`: complete (psd_tail is NaN on a noise window of < 64 steps:\n"
     "not computable, allowed with its reason in config.NAN_ALLOWED, not a fault)."
-    exe = Path(sys.executable).with_name("papermill")
     for i, params in enumerate(LAPTOP):
-        cmd = [str(exe) if exe.exists() else "papermill", str(ROOT / "nbs" / "train.ipynb"), f"out{i}.ipynb",
-               "--no-progress-bar", *params]
+        cmd = [console_script("papermill"), str(ROOT / "nbs" / "train.ipynb"), f"out{i}.ipynb", "--no-progress-bar",
+               *params]
         p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     assert any(run.read_metrics(rd, metrics=["psd_tail"]).value.isna().any()
                for rd in (tmp_path / "runs" / "default").iterdir())  # the case that used to be called corrupt
-    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", "default", "--runs-dir", "runs",
-                        "--no-cache"], cwd=tmp_path, capture_output=True, text=True, env={**os.environ, **ENV})
+    v = lls("verify", "default", "--runs-dir", "runs", "--no-cache", cwd=tmp_path, env=ENV)
     assert v.returncode == 0 and v.stdout.strip().splitlines()[-1].startswith("OK default: 2 expected runs: 2 complete"), \
         v.stdout + v.stderr
 
@@ -482,15 +416,14 @@ def test_full_disk_leaves_no_tmp_files_and_the_truth(tmp_path, tiny_disk):
     out = tiny_disk / "runs"
     rd = run_dir_for(out, "full")
     p = start(tmp_path, "f1", out_dir=out, name="full", **TINY)  # (papermill's output notebook is outside the tmpfs)
-    wait_for(lambda: steps_done(rd) >= 3, what="step 3", proc=p)
+    wait_until(lambda: steps_done(rd) >= 3, interval=0.1, what="step 3", proc=p)
     filler = tiny_disk / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M", "count=100"], capture_output=True)
     rc = finish(p, 180)
     text = log_text(tmp_path, "f1")
     assert rc != 0 and "No space left on device" in text, text[-3000:]
     assert not [q for q in rd.rglob("*") if q.name.endswith(".tmp")], list(rd.rglob("*"))
-    v = subprocess.run([str(Path(sys.executable).with_name("lls")), "verify", str(out / TINY["sweep"]), "--no-cache"],
-                       capture_output=True, text=True, env={**os.environ, **ENV})
+    v = lls("verify", out / TINY["sweep"], "--no-cache", env=ENV)
     assert v.returncode == 1 and "No space left on device" in v.stdout, v.stdout + v.stderr
     filler.unlink()
     p = start(tmp_path, "f2", out_dir=out, name="full", **TINY)

@@ -6,28 +6,26 @@ second (they test the pool — pinning, the lock, Ctrl-C — not training). The 
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import TRAIN_NB, lls, lls_popen, wait_until
+from sweeplib import TINY, events, intervals, ledger, max_overlap, status
 
 from loss_lin_slope.run import live_chunks
-
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-from sweeplib import TINY, TRAIN_NB, events, intervals, ledger, lls, lls_popen, max_overlap, status, wait_until  # noqa: E402
 
 
 def test_local_pool_two_workers_four_runs(tmp_path):
     "2 workers on a CPU machine run a 4-run sweep: never more than 2 at once, highest priority first, all complete."
-    assert TRAIN_NB.exists(), "nbs/train.ipynb (issue 6) is missing"
+    assert TRAIN_NB.exists(), "nbs/train.ipynb is missing"
     out = tmp_path / "runs"
     args = ["sweep", "submit", "loc", "--runs-dir", out, "--variants", "base", "--lrs", "0.05,0.1", "--wds", "0.0001",
             "--seeds", "0,1", "--epochs", "1", *TINY, "--executor", "local", "--workers-per-gpu", "2", "--gpus", "none",
             "--notebook", TRAIN_NB]
     t0 = time.time()
-    p = lls(*args, timeout=900)
+    p = lls(*args, timeout=900, check=True)
     wall = time.time() - t0
     assert "submitted 4 of 4 runs (local)" in p.stdout and "4 completed" in p.stdout, p.stdout
     assert "4/4" in p.stderr  # the tqdm progress bar
@@ -50,7 +48,7 @@ def test_local_pool_two_workers_four_runs(tmp_path):
     assert prios == sorted(prios, reverse=True) and len(set(prios)) == 4, prios
     print(f"local pool: 4 tiny runs with 2 workers in {wall:.1f} s")
     # resubmitting submits nothing
-    p = lls(*args)
+    p = lls(*args, check=True)
     assert "submitted 0 of 4 runs" in p.stdout and "skipped: 4 completed" in p.stdout, p.stdout
     st = status(out, "loc")
     assert st["counts"]["completed"] == 4 and not st["alerts"], st
@@ -134,7 +132,7 @@ def test_slurm_dry_run_shows_account_qos_exclude(tmp_path):
     "`submit --executor slurm --dry-run` (no cluster needed) prints the sbatch script with --account, --qos, --exclude."
     p = lls("sweep", "submit", "acct", "--runs-dir", tmp_path / "runs", "--variants", "base", "--lrs", "0.1", "--wds",
             "0.0001", "--seeds", "0,1", "--executor", "slurm", "--mem", "8", "--account", "proj42", "--qos", "high",
-            "--exclude", "gpu[07-08]", "--dry-run")
+            "--exclude", "gpu[07-08]", "--dry-run", check=True)
     for line in ("#SBATCH --account=proj42", "#SBATCH --qos=high", "#SBATCH --exclude='gpu[07-08]'",
                  "#SBATCH --mem=8GB", "#SBATCH --array=0-1%"):
         assert line in p.stdout, p.stdout
@@ -146,18 +144,12 @@ def test_slurm_dry_run_shows_account_qos_exclude(tmp_path):
 def test_local_pool_stops_on_signal_even_when_sigint_was_ignored(tmp_path, sig):
     "A pool started from a non-interactive shell inherits SIGINT as ignored: SIGINT (and SIGTERM) must still stop it,\n"
     "stopping and marking the running job and putting the unstarted runs back to pending."
-    import subprocess
-
-    from sweeplib import lls_bin
-
     nb = stand_in(tmp_path / "slow.ipynb", seconds=60.0)
     out = tmp_path / "runs"
-    env = {k: v for k, v in os.environ.items() if k != "IN_TEST"}
-    p = subprocess.Popen([lls_bin(), "sweep", "submit", "ig", "--runs-dir", str(out), "--variants", "base", "--lrs",
-                          "0.1", "--wds", "0.0001", "--seeds", "0,1,2", "--executor", "local", "--gpus", "none",
-                          "--workers-per-gpu", "1", "--notebook", str(nb), "--no-progress"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # what `cmd &` gives it
+    p = lls_popen("sweep", "submit", "ig", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
+                  "--seeds", "0,1,2", "--executor", "local", "--gpus", "none", "--workers-per-gpu", "1",
+                  "--notebook", nb, "--no-progress",
+                  preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # what `cmd &` gives it
     try:
         first = wait_until(lambda: [rid for rid, e in ledger(out, "ig")["runs"].items() if e["state"] == "running"]
                            if (out / "ig" / "sweep.json").exists() else None, 120, "a running job")[0]

@@ -13,29 +13,11 @@ soon as their moment comes (a USR2 mid-run, a scancel, a kill -9); the tests the
 Every job is a papermill execution of the real `nbs/train.ipynb` (tiny synthetic config)."""
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
-from sweeplib import (  # noqa: E402
-    TINY,
-    TRAIN_NB,
-    cluster_state,
-    events,
-    intervals,
-    ledger,
-    lls,
-    lls_popen,
-    max_overlap,
-    metric_steps,
-    sacct,
-    status,
-    summary,
-    wait_until,
-)
+from helpers import TRAIN_NB, lls, lls_popen, wait_until
+from sweeplib import TINY, cluster_state, events, intervals, ledger, max_overlap, metric_steps, sacct, status, summary
 
 UP, WHY = cluster_state()
 pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not UP, reason=WHY)]
@@ -64,15 +46,15 @@ def _kernel_of(out, name, rid):
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
-    assert TRAIN_NB.exists(), "nbs/train.ipynb (issue 6) is missing"
+    assert TRAIN_NB.exists(), "nbs/train.ipynb is missing"
     out = tmp_path_factory.mktemp("slurm") / "runs"
     t0 = time.time()
     ctx = {"out": out, "t0": time.time(), "log": []}
     # 1. the USR2 run first (it starts at once), then the OOM run, then the mini sweep twice, concurrently
     lls("sweep", "submit", "usr2", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
-        "--seeds", "0", "--epochs", "3", *TINY, *SLURM)
+        "--seeds", "0", "--epochs", "3", *TINY, *SLURM, check=True)
     lls("sweep", "submit", "oom", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
-        "--seeds", "0", "--epochs", "1", *TINY, *SLURM, "--mem", "0.5")
+        "--seeds", "0", "--epochs", "1", *TINY, *SLURM, "--mem", "0.5", check=True)
     procs = [lls_popen("sweep", "submit", "mini", "--runs-dir", out, *MINI, *TINY, *SLURM, "--json") for _ in range(2)]
     ctx["mini_submits"] = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
     ctx["submitted_s"] = time.time() - t0
@@ -158,11 +140,11 @@ def test_host_oom_is_classified_and_recovered_with_more_memory(sweeps):
     rid = next(iter(ledger(out, "oom")["runs"]))
     st = wait_until(lambda: (s := status(out, "oom"))["counts"]["failed"] == 1 and s, 300, "the OOM run to fail")
     assert st["runs"][rid]["state"] == "failed"
-    plan = json.loads(lls("sweep", "recover", "oom", "--runs-dir", out, "--dry-run", "--json").stdout)
+    plan = json.loads(lls("sweep", "recover", "oom", "--runs-dir", out, "--dry-run", "--json", check=True).stdout)
     (row,) = plan["rows"]
     assert row["kind"] == "host_oom" and row["action"] == "resubmit", row
     assert row["note"].startswith("host RAM: --mem 0.5 GB → 1 GB") and "batch 32 kept" in row["note"], row
-    p = lls("sweep", "recover", "oom", "--runs-dir", out, "--mem", "3")
+    p = lls("sweep", "recover", "oom", "--runs-dir", out, "--mem", "3", check=True)
     assert "resubmitted 1" in p.stdout, p.stdout
     wait_until(lambda: status(out, "oom")["counts"]["completed"] == 1, 420, "the recovered OOM run to complete")
     e = ledger(out, "oom")["runs"][rid]
@@ -193,10 +175,10 @@ def test_killed_runs_show_failed_and_recover_completes_them(sweeps):
     assert "CANCELLED" in (st["runs"][cancel]["reason"] or "") + str(st["runs"][cancel]["scheduler_state"])
     acct = sacct([sweeps["cancel_job"], sweeps["kill_job"]])
     assert acct[sweeps["cancel_job"]] == "CANCELLED" and acct[sweeps["kill_job"]] == "FAILED", acct
-    plan = json.loads(lls("sweep", "recover", "mini", "--runs-dir", out, "--dry-run", "--json").stdout)
+    plan = json.loads(lls("sweep", "recover", "mini", "--runs-dir", out, "--dry-run", "--json", check=True).stdout)
     assert {r["run_id"] for r in plan["rows"]} == {cancel, kill}, plan
     assert {r["kind"] for r in plan["rows"]} == {"other"} and {r["action"] for r in plan["rows"]} == {"resubmit"}
-    p = lls("sweep", "recover", "mini", "--runs-dir", out)
+    p = lls("sweep", "recover", "mini", "--runs-dir", out, check=True)
     assert "resubmitted 2" in p.stdout, p.stdout
     runs = ledger(out, "mini")["runs"]
     assert runs[cancel]["attempts"] == runs[kill]["attempts"] == 2
@@ -232,7 +214,7 @@ def test_mini_sweep_completes_and_status_agrees_with_sacct(sweeps):
 def test_resubmitting_submits_nothing(sweeps):
     out = sweeps["out"]
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
-    r = json.loads(lls("sweep", "submit", "mini", "--runs-dir", out, *MINI, *TINY, *SLURM, "--json").stdout)
+    r = json.loads(lls("sweep", "submit", "mini", "--runs-dir", out, *MINI, *TINY, *SLURM, "--json", check=True).stdout)
     assert r["submit"] == [] and set(r["skipped"].values()) == {"completed"} and len(r["skipped"]) == 8
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
     print(f"\nslurm sweep tests: {time.time() - sweeps['t0']:.0f} s from the first submission")
@@ -249,7 +231,7 @@ def test_unsatisfiable_array_shows_reason_and_alert(tmp_path):
     i = SLURM.index("--cpus-per-task")
     args = [*SLURM[:i], "--cpus-per-task", str(ncpu + 6), *SLURM[i + 2:]]  # more than any node has
     p = lls("sweep", "submit", "toobig", "--runs-dir", out, "--variants", "base", "--lrs", "0.1", "--wds", "0.0001",
-            "--seeds", "0,1", "--epochs", "1", *TINY, *args, "--json")
+            "--seeds", "0,1", "--epochs", "1", *TINY, *args, "--json", check=True)
     ids = [e["job_id"] for e in ledger(out, "toobig")["runs"].values()]
     try:
         assert len(ids) == 2 and all(ids), ids
@@ -258,7 +240,7 @@ def test_unsatisfiable_array_shows_reason_and_alert(tmp_path):
         assert {r["pending_reason"] for r in st["runs"].values()} == {"PartitionConfig"}, st["runs"]
         (alert,) = [a for a in st["alerts"] if a["kind"] == "unschedulable"]
         assert sorted(alert["runs"]) == sorted(st["runs"]) and "--cpus-per-task" in alert["message"], alert
-        text = lls("sweep", "status", "toobig", "--runs-dir", out).stdout
+        text = lls("sweep", "status", "toobig", "--runs-dir", out, check=True).stdout
         assert "pending (Slurm reason): PartitionConfig 2" in text and "ALERT [unschedulable]" in text, text
     finally:
         subprocess.run(["scancel", *sorted({i.split("_")[0] for i in ids if i})], check=False)
@@ -279,15 +261,16 @@ def test_site_options_reach_slurm_and_recover_reuses_them(tmp_path):
     one = ["--variants", "base", "--lrs", "0.1", "--wds", "0.0001", "--seeds", "0", "--epochs", "1", *TINY]
     base = ["--executor", "slurm", "--time", "5", "--mem", "1", "--cpus-per-task", "1", "--notebook", TRAIN_NB]
     dry = lls("sweep", "submit", "site", "--runs-dir", out, *one, *base, *site, "--constraint", "a100&ib",
-              "--dry-run").stdout
+              "--dry-run", check=True).stdout
     for line in ("#SBATCH --gres=gpu:1", "#SBATCH --constraint='a100&ib'", "#SBATCH --comment='lls site test'",
                  "#SBATCH --hold", "#SBATCH --nice=7"):
         assert line in dry, dry
-    bad = lls("sweep", "submit", "feat", "--runs-dir", out, *one, *base, "--constraint", "a100", check=False)
+    bad = lls("sweep", "submit", "feat", "--runs-dir", out, *one, *base, "--constraint", "a100")
     assert bad.returncode == 2 and "Invalid feature specification" in bad.stderr, bad.stderr
     jobs = []
     try:
-        r = json.loads(lls("sweep", "submit", "site", "--runs-dir", out, *one, *base, *site, "--json").stdout)
+        r = json.loads(lls("sweep", "submit", "site", "--runs-dir", out, *one, *base, *site, "--json",
+                           check=True).stdout)
         ((rid, jid),) = r["job_ids"].items()
         jobs.append(jid)
         show = _scontrol(jid)
@@ -298,7 +281,7 @@ def test_site_options_reach_slurm_and_recover_reuses_them(tmp_path):
         subprocess.run(["scancel", jid], check=True)
         wait_until(lambda: sacct([jid]).get(jid, "").startswith("CANCELLED"), 120,
                    "sacct to show the held job CANCELLED")
-        rec = json.loads(lls("sweep", "recover", "site", "--runs-dir", out, "--json").stdout)
+        rec = json.loads(lls("sweep", "recover", "site", "--runs-dir", out, "--json", check=True).stdout)
         new = rec["job_ids"][rid]
         jobs.append(new)
         assert new != jid

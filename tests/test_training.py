@@ -1,4 +1,4 @@
-"""Training core (issue 5) tests that are too slow or too end-to-end for the notebooks.
+"""Training core tests that are too slow or too end-to-end for the notebooks.
 
 Exact mid-epoch resume: a run interrupted after a checkpoint taken at a mid-epoch validation and resumed with
 `ckpt_path` in a fresh Trainer reproduces the uninterrupted run's per-step metrics (CPU, deterministic).

@@ -22,8 +22,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, lls
 
-ROOT = Path(__file__).resolve().parents[1]
 DEV_ONLY = ("nbdev", "execnb", "statsmodels", "tensorboard")
 HEAVY = re.compile(r"(torch|torchvision|triton|nvidia-.*|cuda-.*)")
 
@@ -133,8 +133,8 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
     work = tmp_path / "empty"
     work.mkdir()
     t2 = time.time()
-    p = subprocess.run([str(venv / "bin" / "lls"), "demo", "--seeds", "1", "--epochs", "1"], cwd=work, env=env,
-                       capture_output=True, text=True, timeout=1500)
+    p = lls("demo", "--seeds", "1", "--epochs", "1", exe=venv / "bin" / "lls", cwd=work, env=env, inherit_env=False,
+            timeout=1500)
     sweep = work / "demo" / "runs" / "demo"
     assert p.returncode == 0, p.stdout + p.stderr
     t_demo = time.time() - t2

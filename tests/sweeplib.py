@@ -1,14 +1,12 @@
-"""Helpers shared by tests/test_sweep_*.py: the `lls` runner, waiting, job records, and the Slurm cluster probe."""
+"""Helpers shared by tests/test_sweep_*.py: a sweep's ledger, job records and metric steps, `lls sweep status`, and
+the Slurm cluster probe (the `lls` runner and the waiting are `helpers`')."""
 import json
-import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN_NB = ROOT / "nbs" / "train.ipynb"
+from helpers import ROOT, lls, summary_of
+
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 
 # A run of a few seconds of training on a CPU (monitors off: the sweep tests exercise the plumbing, and the
@@ -18,50 +16,12 @@ TINY = ["--batch-size", "32", "--width-mult", "0.125", "--n-train", "256", "--n-
         "data.eval_batch_size=64"]
 
 
-def lls_bin() -> str:
-    here = Path(sys.executable).with_name("lls")
-    return str(here) if here.exists() else (shutil.which("lls") or "lls")
-
-
-def lls(*args, cwd=None, timeout=900, check=True, env=None) -> subprocess.CompletedProcess:
-    "Run the real `lls` console script; raise with its output when `check` and it fails."
-    e = {**os.environ, **(env or {})}
-    e.pop("IN_TEST", None)
-    p = subprocess.run([lls_bin(), *map(str, args)], cwd=cwd or ROOT, capture_output=True, text=True,
-                       timeout=timeout, env=e)
-    if check and p.returncode != 0:
-        raise AssertionError(f"lls {' '.join(map(str, args))} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def lls_popen(*args, cwd=None) -> subprocess.Popen:
-    e = dict(os.environ)
-    e.pop("IN_TEST", None)
-    return subprocess.Popen([lls_bin(), *map(str, args)], cwd=cwd or ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=e)
-
-
-def wait_until(pred, timeout: float, what: str, interval: float = 1.0):
-    "Poll `pred()` until it returns something truthy (returned); fail with `what` after `timeout` seconds."
-    t0 = time.time()
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def ledger(out: Path, name: str) -> dict:
     return json.loads((Path(out) / name / "sweep.json").read_text())
 
 
 def summary(out: Path, name: str, rid: str) -> dict:
-    try:
-        return json.loads((Path(out) / name / rid / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return summary_of(Path(out) / name / rid)
 
 
 def events(out: Path, name: str, rid: str) -> list[dict]:
@@ -70,7 +30,7 @@ def events(out: Path, name: str, rid: str) -> list[dict]:
 
 
 def status(out: Path, name: str, *extra) -> dict:
-    return json.loads(lls("sweep", "status", name, "--out-dir", out, "--json", *extra).stdout)
+    return json.loads(lls("sweep", "status", name, "--out-dir", out, "--json", *extra, check=True).stdout)
 
 
 def intervals(out: Path, name: str) -> list[tuple[float, float, dict]]:
