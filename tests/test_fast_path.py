@@ -21,7 +21,7 @@ from loss_lin_slope import run
 from loss_lin_slope.callbacks import CurvatureMonitor, expected_counts
 from loss_lin_slope.config import METRICS, ExperimentConfig, make_config
 from loss_lin_slope.module import MemorySink, train
-from loss_lin_slope.sweep import profile_concurrency
+from loss_lin_slope.profile import profile_concurrency
 
 FAST = {"trainer.precision": "bf16-mixed", "model.channels_last": True, "trainer.cudnn_benchmark": True,
         "model.compile": True, "model.compile_backend": "aot_eager"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from loss_lin_slope.dataset import make_synthetic_sweep
+from loss_lin_slope.testing import make_synthetic_sweep
 
 NB = ROOT / "nbs" / "validate_metrics.ipynb"
 

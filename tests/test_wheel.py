@@ -121,7 +121,7 @@ def test_wheel_installs_and_runs_the_demo(tmp_path):
     subprocess.run([*pip, str(whl)], check=True, env=env, timeout=1500)
     t_install = time.time() - t1
     subprocess.run([str(py), "-m", "pip", "check"], check=True, env=env, capture_output=True)
-    probe = ("import importlib.util as u, loss_lin_slope, loss_lin_slope.sweep as s; "
+    probe = ("import importlib.util as u, loss_lin_slope, loss_lin_slope.executors as s; "
              f"print(loss_lin_slope.__file__); print(s.default_notebook()); "
              f"print([m for m in {DEV_ONLY!r} if u.find_spec(m)])")
     out = subprocess.run([str(py), "-c", probe], check=True, env=env, capture_output=True, text=True,
