@@ -15,11 +15,12 @@ import typing
 from dataclasses import dataclass, field, fields
 
 import yaml
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CHOICES', 'NAME_RULE', 'VARIANTS', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID',
+__all__ = ['CHOICES', 'VARIANTS', 'NAME_RULE', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID',
            'ConfigError', 'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig',
-           'MonitorConfig', 'ExperimentConfig', 'check_name', 'validate', 'make_config', 'JobSpec', 'priority',
+           'MonitorConfig', 'ExperimentConfig', 'check_name', 'validate', 'make_config', 'priority', 'JobSpec',
            'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
@@ -45,7 +46,7 @@ CHOICES = {
     "monitors.curvature_bn_mode": ("train", "eval"),
 }
 
-
+# %% ../nbs/00_config.ipynb #78bd9e57
 @dataclass
 class ModelConfig:
     "CIFAR ResNet-18: 3×3 stem, no max-pool, [2, 2, 2, 2] basic blocks; channels × `width` (= width_mult × width_factor)."
@@ -63,7 +64,7 @@ class ModelConfig:
         "The channel multiplier the network is built with: `width_mult × width_factor`."
         return self.width_mult * self.width_factor
 
-
+# %% ../nbs/00_config.ipynb #37b0864a
 @dataclass
 class OptimConfig:
     "SGD with momentum (default) or AdamW; weight decay is L2 for SGD and decoupled for AdamW."
@@ -75,7 +76,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
 
-
+# %% ../nbs/00_config.ipynb #01b3c517
 @dataclass
 class ScheduleConfig:
     "Linear warmup to lr over `warmup_epochs`, then cosine to `eta_min`, stepped every batch."
@@ -83,7 +84,7 @@ class ScheduleConfig:
     warmup_epochs: float = 5.0
     eta_min: float = 0.0
 
-
+# %% ../nbs/00_config.ipynb #08aabe53
 @dataclass
 class TrainerConfig:
     "Lightning Trainer options; `limit_*` and `max_steps` are small-run limits for tests and demos."
@@ -99,7 +100,7 @@ class TrainerConfig:
     limit_train_batches: typing.Optional[int] = None
     limit_val_batches: typing.Optional[int] = None
 
-
+# %% ../nbs/00_config.ipynb #0e9216a7
 @dataclass
 class DataConfig:
     "Data and augmentation. `n_train`/`n_val` limit the images used (None = the whole dataset)."
@@ -115,7 +116,7 @@ class DataConfig:
     crop_ratio: tuple[float, float] = (0.75, 4 / 3)
     hflip: bool = True
 
-
+# %% ../nbs/00_config.ipynb #963c1235
 @dataclass
 class MonitorConfig:
     "How often each group of metrics is recorded (the DESIGN table) and the curvature/noise knobs."
@@ -156,49 +157,15 @@ class ExperimentConfig:
     sweep: str = "default"
     name: typing.Optional[str] = None  # explicit run id (keeps a run's directory when recovery adjusts its config)
 
-    def to_dict(self) -> dict:
-        "Plain nested dict (tuples become lists), the form written to YAML."
-        return _plain(dataclasses.asdict(self))
+# %% ../nbs/00_config.ipynb #ac146bcd
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "bn_off": {"model.norm_type": "none", "trainer.gradient_clip_val": 1.0},
+    "narrow": {"model.width_factor": 0.5},  # relative: half of whatever width_mult a run uses
+    "adamw": {"optim.name": "adamw", "optim.betas": (0.9, 0.999)},
+}
 
-    def to_yaml(self) -> str:
-        "YAML text that `from_yaml` reads back to an equal config."
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ExperimentConfig:
-        "Build and validate a config from a nested dict; unknown keys raise `ConfigError`."
-        return validate(_build(cls, d, ""))
-
-    @classmethod
-    def from_yaml(cls, text: str) -> ExperimentConfig:
-        "Parse YAML text written by `to_yaml` (safe loader)."
-        d = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # safe; C loader is ~10x faster
-        if not isinstance(d, dict):
-            raise ConfigError("<yaml>", type(d).__name__, "a mapping of config sections")
-        return cls.from_dict(d)
-
-    def replace(self, **overrides) -> ExperimentConfig:
-        "A validated copy with overrides, by dotted key (`'optim.lr'`) or flat name (`lr`)."
-        d = self.to_dict()
-        for k, v in overrides.items():
-            _set(d, k, v)
-        return ExperimentConfig.from_dict(d)
-
-    @property
-    def run_id(self) -> str:
-        "Stable short id from the content: readable prefix + 10 hex digits of a SHA-256."
-        if self.name:
-            return self.name
-        d = self.to_dict()
-        d.pop("sweep"), d.pop("name")
-        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.variant}-lr{_fmt(self.optim.lr)}-wd{_fmt(self.optim.weight_decay)}-s{self.seed}-{digest}"
-
-# %% ../nbs/00_config.ipynb #9f537de5
-def _fmt(x: float) -> str:
-    return f"{x:g}"
-
-
+# %% ../nbs/00_config.ipynb #572c4eb6
 def _plain(o):
     if isinstance(o, dict):
         return {k: _plain(v) for k, v in o.items()}
@@ -207,6 +174,12 @@ def _plain(o):
     return o
 
 
+@patch
+def to_dict(self: ExperimentConfig) -> dict:
+    "Plain nested dict (tuples become lists), the form written to YAML."
+    return _plain(dataclasses.asdict(self))
+
+# %% ../nbs/00_config.ipynb #97066e8f
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
@@ -215,7 +188,7 @@ def _suggest(key: str, options) -> str:
     close = difflib.get_close_matches(key.split(".")[-1], list(options), n=1, cutoff=0.5)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
-
+# %% ../nbs/00_config.ipynb #9f537de5
 def _coerce(key: str, value, tp):
     "Check `value` against the annotation `tp`; return it in canonical form or raise ConfigError."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -248,7 +221,7 @@ def _coerce(key: str, value, tp):
         return value
     raise TypeError(f"unsupported annotation {tp} for {key}")
 
-
+# %% ../nbs/00_config.ipynb #6ee5994a
 def _build(cls, d, prefix: str):
     if not isinstance(d, dict):
         raise ConfigError(prefix.rstrip(".") or "<config>", d, "a mapping")
@@ -262,7 +235,7 @@ def _build(cls, d, prefix: str):
         kwargs[k] = _build(tp, v, key + ".") if dataclasses.is_dataclass(tp) else _coerce(key, v, tp)
     return cls(**kwargs)
 
-# %% ../nbs/00_config.ipynb #6ec17377
+# %% ../nbs/00_config.ipynb #5c5a6fc5
 def _check(cond: bool, key: str, value, allowed: str):
     if not cond:
         raise ConfigError(key, value, allowed)
@@ -273,6 +246,8 @@ def _train_size(dataset: str, n_train) -> int:
     if n_train is None:
         return 50_000
     return n_train if dataset == "synthetic" else min(n_train, 50_000)
+
+# %% ../nbs/00_config.ipynb #9dc26415
 NAME_RULE = "a non-empty name of letters, digits and - _ . + (it becomes a directory)"
 
 
@@ -285,15 +260,9 @@ def check_name(key: str, value) -> str:
     _check(ok, key, value, NAME_RULE)
     return value
 
-
-def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    "Check every value of `cfg`; return it unchanged or raise `ConfigError`."
-    d = cfg.to_dict()
-    for key, allowed in CHOICES.items():
-        sec, name = key.split(".")
-        v = d[sec][name]
-        _check(v in allowed, key, v, "one of " + ", ".join(allowed))
-    m, o, s, t, da, mo = cfg.model, cfg.optim, cfg.schedule, cfg.trainer, cfg.data, cfg.monitors
+# %% ../nbs/00_config.ipynb #69bd176b
+def _check_model_optim(m: ModelConfig, o: OptimConfig):
+    "The values of the model and optimiser sections."
     pos = "a number > 0"
     _check(m.width_mult > 0, "model.width_mult", m.width_mult, pos)
     _check(m.width_factor > 0, "model.width_factor", m.width_factor, pos)
@@ -303,6 +272,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "a number in [0, 1)")
     _check(all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "two numbers in [0, 1)")
     _check(o.eps > 0, "optim.eps", o.eps, pos)
+
+
+def _check_schedule_trainer(s: ScheduleConfig, o: OptimConfig, t: TrainerConfig):
+    "The values of the schedule and trainer sections (the schedule is bounded by `o.lr` and `t.max_epochs`)."
     _check(s.warmup_epochs >= 0, "schedule.warmup_epochs", s.warmup_epochs, "a number ≥ 0")
     _check(0 <= s.eta_min < o.lr, "schedule.eta_min", s.eta_min, f"a number in [0, optim.lr={o.lr:g})")
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an integer ≥ 1")
@@ -317,6 +290,10 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for k in ("limit_train_batches", "limit_val_batches"):
         v = getattr(t, k)
         _check(v is None or v >= 1, f"trainer.{k}", v, "null or an integer ≥ 1")
+
+# %% ../nbs/00_config.ipynb #39afda47
+def _check_data(da: DataConfig):
+    "The values of the data section."
     _check(da.batch_size >= 1, "data.batch_size", da.batch_size, "an integer ≥ 1")
     _check(da.eval_batch_size >= 1, "data.eval_batch_size", da.eval_batch_size, "an integer ≥ 1")
     for k in ("n_train", "n_val"):
@@ -326,6 +303,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(0 < lo <= hi <= 1, "data.crop_scale", list(da.crop_scale), "two numbers 0 < low ≤ high ≤ 1")
     lo, hi = da.crop_ratio
     _check(0 < lo <= hi, "data.crop_ratio", list(da.crop_ratio), "two numbers 0 < low ≤ high")
+
+# %% ../nbs/00_config.ipynb #717368f4
+def _check_monitors(mo: MonitorConfig, da: DataConfig):
+    "The values of the monitors section (the probe set is bounded by the training set of `da`)."
+    pos = "a number > 0"
     _check(mo.flush_every_n_steps >= 1, "monitors.flush_every_n_steps", mo.flush_every_n_steps, "an integer ≥ 1")
     _check(mo.norms_every_epochs > 0, "monitors.norms_every_epochs", mo.norms_every_epochs, pos)
     _check(mo.curvature_every_n_steps >= 1, "monitors.curvature_every_n_steps", mo.curvature_every_n_steps,
@@ -348,6 +330,19 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     _check(mo.slope_threshold > 0, "monitors.slope_threshold", mo.slope_threshold, pos)
     a, b = mo.early_window
     _check(0 < a < b, "monitors.early_window", list(mo.early_window), "two epochs 0 < start < end")
+
+# %% ../nbs/00_config.ipynb #6ec17377
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    "Check every value of `cfg`; return it unchanged or raise `ConfigError`."
+    d = cfg.to_dict()
+    for key, allowed in CHOICES.items():
+        sec, name = key.split(".")
+        v = d[sec][name]
+        _check(v in allowed, key, v, "one of " + ", ".join(allowed))
+    _check_model_optim(cfg.model, cfg.optim)
+    _check_schedule_trainer(cfg.schedule, cfg.optim, cfg.trainer)
+    _check_data(cfg.data)
+    _check_monitors(cfg.monitors, cfg.data)
     _check(cfg.seed >= 0, "seed", cfg.seed, "an integer ≥ 0")
     _check(cfg.variant in VARIANTS, "variant", cfg.variant, "one of " + ", ".join(VARIANTS))
     for key, v in (("sweep", cfg.sweep), ("name", cfg.name)):
@@ -355,15 +350,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             check_name(key, v)
     return cfg
 
-# %% ../nbs/00_config.ipynb #ac146bcd
-VARIANTS: dict[str, dict] = {
-    "base": {},
-    "bn_off": {"model.norm_type": "none", "trainer.gradient_clip_val": 1.0},
-    "narrow": {"model.width_factor": 0.5},  # relative: half of whatever width_mult a run uses
-    "adamw": {"optim.name": "adamw", "optim.betas": (0.9, 0.999)},
-}
+# %% ../nbs/00_config.ipynb #fd1fcce4
+@patch(cls_method=True)
+def from_dict(cls: ExperimentConfig, d: dict) -> ExperimentConfig:
+    "Build and validate a config from a nested dict; unknown keys raise `ConfigError`."
+    return validate(_build(cls, d, ""))
 
-# %% ../nbs/00_config.ipynb #9931ac80
+# %% ../nbs/00_config.ipynb #560ae881
 FLAT_KEYS = {
     "lr": "optim.lr",
     "weight_decay": "optim.weight_decay",
@@ -399,7 +392,7 @@ FLAT_KEYS = {
 
 TOP_KEYS = ("seed", "variant", "sweep", "name")
 
-
+# %% ../nbs/00_config.ipynb #aa9acdcf
 def _all_keys() -> list[str]:
     keys, hints = list(TOP_KEYS) + list(FLAT_KEYS), _hints(ExperimentConfig)
     for f in fields(ExperimentConfig):
@@ -422,7 +415,7 @@ def _set(d: dict, key: str, value):
         raise ConfigError(key, value, f"unknown key{_suggest(key, _all_keys())}")
     d[sec][name] = list(value) if isinstance(value, tuple) else value
 
-
+# %% ../nbs/00_config.ipynb #9931ac80
 def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
     "Base config with the `variant`'s overrides, then `overrides` (dotted keys or `FLAT_KEYS`), validated."
     if variant not in VARIANTS:
@@ -445,6 +438,45 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
         d["schedule"]["warmup_epochs"] = base.schedule.warmup_epochs * e / base.trainer.max_epochs
     return ExperimentConfig.from_dict(d)
 
+# %% ../nbs/00_config.ipynb #232419df
+@patch
+def to_yaml(self: ExperimentConfig) -> str:
+    "YAML text that `from_yaml` reads back to an equal config."
+    return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+# %% ../nbs/00_config.ipynb #583ceb7c
+@patch(cls_method=True)
+def from_yaml(cls: ExperimentConfig, text: str) -> ExperimentConfig:
+    "Parse YAML text written by `to_yaml` (safe loader)."
+    d = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # safe; C loader is ~10x faster
+    if not isinstance(d, dict):
+        raise ConfigError("<yaml>", type(d).__name__, "a mapping of config sections")
+    return cls.from_dict(d)
+
+# %% ../nbs/00_config.ipynb #0f5bccb3
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+@patch(as_prop=True)
+def run_id(self: ExperimentConfig) -> str:
+    "Stable short id from the content: readable prefix + 10 hex digits of a SHA-256."
+    if self.name:
+        return self.name
+    d = self.to_dict()
+    d.pop("sweep"), d.pop("name")
+    digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{self.variant}-lr{_fmt(self.optim.lr)}-wd{_fmt(self.optim.weight_decay)}-s{self.seed}-{digest}"
+
+# %% ../nbs/00_config.ipynb #2ac1e02f
+@patch
+def replace(self: ExperimentConfig, **overrides) -> ExperimentConfig:
+    "A validated copy with overrides, by dotted key (`'optim.lr'`) or flat name (`lr`)."
+    d = self.to_dict()
+    for k, v in overrides.items():
+        _set(d, k, v)
+    return ExperimentConfig.from_dict(d)
+
 # %% ../nbs/00_config.ipynb #dd584616
 METRICS: dict[str, str] = {
     **{m: "batch" for m in ("loss_train_nats", "loss_train_bits", "acc_train", "lr", "wd")},
@@ -463,6 +495,8 @@ FREQUENCIES = {
     "epoch": "at the end of every epoch",
     "epoch_after_window": "at the end of every epoch from the end of monitors.early_window (epoch 15) on",
 }
+
+# %% ../nbs/00_config.ipynb #54d1e37f
 NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as NaN, and why
     "loss_slope_full": "NaN until burn-in is reached and the fit window has two points",
     "loss_slope_5_15": "NaN until the early window has two points",
@@ -475,10 +509,12 @@ NAN_ALLOWED: dict[str, str] = {  # the only metrics a healthy run may record as 
                       "positive points): not computable, not a fault",
 }
 
-# %% ../nbs/00_config.ipynb #5a51f966
-GRID = {"variants": tuple(VARIANTS), "lrs": (0.05, 0.1, 0.2), "wds": (1e-4, 1e-3, 1e-2), "seeds": tuple(range(6))}
+# %% ../nbs/00_config.ipynb #d4ee9ff1
+def priority(lr: float, weight_decay: float, seed: int) -> int:
+    "The plan's priority: 100 + 50 (lr = 0.1) + 25 (wd = 1e-4) + 10 (seed = 0)."
+    return 100 + 50 * math.isclose(lr, 0.1) + 25 * math.isclose(weight_decay, 1e-4) + 10 * (seed == 0)
 
-
+# %% ../nbs/00_config.ipynb #6ee4d494
 @dataclass
 class JobSpec:
     "One run of a sweep: its parameters, config, id, priority and tags."
@@ -491,10 +527,8 @@ class JobSpec:
     priority: int
     tags: list[str]
 
-
-def priority(lr: float, weight_decay: float, seed: int) -> int:
-    "The plan's priority: 100 + 50 (lr = 0.1) + 25 (wd = 1e-4) + 10 (seed = 0)."
-    return 100 + 50 * math.isclose(lr, 0.1) + 25 * math.isclose(weight_decay, 1e-4) + 10 * (seed == 0)
+# %% ../nbs/00_config.ipynb #5a51f966
+GRID = {"variants": tuple(VARIANTS), "lrs": (0.05, 0.1, 0.2), "wds": (1e-4, 1e-3, 1e-2), "seeds": tuple(range(6))}
 
 
 def sweep_grid(variants=None, lrs=None, wds=None, seeds=None, sweep: str = "default", **overrides) -> list[JobSpec]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 from torch import Tensor, nn
 
 # %% auto #0
@@ -26,12 +27,12 @@ def trainable_params(model: nn.Module) -> list[Tensor]:
     "The parameters curvature is taken with respect to: `model.parameters()` with `requires_grad`, in order."
     return [p for p in model.parameters() if p.requires_grad]
 
-
+# %% ../nbs/02_curvature.ipynb #6edf1f08
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
     "Concatenate `tensors` (row-major) into one flat vector."
     return torch.cat([t.reshape(-1) for t in tensors])
 
-
+# %% ../nbs/02_curvature.ipynb #c5fc0cb8
 def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
     "Split the flat `vec` into views shaped like the tensors in `like` (inverse of `flatten`)."
     total = sum(t.numel() for t in like)
@@ -43,26 +44,43 @@ def unflatten(vec: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
         i += t.numel()
     return out
 
-# %% ../nbs/02_curvature.ipynb #27f01195
+# %% ../nbs/02_curvature.ipynb #db2d4bc4
 BN_MODES = ("eval", "train", "keep")
 
 
+def _saved_state(model: nn.Module) -> dict:
+    "What `curvature_mode` puts back: training flags, BatchNorm `track_running_stats`, `.grad`s, `requires_grad`, buffers."
+    modules = list(model.modules())
+    norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
+    params = list(model.parameters())
+    return dict(modules=modules, flags=[m.training for m in modules], norms=norms,
+                tracking=[m.track_running_stats for m in norms], params=params, grads=[p.grad for p in params],
+                req=[p.requires_grad for p in params], buffers=[(b, b.detach().clone()) for b in model.buffers()])
+
+
+def _restore_state(s: dict) -> None:
+    "Put back what `_saved_state` saved (a buffer only if it changed)."
+    with torch.no_grad():
+        for p, g, r in zip(s["params"], s["grads"], s["req"]):
+            p.grad = g
+            p.requires_grad_(r)
+        for b, saved in s["buffers"]:
+            if not torch.equal(b, saved):  # copy only if changed: copy_ bumps the version counter,
+                b.copy_(saved)  # which would invalidate a pending training graph that saved b
+    for m, f in zip(s["modules"], s["flags"]):
+        m.training = f
+    for m, t in zip(s["norms"], s["tracking"]):
+        m.track_running_stats = t
+
+# %% ../nbs/02_curvature.ipynb #27f01195
 @contextmanager
-def curvature_mode(model: nn.Module, bn_mode: str = "eval", eval_mode: bool | None = None):
+def curvature_mode(model: nn.Module, bn_mode: str = "eval"):
     """Run a block with `model` in eval mode (`bn_mode="eval"`; `"train"`: BatchNorm layers in train mode, batch
     statistics; `"keep"`: flags untouched) and grads enabled; restore flags, `.grad`s and buffers on exit."""
-    if eval_mode is not None:  # the first version's boolean, kept as an alias
-        bn_mode = "eval" if eval_mode else "keep"
     if bn_mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-    modules = list(model.modules())
-    flags = [m.training for m in modules]
-    norms = [m for m in modules if isinstance(m, nn.modules.batchnorm._NormBase)]
-    tracking = [m.track_running_stats for m in norms]
-    params = list(model.parameters())
-    grads = [p.grad for p in params]
-    req = [p.requires_grad for p in params]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    saved = _saved_state(model)
+    params = saved["params"]
     dev = params[0].device.type if params else "cpu"
     try:
         for p in params:
@@ -70,23 +88,13 @@ def curvature_mode(model: nn.Module, bn_mode: str = "eval", eval_mode: bool | No
         if bn_mode in ("eval", "train"):
             model.eval()
         if bn_mode == "train":
-            for m in norms:  # batch statistics, and no running-statistics update (no buffer writes at all)
+            for m in saved["norms"]:  # batch statistics, and no running-statistics update (no buffer writes at all)
                 m.train()
                 m.track_running_stats = False
         with torch.inference_mode(False), torch.enable_grad(), torch.autocast(dev, enabled=False):
             yield model
     finally:
-        with torch.no_grad():
-            for p, g, r in zip(params, grads, req):
-                p.grad = g
-                p.requires_grad_(r)
-            for b, saved in buffers:
-                if not torch.equal(b, saved):  # copy only if changed: copy_ bumps the version counter,
-                    b.copy_(saved)  # which would invalidate a pending training graph that saved b
-        for m, f in zip(modules, flags):
-            m.training = f
-        for m, t in zip(norms, tracking):
-            m.track_running_stats = t
+        _restore_state(saved)
 
 # %% ../nbs/02_curvature.ipynb #4ec0388f
 def select_batch(
@@ -119,7 +127,7 @@ def probe_size(n_train: int, samples: int | None = None, subsample_ratio: float 
                          f"images), got {samples!r}")
     return samples
 
-
+# %% ../nbs/02_curvature.ipynb #53290324
 def probe_indices(n_train: int, n: int, seed: int) -> Tensor:
     "`n` distinct indices into a training set of `n_train` images, sorted (CPU int64), from a generator seeded with `seed`."
     if not 1 <= n <= n_train:
@@ -127,16 +135,7 @@ def probe_indices(n_train: int, n: int, seed: int) -> Tensor:
     gen = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n_train, generator=gen)[:n].sort().values
 
-# %% ../nbs/02_curvature.ipynb #a1388466
-HVP_METHODS = ("double_backward", "fwd_rev", "fresh")
-
-
-def _plain(t: Tensor) -> Tensor:
-    "`t` detached, and cloned out of inference mode if needed (Lightning's eval loops run in it)."
-    t = t.detach()
-    return t.clone() if t.is_inference() else t
-
-
+# %% ../nbs/02_curvature.ipynb #276a1b1e
 def _check_micro(micro_batch_size) -> None:
     if micro_batch_size is not None and (isinstance(micro_batch_size, bool) or not isinstance(micro_batch_size, int)
                                          or micro_batch_size < 1):
@@ -151,7 +150,16 @@ def micro_batches(x: Tensor, y: Tensor, micro_batch_size: int | None = None) -> 
     k = 1 if micro_batch_size is None else math.ceil(n / micro_batch_size)
     return [(xc, yc, len(xc) / n) for xc, yc in zip(torch.tensor_split(x, k), torch.tensor_split(y, k))]
 
+# %% ../nbs/02_curvature.ipynb #5c7408fa
+HVP_METHODS = ("double_backward", "fwd_rev", "fresh")
 
+
+def _plain(t: Tensor) -> Tensor:
+    "`t` detached, and cloned out of inference mode if needed (Lightning's eval loops run in it)."
+    t = t.detach()
+    return t.clone() if t.is_inference() else t
+
+# %% ../nbs/02_curvature.ipynb #a1388466
 class HessianOperator:
     """Matrix-free Hessian of $L = \\sum_i (n_i/N)\\,\\ell_i$, the size-weighted mean of the micro-batch mean losses
     `loss_fn(model(x_i), y_i)`, w.r.t. `trainable_params(model)` (one micro-batch: the mean loss on `batch`).
@@ -183,98 +191,107 @@ class HessianOperator:
             with torch.no_grad():
                 self.loss = sum(w * self.loss_fn(self.model(xc), yc).item() for xc, yc, w in self.chunks)
 
-    def _build_graph(self, x, y, w):
-        "`(live indices, weighted gradient tensors with graph, weighted loss)` of one micro-batch."
-        loss = self.loss_fn(self.model(x), y)
-        grads = torch.autograd.grad(w * loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
-        # gradient entries that do not depend on θ (zero Hessian rows) cannot be differentiated again
-        live = [i for i, g in enumerate(grads) if g.requires_grad]
-        return live, [grads[i] for i in live], w * loss.item()
+# %% ../nbs/02_curvature.ipynb #efe9bed9
+@patch
+def _build_graph(self: HessianOperator, x, y, w):
+    "`(live indices, weighted gradient tensors with graph, weighted loss)` of one micro-batch."
+    loss = self.loss_fn(self.model(x), y)
+    grads = torch.autograd.grad(w * loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
+    # gradient entries that do not depend on θ (zero Hessian rows) cannot be differentiated again
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    return live, [grads[i] for i in live], w * loss.item()
 
-    def _build_funcs(self):
-        from torch.func import functional_call, grad
+# %% ../nbs/02_curvature.ipynb #3fc5890c
+@patch
+def _build_funcs(self: HessianOperator):
+    from torch.func import functional_call, grad
 
-        named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
-        self._names = [k for k, _ in named]
-        self._theta = {k: p.detach() for k, p in named}
-        consts = {k: p.detach() for k, p in self.model.named_parameters() if not p.requires_grad}
-        consts.update(dict(self.model.named_buffers()))
-        model, loss_fn = self.model, self.loss_fn
+    named = [(k, p) for k, p in self.model.named_parameters() if p.requires_grad]
+    self._names = [k for k, _ in named]
+    self._theta = {k: p.detach() for k, p in named}
+    consts = {k: p.detach() for k, p in self.model.named_parameters() if not p.requires_grad}
+    consts.update(dict(self.model.named_buffers()))
+    model, loss_fn = self.model, self.loss_fn
 
-        def make(x, y, w):
-            def f(theta):
-                return w * loss_fn(functional_call(model, {**theta, **consts}, (x,)), y)
-            return f
+    def make(x, y, w):
+        def f(theta):
+            return w * loss_fn(functional_call(model, {**theta, **consts}, (x,)), y)
+        return f
 
-        fs = [make(xc, yc, w) for xc, yc, w in self.chunks]
-        self._gradfs = [grad(f) for f in fs]
-        with torch.no_grad():
-            self.loss = sum(f(self._theta).item() for f in fs)
+    fs = [make(xc, yc, w) for xc, yc, w in self.chunks]
+    self._gradfs = [grad(f) for f in fs]
+    with torch.no_grad():
+        self.loss = sum(f(self._theta).item() for f in fs)
 
-    def _apply(self, graph, vs, retain):
-        live, grads, _ = graph
-        if not grads:
-            return None
-        return torch.autograd.grad(grads, self.params, grad_outputs=[vs[i] for i in live], retain_graph=retain,
-                                   allow_unused=True, materialize_grads=True)
+# %% ../nbs/02_curvature.ipynb #7d8630a4
+@patch
+def _apply(self: HessianOperator, graph, vs, retain):
+    live, grads, _ = graph
+    if not grads:
+        return None
+    return torch.autograd.grad(grads, self.params, grad_outputs=[vs[i] for i in live], retain_graph=retain,
+                               allow_unused=True, materialize_grads=True)
 
-    def __call__(self, v: Tensor) -> Tensor:
-        if v.shape != (self.n,):
-            raise ValueError(f"expected a flat vector of {self.n} entries, got shape {tuple(v.shape)}")
-        v = v.to(device=self.device, dtype=self.dtype).contiguous()  # a column of a matrix is strided: slow backward
-        self.n_matvecs += 1
-        if self.method == "fwd_rev":
-            from torch.func import jvp
+# %% ../nbs/02_curvature.ipynb #6c08e492
+@patch
+def __call__(self: HessianOperator, v: Tensor) -> Tensor:
+    if v.shape != (self.n,):
+        raise ValueError(f"expected a flat vector of {self.n} entries, got shape {tuple(v.shape)}")
+    v = v.to(device=self.device, dtype=self.dtype).contiguous()  # a column of a matrix is strided: slow backward
+    self.n_matvecs += 1
+    if self.method == "fwd_rev":
+        from torch.func import jvp
 
-            tangents = dict(zip(self._names, unflatten(v, self.params)))
-            out = None
-            for gf in self._gradfs:
-                _, hv = jvp(gf, (self._theta,), (tangents,))
-                flat = flatten([hv[k] for k in self._names]).detach()
-                out = flat if out is None else out + flat
-            return out
-        vs = unflatten(v, self.params)
-        out = torch.zeros(self.n, device=self.device, dtype=self.dtype)
-        for j, (xc, yc, w) in enumerate(self.chunks):
-            fresh = self.method == "fresh"
-            graph = self._build_graph(xc, yc, w) if fresh else self._graphs[j]
-            hv = self._apply(graph, vs, retain=not fresh)
-            if hv is not None:
-                out += flatten(hv).detach()
-            del graph
+        tangents = dict(zip(self._names, unflatten(v, self.params)))
+        out = None
+        for gf in self._gradfs:
+            _, hv = jvp(gf, (self._theta,), (tangents,))
+            flat = flatten([hv[k] for k in self._names]).detach()
+            out = flat if out is None else out + flat
         return out
+    vs = unflatten(v, self.params)
+    out = torch.zeros(self.n, device=self.device, dtype=self.dtype)
+    for j, (xc, yc, w) in enumerate(self.chunks):
+        fresh = self.method == "fresh"
+        graph = self._build_graph(xc, yc, w) if fresh else self._graphs[j]
+        hv = self._apply(graph, vs, retain=not fresh)
+        if hv is not None:
+            out += flatten(hv).detach()
+        del graph
+    return out
 
-    def close(self):
-        "Drop the autograd graphs and the batch."
-        self._graphs = self._gradfs = self._theta = None
-        self.x = self.y = self.chunks = None
+# %% ../nbs/02_curvature.ipynb #85d7a206
+@patch
+def close(self: HessianOperator):
+    "Drop the autograd graphs and the batch."
+    self._graphs = self._gradfs = self._theta = None
+    self.x = self.y = self.chunks = None
 
-
+# %% ../nbs/02_curvature.ipynb #ada2ce7a
 @contextmanager
 def hessian_operator(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor],
-                     method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+                     method: str = "double_backward", bn_mode: str = "train",
                      micro_batch_size: int | None = None):
     "A `HessianOperator` inside `curvature_mode(model, bn_mode)`, closed on exit."
-    with curvature_mode(model, bn_mode=bn_mode, eval_mode=eval_mode):
+    with curvature_mode(model, bn_mode=bn_mode):
         op = HessianOperator(model, loss_fn, batch, method=method, micro_batch_size=micro_batch_size)
         try:
             yield op
         finally:
             op.close()
 
-
+# %% ../nbs/02_curvature.ipynb #44c5c2a5
 def hvp(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], v: Tensor | Sequence[Tensor],
-        method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+        method: str = "double_backward", bn_mode: str = "train",
         micro_batch_size: int | None = None) -> Tensor | list[Tensor]:
     """`H @ v` for the (micro-batched) mean loss on `batch`; `v` is a flat vector over `trainable_params(model)`
     (returns a flat vector) or a list of tensors shaped like them (returns a list). Safe inside training."""
     as_list = not isinstance(v, Tensor)
-    with hessian_operator(model, loss_fn, batch, method=method, bn_mode=bn_mode, eval_mode=eval_mode,
+    with hessian_operator(model, loss_fn, batch, method=method, bn_mode=bn_mode,
                           micro_batch_size=micro_batch_size) as op:
         flat = flatten([t.to(op.device, op.dtype) for t in v]) if as_list else v
         out = op(flat)
         return unflatten(out, op.params) if as_list else out
-
 
 # %% ../nbs/02_curvature.ipynb #426edfc6
 @dataclass
@@ -298,7 +315,7 @@ class Estimate:
         "Scalar fields only (for logging)."
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("history", "info", "vector")}
 
-# %% ../nbs/02_curvature.ipynb #ef1e696e
+# %% ../nbs/02_curvature.ipynb #94b2cf64
 def _randn(n, gen, device, dtype):
     return torch.randn(n, generator=gen, device=gen.device, dtype=torch.float32).to(device=device, dtype=dtype)
 
@@ -313,7 +330,7 @@ def _generator(seed, device):
     device = torch.device(device if device is not None else "cpu")
     return torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(int(seed))
 
-
+# %% ../nbs/02_curvature.ipynb #5ade6d06
 class _Basis:
     "Rows q_1..q_j of the Lanczos basis in a buffer that doubles when full."
 
@@ -330,7 +347,7 @@ class _Basis:
     def Q(self):
         return self.buf[: self.j]
 
-
+# %% ../nbs/02_curvature.ipynb #e1d789e3
 def _start(n, init, gen, device, dtype):
     "The unit start vector: `init` when it is a usable (finite, non-zero) vector of length n, else a seeded random one."
     if init is not None:
@@ -354,7 +371,44 @@ def _pick(theta, which):
         return int(np.argmax(np.abs(theta)))
     raise ValueError(f"which must be 'LA', 'SA' or 'LM', got {which!r}")
 
+# %% ../nbs/02_curvature.ipynb #c0bbb847
+def _lanczos_step(matvec, q, q_prev, beta_prev, basis, reorth, dtype):
+    "One step of the recurrence: α = qᵀHq, w = Hq − αq − β_prev·q_prev (reorthogonalised twice against the basis), ‖w‖."
+    w = matvec(q).to(dtype)
+    alpha = torch.dot(q, w).item()
+    w = w - alpha * q
+    if q_prev is not None:
+        w = w - beta_prev * q_prev
+    if reorth:
+        Q = basis.Q
+        for _ in range(2):
+            w = w - Q.T @ (Q @ w)
+    return alpha, w, w.norm().item()
 
+# %% ../nbs/02_curvature.ipynb #39da5169
+def _ritz(alphas, betas, beta, history, which, stop, tol):
+    """The Ritz values θ of T_j, the chosen one θ_i (appended to `history`), its eigenvector s in T_j, the residual
+    β|s_j| and the error bound that decides stopping (`stop`: "gap" or "residual")."""
+    from scipy.linalg import eigh_tridiagonal
+
+    if len(alphas) == 1:
+        theta, S = np.array([alphas[0]]), np.ones((1, 1))
+    else:
+        theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas))
+    i = _pick(theta, which)
+    theta_i, s = float(theta[i]), S[:, i]
+    resid = beta * abs(s[-1])
+    history.append(theta_i)
+    others = np.delete(theta, i)
+    err = resid
+    if stop == "gap" and others.size:
+        gap = float(np.min(np.abs(others - theta_i)))
+        change = abs(theta_i - history[-2])
+        if gap > 0 and change <= tol * abs(theta_i):
+            err = min(resid, resid**2 / gap)
+    return theta, theta_i, s, resid, err
+
+# %% ../nbs/02_curvature.ipynb #ef1e696e
 def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
             which: str = "LA", stop: str = "gap", reorth: bool = True, device=None, dtype=torch.float32,
             return_vector: bool = False, init: Tensor | None = None) -> Estimate:
@@ -363,8 +417,6 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
     if stop not in ("gap", "residual"):
         raise ValueError(f"stop must be 'gap' or 'residual', got {stop!r}")
     _pick(np.zeros(1), which)
-    from scipy.linalg import eigh_tridiagonal
-
     t0 = time.perf_counter()
     gen = _generator(seed, device)
     q, warm = _start(n, init, gen, device, dtype)
@@ -374,35 +426,12 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
     q_prev, beta_prev = None, 0.0
     converged, theta_i, resid, err, s = False, float("nan"), float("nan"), float("nan"), None
     for j in range(min(max_iter, n)):
-        w = matvec(q).to(dtype)
-        alpha = torch.dot(q, w).item()
-        w = w - alpha * q
-        if q_prev is not None:
-            w = w - beta_prev * q_prev
-        if reorth:
-            Q = basis.Q
-            for _ in range(2):
-                w = w - Q.T @ (Q @ w)
-        beta = w.norm().item()
+        alpha, w, beta = _lanczos_step(matvec, q, q_prev, beta_prev, basis, reorth, dtype)
         if not (math.isfinite(alpha) and math.isfinite(beta)):  # NaN/inf loss or parameters: give up, don't raise
             return Estimate(float("nan"), n_matvecs=j + 1, converged=False, method="lanczos",
                             seconds=time.perf_counter() - t0, history=history, info={"reason": "non-finite HVP"})
         alphas.append(alpha)
-        if j == 0:
-            theta, S = np.array([alpha]), np.ones((1, 1))
-        else:
-            theta, S = eigh_tridiagonal(np.array(alphas), np.array(betas))
-        i = _pick(theta, which)
-        theta_i, s = float(theta[i]), S[:, i]
-        resid = beta * abs(s[-1])
-        history.append(theta_i)
-        others = np.delete(theta, i)
-        err = resid
-        if stop == "gap" and others.size:
-            gap = float(np.min(np.abs(others - theta_i)))
-            change = abs(theta_i - history[-2])
-            if gap > 0 and change <= tol * abs(theta_i):
-                err = min(resid, resid**2 / gap)
+        theta, theta_i, s, resid, err = _ritz(alphas, betas, beta, history, which, stop, tol)
         invariant = beta <= 1e-12 * max(np.abs(theta).max(), 1e-300) or j + 1 == n
         if err <= tol * abs(theta_i) or invariant:
             converged = True
@@ -453,7 +482,7 @@ def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-
 # %% ../nbs/02_curvature.ipynb #75ccfe9a
 def lambda_max(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "lanczos",
                tol: float = 1e-3, max_iter: int = 100, seed: int = 0, which: str = "LA", stop: str = "gap",
-               hvp_method: str = "double_backward", bn_mode: str = "train", eval_mode: bool | None = None,
+               hvp_method: str = "double_backward", bn_mode: str = "train",
                micro_batch_size: int | None = None, init: Tensor | None = None) -> Estimate:
     """Top Hessian eigenvalue of the (micro-batched) mean loss on `batch`. `method="lanczos"`: the largest algebraic
     eigenvalue (`which="SA"`: smallest, `"LM"`: largest magnitude); `method="power"`: the largest-magnitude one.
@@ -461,7 +490,7 @@ def lambda_max(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor]
     if method not in ("lanczos", "power"):
         raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
     t0 = time.perf_counter()
-    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode,
+    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode,
                           micro_batch_size=micro_batch_size) as op:
         kw = dict(tol=tol, max_iter=max_iter, seed=seed, device=op.device, dtype=op.dtype, init=init)
         est = lanczos(op, op.n, which=which, stop=stop, **kw) if method == "lanczos" else power_iteration(op, op.n, **kw)
@@ -490,7 +519,7 @@ def hutchinson(matvec: Callable[[Tensor], Tensor], n: int, n_matvecs: int = 30, 
     return Estimate(float(np.mean(samples)), stderr=_stderr(samples), n_matvecs=n_matvecs, method="hutchinson",
                     seconds=time.perf_counter() - t0, history=history, info={"samples": samples})
 
-
+# %% ../nbs/02_curvature.ipynb #13139e80
 def hutchpp(matvec: Callable[[Tensor], Tensor], n: int, n_matvecs: int = 30, seed: int = 0, device=None,
             dtype=torch.float32) -> Estimate:
     "Hutch++ trace estimate (Meyer et al. 2021) with `n_matvecs` matvecs; `stderr` from the deflated Hutchinson part."
@@ -521,12 +550,12 @@ TRACE_METHODS = {"hutch++": hutchpp, "hutchinson": hutchinson}
 
 def hessian_trace(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "hutch++",
                   n_matvecs: int = 30, seed: int = 0, hvp_method: str = "double_backward",
-                  bn_mode: str = "train", eval_mode: bool | None = None, micro_batch_size: int | None = None) -> Estimate:
+                  bn_mode: str = "train", micro_batch_size: int | None = None) -> Estimate:
     "Trace of the Hessian of the (micro-batched) mean loss on `batch` with `n_matvecs` HVPs; `value`, `stderr`, `n_matvecs`."
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {list(TRACE_METHODS)}, got {method!r}")
     t0 = time.perf_counter()
-    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode, eval_mode=eval_mode,
+    with hessian_operator(model, loss_fn, batch, method=hvp_method, bn_mode=bn_mode,
                           micro_batch_size=micro_batch_size) as op:
         est = TRACE_METHODS[method](op, op.n, n_matvecs=n_matvecs, seed=seed, device=op.device, dtype=op.dtype)
         est.info["loss"] = op.loss

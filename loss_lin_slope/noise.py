@@ -30,7 +30,7 @@ def batch_gradient(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Ten
     grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
     return flatten(grads).detach(), loss.item()
 
-# %% ../nbs/03_noise.ipynb #017a0cb5
+# %% ../nbs/03_noise.ipynb #cc10a04d
 @dataclass
 class GradientNoise:
     "Gradient-noise statistics from k batch gradients at one θ (see `gradient_variance`)."
@@ -49,17 +49,17 @@ class GradientNoise:
         "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
-
+# %% ../nbs/03_noise.ipynb #99b4b12f
 def _acc_dtype(device):
     return torch.float32 if torch.device(device).type == "mps" else torch.float64
 
-
+# %% ../nbs/03_noise.ipynb #017a0cb5
 def gradient_variance(model: nn.Module, loss_fn: Callable, batches: Iterable[tuple[Tensor, Tensor]],
-                      bn_mode: str = "eval", eval_mode: bool | None = None, max_batches: int | None = None) -> GradientNoise:
+                      bn_mode: str = "eval", max_batches: int | None = None) -> GradientNoise:
     "Unbiased variance of minibatch gradients over `batches` (k >= 2 batches at the current θ); safe inside training."
     t0 = time.perf_counter()
     k, n_total, mean, m2, loss_sum = 0, 0, None, 0.0, 0.0
-    with curvature_mode(model, bn_mode=bn_mode, eval_mode=eval_mode):
+    with curvature_mode(model, bn_mode=bn_mode):
         for batch in batches:
             if max_batches is not None and k >= max_batches:
                 break
@@ -84,7 +84,7 @@ def gradient_variance(model: nn.Module, loss_fn: Callable, batches: Iterable[tup
         b_simple=trace_sigma / g2_unbiased if g2_unbiased > 0 else float("nan"), n_batches=k,
         batch_size=n_total / k, n_examples=n_total, mean_loss=loss_sum / n_total, seconds=time.perf_counter() - t0)
 
-# %% ../nbs/03_noise.ipynb #838466b9
+# %% ../nbs/03_noise.ipynb #61eb9ff3
 @dataclass
 class NoiseScale:
     "McCandlish et al. (2018) simple noise scale and its parts."
@@ -101,7 +101,7 @@ class NoiseScale:
         "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
-
+# %% ../nbs/03_noise.ipynb #7a37298a
 def _ratio(num, den):
     return num / den if den > 0 else float("nan")
 
@@ -127,14 +127,14 @@ def noise_scale_from_norms(sq_norm_small, b_small, sq_norm_big, b_big) -> NoiseS
             se = float(math.sqrt((k - 1) / k * np.sum((loo - loo.mean()) ** 2)))
     return NoiseScale(float(b), float(tr.mean()), float(g2.mean()), se, bs, bb, k)
 
-
+# %% ../nbs/03_noise.ipynb #838466b9
 def gradient_noise_scale(model: nn.Module, loss_fn: Callable, batches: Iterable[tuple[Tensor, Tensor]],
-                         b_small: int, bn_mode: str = "eval", eval_mode: bool | None = None, max_batches: int | None = None) -> NoiseScale:
+                         b_small: int, bn_mode: str = "eval", max_batches: int | None = None) -> NoiseScale:
     """B_simple from `batches` (each of size B_big, a multiple of `b_small`) split into micro-batches of
     `b_small`: |g_small|² = mean micro-batch squared norm, g_big = mean micro-batch gradient. Safe inside training."""
     t0 = time.perf_counter()
     small, big, b_big = [], [], None
-    with curvature_mode(model, bn_mode=bn_mode, eval_mode=eval_mode):
+    with curvature_mode(model, bn_mode=bn_mode):
         for i, (x, y) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
@@ -153,7 +153,7 @@ def gradient_noise_scale(model: nn.Module, loss_fn: Callable, batches: Iterable[
     out.seconds = time.perf_counter() - t0
     return out
 
-# %% ../nbs/03_noise.ipynb #f150b053
+# %% ../nbs/03_noise.ipynb #a9709466
 @dataclass
 class PSDTail:
     "Log-log slope of a Welch PSD over a frequency band, with a white-noise baseline."
@@ -171,7 +171,7 @@ class PSDTail:
         "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
-
+# %% ../nbs/03_noise.ipynb #1da1a010
 def _welch_slope(x, nperseg, band, detrend):
     from scipy.signal import welch
 
@@ -179,7 +179,7 @@ def _welch_slope(x, nperseg, band, detrend):
     sel = (f >= band[0]) & (f <= band[1])
     return loglog_fit(f[sel], p[sel]), int(sel.sum())
 
-
+# %% ../nbs/03_noise.ipynb #f150b053
 def psd_tail_slope(signal, band: tuple[float, float] = (0.02, 0.2), nperseg: int | None = None,
                    detrend: str = "linear", n_baseline: int = 8, seed: int = 0, min_length: int = 64) -> PSDTail:
     """Slope of log PSD vs log frequency (cycles/step) of `signal` over `band`, Welch's method, plus the
@@ -206,7 +206,7 @@ def psd_tail_slope(signal, band: tuple[float, float] = (0.02, 0.2), nperseg: int
     return PSDTail(fit.slope, fit.intercept, fit.r2, nf, float(np.mean(base)) if base else nan,
                    float(np.std(base, ddof=1)) if len(base) > 1 else nan, nperseg, tuple(band), fit.reason)
 
-# %% ../nbs/03_noise.ipynb #a62099d7
+# %% ../nbs/03_noise.ipynb #3adff047
 @dataclass
 class ResidualPower:
     "Mean square of the residuals of the log-log fit ln y = intercept + slope ln x."
@@ -222,7 +222,7 @@ class ResidualPower:
         "The fields as a plain dict (JSON/Parquet friendly)."
         return asdict(self)
 
-
+# %% ../nbs/03_noise.ipynb #a62099d7
 def residual_power(x, y, nonpositive: str = "drop", bin_points: int = 1) -> ResidualPower:
     """Mean squared residual of `slopes.loglog_fit(x, y)` in natural-log units; NaNs and a `reason` on dirty data.
     `bin_points` > 1: of the geometric means of consecutive bins of that many usable points (`slopes.bin_means`), so
