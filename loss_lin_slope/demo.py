@@ -17,13 +17,15 @@ __all__ = ['STUDY_STEPS_PER_EPOCH', 'DEMO', 'scaled_curvature_every', 'demo_para
 
 # %% ../nbs/13_demo.ipynb #6c5d6574
 STUDY_STEPS_PER_EPOCH = 391  # CIFAR-10: 50,000 images / batch 128
-DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
-            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), curvature_thin=3, trace_matvecs=9)
 
 
 def scaled_curvature_every(steps_per_epoch: int, every: int = 500) -> int:
     "Curvature interval keeping the study's rhythm (500 of 391 steps per epoch) at another epoch length."
     return max(1, round(every / STUDY_STEPS_PER_EPOCH * steps_per_epoch))
+
+# %% ../nbs/13_demo.ipynb #be03e421
+DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
+            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), curvature_thin=3, trace_matvecs=9)
 
 
 def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_train: int = DEMO["n_train"],
@@ -41,6 +43,15 @@ def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_trai
                  "monitors.flush_every_n_steps": 50}
     make_config(**params, **overrides)  # fail here, before any job starts
     return params, overrides
+
+# %% ../nbs/13_demo.ipynb #f147f16c
+def _exclusion_line(a) -> str:
+    "How many runs are outside some figure's denominator, by figure (the report lists each with its reason)."
+    ex = a.exclusions()
+    if not len(ex):
+        return "exclusions: none (every run in every figure)"
+    by = ex.groupby("excluded_from").run_id.nunique()
+    return f"exclusions: {ex.run_id.nunique()} runs — " + "; ".join(f"{n} from {k}" for k, n in by.items())
 
 # %% ../nbs/13_demo.ipynb #7b972613
 def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int = DEMO["epochs"],
@@ -78,15 +89,6 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
               "hypotheses": [*analysis.hypothesis_lines(), analysis.slope_line(), _exclusion_line(analysis)],
               "seconds": round(time.time() - t0, 1)}
     return result
-
-
-def _exclusion_line(a) -> str:
-    "How many runs are outside some figure's denominator, by figure (the report lists each with its reason)."
-    ex = a.exclusions()
-    if not len(ex):
-        return "exclusions: none (every run in every figure)"
-    by = ex.groupby("excluded_from").run_id.nunique()
-    return f"exclusions: {ex.run_id.nunique()} runs — " + "; ".join(f"{n} from {k}" for k, n in by.items())
 
 # %% ../nbs/13_demo.ipynb #77bc74c1
 def preflight_config(variant: str, epochs: int = 2, dataset: str | None = None, real: bool | None = None,
@@ -132,7 +134,7 @@ def preflight_checks(run_dir: str | Path) -> dict:
             "peak_mem_mb": round(summary["peak_mem_bytes"] / 2**20) if summary.get("peak_mem_bytes") else None,
             "checkpoints": len(ckpts), "passed": not problems, "problems": problems}
 
-
+# %% ../nbs/13_demo.ipynb #0b200fde
 def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, out: str | Path = "runs",
                   real: bool | None = None, data_dir: str = "data", say=print) -> list[dict]:
     "Train each variant briefly (fresh run directories under `out/preflight/`) and check it."
@@ -150,7 +152,7 @@ def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, ou
                          "problems": [f"{type(e).__name__}: {e}"]})
     return rows
 
-# %% ../nbs/13_demo.ipynb #c574f88c
+# %% ../nbs/13_demo.ipynb #81c67981
 def cmd_demo(args) -> int:
     "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are; exit 1 unless every run completed."
     r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
@@ -167,7 +169,7 @@ def cmd_demo(args) -> int:
         return 1
     return 0
 
-
+# %% ../nbs/13_demo.ipynb #1f7bfdcd
 def cmd_preflight(args) -> int:
     "`lls preflight`: train every variant briefly, print the checks; exit 0 on GO, 1 on NO-GO."
     from loss_lin_slope.cli import format_rows
@@ -181,7 +183,7 @@ def cmd_preflight(args) -> int:
           "NO-GO: " + ", ".join(r["variant"] for r in rows if not r["passed"]) + " failed preflight")
     return 0 if go else 1
 
-
+# %% ../nbs/13_demo.ipynb #c574f88c
 def add_cli(sub):
     "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
     import argparse

@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
 
-from . import dataset
+from . import dataset, files
 
 # %% auto #0
 __all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN',
-           'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'cluster_weights',
-           'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'spearman_of_normal',
-           'simulate_h2_sweep', 'simulate_h1_runs', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset',
-           'analyze_sweep', 'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'fig_sharpness',
-           'render_report', 'write_report', 'cmd_report', 'add_cli']
+           'VARIANT_COLORS', 'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'spearman_of_normal',
+           'simulate_h2_sweep', 'simulate_h1_runs', 'cluster_weights', 'spearman_stats', 'h2_table', 'loco_rmse',
+           'h2_predictors', 'slope_vs_level', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep',
+           'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'fig_sharpness', 'render_report',
+           'write_report', 'cmd_report', 'add_cli']
 
 # %% ../nbs/11_hypotheses.ipynb #fd20730c
 H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
@@ -37,7 +38,7 @@ def analysed(runs):
     "The analysed sample: complete runs listed by the ledger."
     return runs[(runs.state == "complete") & runs.in_ledger.astype(bool)]
 
-
+# %% ../nbs/11_hypotheses.ipynb #cadf00a6
 def _groups(df):
     "(label, rows) for each variant present, then 'all'."
     for v in sorted(df.variant.dropna().unique()):
@@ -50,7 +51,7 @@ def _col(d, name):
 
     return d[name].astype(float) if name in d else pd.Series(math.nan, index=d.index)
 
-
+# %% ../nbs/11_hypotheses.ipynb #0ff2f3b1
 def h1_table(runs, r2_min: float = H1_R2):
     """H1 per variant and overall. `share` = runs with trajectory R² ≥ `r2_min` over **all** analysed runs (a run that
     never burned in does not support H1); `share_burned_in` over the runs that burned in; beside them the per-batch
@@ -81,6 +82,10 @@ def h1_table(runs, r2_min: float = H1_R2):
     t["supported"] = t.share > H1_SHARE
     return t
 
+# %% ../nbs/11_hypotheses.ipynb #a8c5a6c7
+def _row(t, group):
+    r = t[t.group == group]
+    return None if r.empty else r.iloc[0]
 
 # %% ../nbs/11_hypotheses.ipynb #dcbb44f3
 CONFIG_KEYS = ("variant", "lr", "weight_decay")  # a configuration: its seeds share everything else
@@ -88,7 +93,7 @@ BASELINES = ("train_ce_15", "val_ce_15")  # the loss level at the end of the alp
 PREDICTORS = ("alpha_early", *BASELINES)
 LOCO_GAIN = 0.05  # the slope "adds" when level + slope predicts ≥ 5 % better (LOCO RMSE) than the level alone
 
-
+# %% ../nbs/11_hypotheses.ipynb #73b4a6d0
 def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
@@ -96,12 +101,12 @@ def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1), np.nan)
 
-
+# %% ../nbs/11_hypotheses.ipynb #885b2ef6
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0) -> np.ndarray:
     "The (n_boot, n) resampling indices `corr_ci` uses: `np.random.default_rng(seed).integers(0, n, (n_boot, n))`."
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
-
+# %% ../nbs/11_hypotheses.ipynb #096bbf8e
 def corr_ci(x, y, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict:
     "Spearman ρ and Pearson r of (x, y) with percentile bootstrap intervals over *independent pairs*; NaN where undefined (n < 3)."
     from scipy import stats
@@ -131,7 +136,74 @@ def corr_ci(x, y, n_boot: int = 2000, seed: int = 0, conf: float = 0.95) -> dict
         out["n_boot_used"] = int(good.sum())
     return out
 
+# %% ../nbs/11_hypotheses.ipynb #401fadc4
+def spearman_of_normal(r: float) -> float:
+    "Population Spearman ρ of a bivariate normal with Pearson correlation r: (6/π)·asin(r/2) (Pearson 1907)."
+    return 6.0 / math.pi * math.asin(r / 2.0)
 
+# %% ../nbs/11_hypotheses.ipynb #63651156
+def simulate_h2_sweep(rho_config: float = 0.8, rho_seed: float = 0.2, var_config: float = 0.7, var_seed: float = 0.3,
+                      n_configs: int = 36, n_seeds: int = 6, seed: int = 0):
+    """A known-answer H2 sweep: a random-effects model, x = u + e, y = v + f with configuration effects (u, v) ~ N
+    (variance var_config, correlation rho_config) shared by a configuration's seeds and seed effects (e, f) ~ N
+    (var_seed, rho_seed). The pooled (x, y) is bivariate normal, so the true Spearman ρ is
+    `spearman_of_normal((rho_config·var_config + rho_seed·var_seed) / (var_config + var_seed))` (in `df.attrs`).
+    Returns a runs table (`analysed` keeps every row; 4 variants of n_configs / 4 configurations)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def pairs(n, var, rho):
+        z = rng.standard_normal((n, 2))
+        return math.sqrt(var) * np.column_stack((z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho * rho) * z[:, 1]))
+
+    uc = pairs(n_configs, var_config, rho_config)
+    c = np.repeat(np.arange(n_configs), n_seeds)
+    xy = uc[c] + pairs(n_configs * n_seeds, var_seed, rho_seed)
+    variants = np.array(["base", "bn_off", "narrow", "adamw"])[c % 4]
+    df = pd.DataFrame({"run_id": [f"c{i}-s{j}" for i, j in zip(c, np.tile(np.arange(n_seeds), n_configs))],
+                       "variant": variants, "lr": 0.05 * (1 + c // 4), "weight_decay": 1e-4,
+                       "seed": np.tile(np.arange(n_seeds), n_configs), "state": "complete", "in_ledger": True,
+                       "alpha_early": xy[:, 0], "best_val_ce": xy[:, 1]})
+    r = (rho_config * var_config + rho_seed * var_seed) / (var_config + var_seed)
+    df.attrs["true_rho"] = spearman_of_normal(r)
+    return df
+
+# %% ../nbs/11_hypotheses.ipynb #dd931949
+def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, steps_per_epoch: int = 391,
+                     sigma: float = 0.2, seed: int = 0, **fit_kw):
+    """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
+    batch noise σ, fitted by `slopes.fit_summary` as the export does; returns a runs table for `h1_table`.
+    Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
+    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
+    import pandas as pd
+
+    from loss_lin_slope import slopes
+
+    if shape not in ("power", "exponential", "stuck"):
+        raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
+    rng = np.random.default_rng(seed)
+    e = np.arange(1, epochs * steps_per_epoch + 1) / steps_per_epoch
+    rows = []
+    for i in range(n_runs):
+        e0, b = rng.uniform(3, 6), rng.uniform(0.4, 0.8)
+        start = 2.3 * np.exp(np.log(0.9 / 2.3) * e / e0)  # 2.3 nats at 0 to 0.9 at e0
+        if shape == "power":
+            late = 0.9 * (e / e0) ** -b
+        elif shape == "exponential":
+            lam = b * math.log(epochs / e0) / (epochs - e0)  # the same total drop as the power law
+            late = 0.9 * np.exp(-lam * (e - e0))
+        else:
+            start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
+        L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
+        fs = slopes.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
+        rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
+                     "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
+                     "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},
+                     "holdout_error": fs["holdout_error"]})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/11_hypotheses.ipynb #c38fdcf0
 def cluster_weights(groups, n_boot: int, seed: int = 0) -> np.ndarray:
     """(n_boot, n) multiplicities of a cluster bootstrap: each resample draws G clusters (configurations) with
     replacement, and every row enters as often as its cluster was drawn (its seeds travel together)."""
@@ -142,7 +214,16 @@ def cluster_weights(groups, n_boot: int, seed: int = 0) -> np.ndarray:
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
     return counts[:, g]
 
+# %% ../nbs/11_hypotheses.ipynb #ded5ab8a
+def _config_labels(d) -> np.ndarray:
+    return np.array(["|".join(str(v) for v in t) for t in zip(*(d[k] for k in CONFIG_KEYS))])
 
+
+def _weights(labels, n_boot: int, seed: int) -> np.ndarray:
+    "Row 0: the sample itself (all ones); rows 1…: the cluster-bootstrap resamples."
+    return np.vstack([np.ones((1, len(labels))), cluster_weights(labels, n_boot, seed)])
+
+# %% ../nbs/11_hypotheses.ipynb #7febfd09
 def _wranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     "Mid-ranks of x in each weighted resample (a row of weight w = w copies; ties share their mean rank)."
     o = np.argsort(x, kind="stable")
@@ -155,7 +236,7 @@ def _wranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
     out[:, o] = mid[:, inv]
     return out
 
-
+# %% ../nbs/11_hypotheses.ipynb #a556b70d
 def _wcorr(a: np.ndarray, b: np.ndarray, W: np.ndarray) -> np.ndarray:
     "Weighted Pearson correlation per row (rows of zero variance: NaN)."
     s = W.sum(axis=1, keepdims=True)
@@ -166,7 +247,7 @@ def _wcorr(a: np.ndarray, b: np.ndarray, W: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
-
+# %% ../nbs/11_hypotheses.ipynb #646a7192
 def _wdemean(v: np.ndarray, W: np.ndarray, groups: np.ndarray) -> np.ndarray:
     "v minus its weighted group mean, per resample."
     g = np.unique(groups, return_inverse=True)[1].reshape(-1)
@@ -176,6 +257,9 @@ def _wdemean(v: np.ndarray, W: np.ndarray, groups: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         m = ((W * Vw) @ H) / (W @ H)
     return Vw - np.nan_to_num(m)[:, g]
+
+# %% ../nbs/11_hypotheses.ipynb #e0977ea5
+_STATS = ("rho", "rho_config_means", "rho_within", "rho_partial_variant")
 
 
 def spearman_stats(x, y, configs, variants, W: np.ndarray) -> dict[str, np.ndarray]:
@@ -198,7 +282,7 @@ def spearman_stats(x, y, configs, variants, W: np.ndarray) -> dict[str, np.ndarr
     out["rho_partial_variant"] = _wcorr(_wdemean(rx, W, variants), _wdemean(ry, W, variants), W)
     return out
 
-
+# %% ../nbs/11_hypotheses.ipynb #65dacdec
 def _interval(boot: np.ndarray, conf: float, est: float | None = None, n_clusters: int | None = None,
               fisher: bool = True) -> tuple[float, float]:
     """Percentile interval of the bootstrap values; with `est` and `n_clusters` G, widened around `est` for few
@@ -221,16 +305,7 @@ def _interval(boot: np.ndarray, conf: float, est: float | None = None, n_cluster
     zl, zh = np.percentile(zb, q)
     return float(bw(z0 - f * (z0 - zl))), float(bw(z0 + f * (zh - z0)))
 
-
-def _config_labels(d) -> np.ndarray:
-    return np.array(["|".join(str(v) for v in t) for t in zip(*(d[k] for k in CONFIG_KEYS))])
-
-
-def _weights(labels, n_boot: int, seed: int) -> np.ndarray:
-    "Row 0: the sample itself (all ones); rows 1…: the cluster-bootstrap resamples."
-    return np.vstack([np.ones((1, len(labels))), cluster_weights(labels, n_boot, seed)])
-
-
+# %% ../nbs/11_hypotheses.ipynb #46599fdb
 def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
     """H2 per variant and overall: Spearman ρ and Pearson r of (alpha_early, best_val_ce), 95 % intervals from
     resampling configurations (variant, lr, wd) with their seeds; supported when the signed ρ ≥ H2_RHO."""
@@ -263,7 +338,7 @@ def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
     t["supported"] = t.spearman >= H2_RHO
     return t
 
-
+# %% ../nbs/11_hypotheses.ipynb #e63cd8ec
 def loco_rmse(y, X, configs) -> float:
     """Leave-one-configuration-out RMSE of the least-squares prediction of y from the columns of X (plus an
     intercept; X with no columns = predict the mean): each configuration's runs predicted by a fit on the others."""
@@ -280,10 +355,7 @@ def loco_rmse(y, X, configs) -> float:
         err[m] = y[m] - A[m] @ beta
     return float(np.sqrt(np.mean(err * err)))
 
-
-_STATS = ("rho", "rho_config_means", "rho_within", "rho_partial_variant")
-
-
+# %% ../nbs/11_hypotheses.ipynb #651e79bd
 def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
     """alpha_early and the two baselines (train/val CE at epoch 15) as predictors of best_val_ce, on the analysed runs
     that have all three: each statistic of `spearman_stats` with its configuration-resampled interval, ρ per variant,
@@ -330,7 +402,7 @@ def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
                  "loco_rmse": loco_rmse(y, np.empty((len(d), 0)), lab) if enough else math.nan})
     return pd.DataFrame(rows)
 
-
+# %% ../nbs/11_hypotheses.ipynb #71ff0101
 def slope_vs_level(pred) -> str:
     "One line: does alpha_early add anything beyond the loss level at epoch 15 (LOCO rule, LOCO_GAIN), with Δρ."
     if pred is None or not len(pred) or "loco_rmse" not in pred:
@@ -347,75 +419,6 @@ def slope_vs_level(pred) -> str:
             f"nats (adds when ≥ {LOCO_GAIN:.0%} lower); ρ(alpha_early) − ρ({b}) = {t.loc[b, 'delta_rho']:+.2f} "
             f"[{t.loc[b, 'delta_rho_lo']:+.2f}, {t.loc[b, 'delta_rho_hi']:+.2f}].")
 
-
-# %% ../nbs/11_hypotheses.ipynb #401fadc4
-def spearman_of_normal(r: float) -> float:
-    "Population Spearman ρ of a bivariate normal with Pearson correlation r: (6/π)·asin(r/2) (Pearson 1907)."
-    return 6.0 / math.pi * math.asin(r / 2.0)
-
-
-def simulate_h2_sweep(rho_config: float = 0.8, rho_seed: float = 0.2, var_config: float = 0.7, var_seed: float = 0.3,
-                      n_configs: int = 36, n_seeds: int = 6, seed: int = 0):
-    """A known-answer H2 sweep: a random-effects model, x = u + e, y = v + f with configuration effects (u, v) ~ N
-    (variance var_config, correlation rho_config) shared by a configuration's seeds and seed effects (e, f) ~ N
-    (var_seed, rho_seed). The pooled (x, y) is bivariate normal, so the true Spearman ρ is
-    `spearman_of_normal((rho_config·var_config + rho_seed·var_seed) / (var_config + var_seed))` (in `df.attrs`).
-    Returns a runs table (`analysed` keeps every row; 4 variants of n_configs / 4 configurations)."""
-    import pandas as pd
-
-    rng = np.random.default_rng(seed)
-
-    def pairs(n, var, rho):
-        z = rng.standard_normal((n, 2))
-        return math.sqrt(var) * np.column_stack((z[:, 0], rho * z[:, 0] + math.sqrt(1 - rho * rho) * z[:, 1]))
-
-    uc = pairs(n_configs, var_config, rho_config)
-    c = np.repeat(np.arange(n_configs), n_seeds)
-    xy = uc[c] + pairs(n_configs * n_seeds, var_seed, rho_seed)
-    variants = np.array(["base", "bn_off", "narrow", "adamw"])[c % 4]
-    df = pd.DataFrame({"run_id": [f"c{i}-s{j}" for i, j in zip(c, np.tile(np.arange(n_seeds), n_configs))],
-                       "variant": variants, "lr": 0.05 * (1 + c // 4), "weight_decay": 1e-4,
-                       "seed": np.tile(np.arange(n_seeds), n_configs), "state": "complete", "in_ledger": True,
-                       "alpha_early": xy[:, 0], "best_val_ce": xy[:, 1]})
-    r = (rho_config * var_config + rho_seed * var_seed) / (var_config + var_seed)
-    df.attrs["true_rho"] = spearman_of_normal(r)
-    return df
-
-
-def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, steps_per_epoch: int = 391,
-                     sigma: float = 0.2, seed: int = 0, **fit_kw):
-    """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
-    batch noise σ, fitted by `slopes.fit_summary` as the export does; returns a runs table for `h1_table`.
-    Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
-    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
-    import pandas as pd
-
-    from loss_lin_slope import slopes
-
-    if shape not in ("power", "exponential", "stuck"):
-        raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
-    rng = np.random.default_rng(seed)
-    e = np.arange(1, epochs * steps_per_epoch + 1) / steps_per_epoch
-    rows = []
-    for i in range(n_runs):
-        e0, b = rng.uniform(3, 6), rng.uniform(0.4, 0.8)
-        start = 2.3 * np.exp(np.log(0.9 / 2.3) * e / e0)  # 2.3 nats at 0 to 0.9 at e0
-        if shape == "power":
-            late = 0.9 * (e / e0) ** -b
-        elif shape == "exponential":
-            lam = b * math.log(epochs / e0) / (epochs - e0)  # the same total drop as the power law
-            late = 0.9 * np.exp(-lam * (e - e0))
-        else:
-            start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
-        L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
-        fs = slopes.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
-        rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
-                     "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
-                     "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},
-                     "holdout_error": fs["holdout_error"]})
-    return pd.DataFrame(rows)
-
-
 # %% ../nbs/11_hypotheses.ipynb #439d4996
 @dataclass
 class Verdict:
@@ -429,12 +432,12 @@ class Verdict:
         "'GO' or 'NO-GO'."
         return "GO" if self.go else "NO-GO"
 
-
+# %% ../nbs/11_hypotheses.ipynb #3a586531
 def _ids(ids, k: int = 5) -> str:
     ids = list(ids)
     return ", ".join(ids[:k]) + (f" and {len(ids) - k} more" if len(ids) > k else "")
 
-
+# %% ../nbs/11_hypotheses.ipynb #4668e93d
 def go_no_go(check: dataset.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
     "The plan's verdict (see the table above) from verify's result and the runs table."
     conds = []
@@ -487,82 +490,31 @@ class Analysis:
     seed: int
     h2_predictors: object = None  # pandas.DataFrame of `h2_predictors` (slope against the baselines)
 
-    @property
-    def runs(self):
-        "The runs table of the dataset: one row per expected run, with its state, reason and fits."
-        return self.dataset.runs
-
-    @property
-    def check(self) -> dataset.SweepCheck:
-        "verify's result for the sweep (`dataset.SweepCheck`)."
-        return self.dataset.check
-
-    def exclusions(self):
-        """Every run outside the denominator of some figure, with the figure and the reason: runs outside the analysed
-        sample (`excluded_from` = 'all'), analysed runs that never burned in (outside `share_burned_in` and the R²
-        median/min; they stay in H1's `share` and GO as failures), and analysed runs without the values H2 or its
-        baselines need."""
-        import pandas as pd
-
-        r = self.runs
-        cols = ["run_id", "variant", "lr", "weight_decay", "seed", "state", "status"]
-        out = []
-        a = analysed(r)
-        for _, row in r[~r.index.isin(a.index)].iterrows():
-            out.append({**{c: row.get(c) for c in cols}, "excluded_from": "all", "reason": row.get("reason") or ""})
-        for _, row in a.iterrows():
-            if not np.isfinite(_num(row, "r_squared")):
-                out.append({**{c: row.get(c) for c in cols},
-                            "excluded_from": "H1 share_burned_in and R² median/min (counted as not supporting H1)",
-                            "reason": _note(row, "alpha_full_binned") or "no trajectory R²"})
-            miss = [k for k in ("alpha_early", "best_val_ce") if not np.isfinite(_num(row, k))]
-            if miss:
-                out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2",
-                            "reason": "; ".join(_note(row, k) or f"{k}: not available" for k in miss)})
-            else:
-                miss = [k for k in BASELINES if not np.isfinite(_num(row, k))]
-                if miss:
-                    out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2 baselines (slope vs level)",
-                                "reason": "; ".join(_note(row, k) or f"{k}: no loss near epoch 15" for k in miss)})
-        return pd.DataFrame(out, columns=[*cols, "excluded_from", "reason"])
-
-    def hypothesis_lines(self) -> tuple[str, str]:
-        "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
-        h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
-        bi = (f"{h1['share_burned_in']:.0%} of the {h1['n_burned_in']} that burned in" if h1 is not None and
-              h1["n_burned_in"] else "none burned in")
-        h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n']} analysed "
-               f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {bi})" if h1 is not None and h1["n"]
-               else "H1: no runs")
-        h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
-               f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] over {h2['n']} runs in {h2['n_configs']} "
-               f"configurations (needs ρ ≥ +{H2_RHO}; expected sign +)"
-               if h2 is not None and np.isfinite(h2["spearman"]) else "H2: too few runs")
-        return h1s, h2s
-
-    def slope_line(self) -> str:
-        "Whether the slope adds anything beyond the loss level at epoch 15 (`slope_vs_level`)."
-        return slope_vs_level(self.h2_predictors)
-
-    def line(self) -> str:
-        "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
-        h1s, h2s = self.hypothesis_lines()
-        head = f"{self.verdict.word} ({self.sweep})"
-        if self.verdict.reasons:
-            head += ": " + " | ".join(self.verdict.reasons)
-        return f"{head} || {h1s} || {h2s}"
-
-    def to_dict(self) -> dict:
-        "Everything but the dataset, as plain data (what `report.json` holds)."
-        hp = self.h2_predictors
-        return {"sweep": self.sweep, "path": self.path, "verdict": self.verdict.word, "go": self.verdict.go,
-                "reasons": self.verdict.reasons, "conditions": self.verdict.conditions,
-                "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"),
-                "h2_predictors": [] if hp is None else hp.to_dict("records"), "slope_vs_level": self.slope_line(),
-                "n_boot": self.n_boot, "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
-                "exclusions": self.exclusions().to_dict("records")}
+# %% ../nbs/11_hypotheses.ipynb #5c536edd
+@patch(as_prop=True)
+def runs(self: Analysis):
+    "The runs table of the dataset: one row per expected run, with its state, reason and fits."
+    return self.dataset.runs
 
 
+@patch(as_prop=True)
+def check(self: Analysis) -> dataset.SweepCheck:
+    "verify's result for the sweep (`dataset.SweepCheck`)."
+    return self.dataset.check
+
+# %% ../nbs/11_hypotheses.ipynb #719358c1
+def analyze_dataset(ds: dataset.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
+    "H1, H2 (with the baselines) and the verdict for a built dataset."
+    return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs), h2_table(ds.runs, n_boot, seed),
+                    go_no_go(ds.check, ds.runs), n_boot, seed, h2_predictors(ds.runs, n_boot, seed))
+
+# %% ../nbs/11_hypotheses.ipynb #52bcffa3
+def analyze_sweep(sweep_dir, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
+                  name: str | None = None, cache=None) -> Analysis:
+    "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `dataset.reduce_run`)."
+    return analyze_dataset(dataset.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
+
+# %% ../nbs/11_hypotheses.ipynb #bac3c743
 def _num(row, k) -> float:
     v = row.get(k) if hasattr(row, "get") else None
     try:
@@ -580,23 +532,80 @@ def _note(row, key: str) -> str:
             return part
     return ""
 
+# %% ../nbs/11_hypotheses.ipynb #0f9f356f
+@patch
+def exclusions(self: Analysis):
+    """Every run outside the denominator of some figure, with the figure and the reason: runs outside the analysed
+    sample (`excluded_from` = 'all'), analysed runs that never burned in (outside `share_burned_in` and the R²
+    median/min; they stay in H1's `share` and GO as failures), and analysed runs without the values H2 or its
+    baselines need."""
+    import pandas as pd
 
-def _row(t, group):
-    r = t[t.group == group]
-    return None if r.empty else r.iloc[0]
+    r = self.runs
+    cols = ["run_id", "variant", "lr", "weight_decay", "seed", "state", "status"]
+    out = []
+    a = analysed(r)
+    for _, row in r[~r.index.isin(a.index)].iterrows():
+        out.append({**{c: row.get(c) for c in cols}, "excluded_from": "all", "reason": row.get("reason") or ""})
+    for _, row in a.iterrows():
+        if not np.isfinite(_num(row, "r_squared")):
+            out.append({**{c: row.get(c) for c in cols},
+                        "excluded_from": "H1 share_burned_in and R² median/min (counted as not supporting H1)",
+                        "reason": _note(row, "alpha_full_binned") or "no trajectory R²"})
+        miss = [k for k in ("alpha_early", "best_val_ce") if not np.isfinite(_num(row, k))]
+        if miss:
+            out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2",
+                        "reason": "; ".join(_note(row, k) or f"{k}: not available" for k in miss)})
+        else:
+            miss = [k for k in BASELINES if not np.isfinite(_num(row, k))]
+            if miss:
+                out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2 baselines (slope vs level)",
+                            "reason": "; ".join(_note(row, k) or f"{k}: no loss near epoch 15" for k in miss)})
+    return pd.DataFrame(out, columns=[*cols, "excluded_from", "reason"])
 
+# %% ../nbs/11_hypotheses.ipynb #d0694001
+@patch
+def hypothesis_lines(self: Analysis) -> tuple[str, str]:
+    "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
+    h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
+    bi = (f"{h1['share_burned_in']:.0%} of the {h1['n_burned_in']} that burned in" if h1 is not None and
+          h1["n_burned_in"] else "none burned in")
+    h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n']} analysed "
+           f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {bi})" if h1 is not None and h1["n"]
+           else "H1: no runs")
+    h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
+           f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] over {h2['n']} runs in {h2['n_configs']} "
+           f"configurations (needs ρ ≥ +{H2_RHO}; expected sign +)"
+           if h2 is not None and np.isfinite(h2["spearman"]) else "H2: too few runs")
+    return h1s, h2s
 
-def analyze_dataset(ds: dataset.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
-    "H1, H2 (with the baselines) and the verdict for a built dataset."
-    return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs), h2_table(ds.runs, n_boot, seed),
-                    go_no_go(ds.check, ds.runs), n_boot, seed, h2_predictors(ds.runs, n_boot, seed))
+# %% ../nbs/11_hypotheses.ipynb #cb83f911
+@patch
+def slope_line(self: Analysis) -> str:
+    "Whether the slope adds anything beyond the loss level at epoch 15 (`slope_vs_level`)."
+    return slope_vs_level(self.h2_predictors)
 
+# %% ../nbs/11_hypotheses.ipynb #b0b1a98d
+@patch
+def line(self: Analysis) -> str:
+    "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
+    h1s, h2s = self.hypothesis_lines()
+    head = f"{self.verdict.word} ({self.sweep})"
+    if self.verdict.reasons:
+        head += ": " + " | ".join(self.verdict.reasons)
+    return f"{head} || {h1s} || {h2s}"
 
-def analyze_sweep(sweep_dir, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
-                  name: str | None = None, cache=None) -> Analysis:
-    "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `dataset.reduce_run`)."
-    return analyze_dataset(dataset.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
-
+# %% ../nbs/11_hypotheses.ipynb #78c6cf27
+@patch
+def to_dict(self: Analysis) -> dict:
+    "Everything but the dataset, as plain data (what `report.json` holds)."
+    hp = self.h2_predictors
+    return {"sweep": self.sweep, "path": self.path, "verdict": self.verdict.word, "go": self.verdict.go,
+            "reasons": self.verdict.reasons, "conditions": self.verdict.conditions,
+            "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"),
+            "h2_predictors": [] if hp is None else hp.to_dict("records"), "slope_vs_level": self.slope_line(),
+            "n_boot": self.n_boot, "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
+            "exclusions": self.exclusions().to_dict("records")}
 
 # %% ../nbs/11_hypotheses.ipynb #e7925d68
 VARIANT_COLORS = {"base": "#1f77b4", "bn_off": "#d62728", "narrow": "#2ca02c", "adamw": "#9467bd"}
@@ -605,7 +614,7 @@ VARIANT_COLORS = {"base": "#1f77b4", "bn_off": "#d62728", "narrow": "#2ca02c", "
 def _color(v) -> str:
     return VARIANT_COLORS.get(v, "#7f7f7f")
 
-
+# %% ../nbs/11_hypotheses.ipynb #f51ba340
 def _legend(ax):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
@@ -618,7 +627,7 @@ def _fig(w: float, h: float, ncols: int = 1, nrows: int = 1):
     axes = fig.subplots(nrows, ncols)
     return fig, axes
 
-
+# %% ../nbs/11_hypotheses.ipynb #ff51330a
 def fig_h1(runs):
     "H1: R² histograms per variant (trajectory: H1's; per batch: capped by the noise), best curve form, hold-out error."
     d = analysed(runs)
@@ -656,7 +665,7 @@ def fig_h1(runs):
     a3.set(ylabel="relative error", title="best form's held-out error\n(fit 1st half of the trajectory, predict 2nd)")
     return fig
 
-
+# %% ../nbs/11_hypotheses.ipynb #f0480576
 def fig_h2(runs, h2=None):
     "H2: best_val_ce against alpha_early, one colour per variant, with the overall least-squares line."
     d = analysed(runs)[["variant", "alpha_early", "best_val_ce"]].dropna()
@@ -677,7 +686,7 @@ def fig_h2(runs, h2=None):
     _legend(ax)
     return fig
 
-
+# %% ../nbs/11_hypotheses.ipynb #f8877f55
 def fig_curves(ds: dataset.Dataset):
     "Training loss (quarter-epoch means) and validation loss of every analysed run, both log-log."
     fig, (a1, a2) = _fig(11, 3.8, 2)
@@ -701,7 +710,7 @@ def fig_curves(ds: dataset.Dataset):
            title="validation loss (log-log)")  # log y: one early spike (AdamW) would flatten every other curve
     return fig
 
-
+# %% ../nbs/11_hypotheses.ipynb #2dd4100c
 def fig_states(check: dataset.SweepCheck):
     "Runs per variant and state (stacked bars)."
     import pandas as pd
@@ -720,7 +729,7 @@ def fig_states(check: dataset.SweepCheck):
     _legend(ax)
     return fig
 
-
+# %% ../nbs/11_hypotheses.ipynb #cef2cc83
 def png_base64(fig, dpi: int = 100) -> str:
     "The figure as a base64 PNG (for a `data:` URI)."
     buf = io.BytesIO()
@@ -764,7 +773,7 @@ padding:.4em .8em;border-radius:6px;display:inline-block}.go{background:#d9f2d9;
 .nogo{background:#f8d7d7;color:#7a1010}.ok{color:#145214}.bad{color:#7a1010;font-weight:bold}img{max-width:100%}
 code{background:#f3f3f3;padding:0 3px}.small{font-size:12px;color:#555}"""
 
-
+# %% ../nbs/11_hypotheses.ipynb #65aff415
 def _table(df, floatfmt: str = "{:.4g}") -> str:
     return df.to_html(index=False, border=0, na_rep="–", float_format=lambda v: floatfmt.format(v), escape=True)
 
@@ -776,7 +785,7 @@ def _img(fig, alt: str) -> str:
 def _ci(v, lo, hi) -> str:
     return "–" if not np.isfinite(v) else (f"{v:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{v:+.2f}")
 
-
+# %% ../nbs/11_hypotheses.ipynb #f71cee0f
 def _compact_predictors(hp):
     "h2_predictors as one readable row per predictor: each statistic with its interval in one cell."
     import pandas as pd
@@ -798,30 +807,16 @@ def _compact_predictors(hp):
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-def render_report(a: Analysis) -> str:
-    "The self-contained HTML report of an analysis."
-    import time
-
+# %% ../nbs/11_hypotheses.ipynb #ccda47d8
+def _html_verdict(a: Analysis) -> list[str]:
+    "The report's head: the verdict, its conditions and every reason for NO-GO."
     import pandas as pd
-
-    from loss_lin_slope import __version__
 
     e = html.escape
     v = a.verdict
     cond = pd.DataFrame([{"condition": c["condition"], "holds": "yes" if c["holds"] else "NO",
                           "detail": c["detail"]} for c in v.conditions])
-    states = pd.crosstab(pd.Series([r.variant or "?" for r in a.check.runs], name="variant"),
-                         pd.Series([r.state for r in a.check.runs], name="state"), margins=True, margins_name="all")
-    states.columns.name = None
-    states = states.reset_index()
-    ex = a.exclusions()
-    h1 = a.h1.copy()
-    h2 = a.h2.copy()
-    hp = a.h2_predictors if a.h2_predictors is not None else pd.DataFrame()
-    n_an = len(analysed(a.runs))
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    parts = [
+    return [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>loss_lin_slope report: {e(a.sweep)}</title><style>{_CSS}</style></head><body>",
         f"<h1>Sweep <code>{e(a.sweep)}</code>: H1/H2 report</h1>",
@@ -834,6 +829,21 @@ def render_report(a: Analysis) -> str:
         "share above the threshold are shown beside it), and there is no data issue (no run missing, failed, "
         "incomplete, corrupt or outside the ledger). Diverged runs are excluded from H1/H2 but are not data "
         "issues.</p>",
+    ]
+
+# %% ../nbs/11_hypotheses.ipynb #baffeca2
+def _html_data(a: Analysis) -> list[str]:
+    "The report's data section: runs by variant and state, verify's notes, every exclusion with its reason."
+    import pandas as pd
+
+    e = html.escape
+    states = pd.crosstab(pd.Series([r.variant or "?" for r in a.check.runs], name="variant"),
+                         pd.Series([r.state for r in a.check.runs], name="state"), margins=True, margins_name="all")
+    states.columns.name = None
+    states = states.reset_index()
+    ex = a.exclusions()
+    n_an = len(analysed(a.runs))
+    return [
         "<h2>Data</h2>", f"<p>{e(a.check.summary_line())}</p>", _table(states),
         _img(fig_states(a.check), "runs by state"),
         "".join(f"<p class='small'>note: {e(n)}</p>" for n in a.check.notes),
@@ -842,6 +852,14 @@ def render_report(a: Analysis) -> str:
          "analysed sample. A run that never burned in stays in H1's <code>share</code> and the GO median as a failure "
          "and is only missing from <code>share_burned_in</code> and the R² median/min.</p>" + _table(ex) if len(ex)
          else "<p class='ok'>None: every expected run is in the analysed sample and in every figure.</p>"),
+    ]
+
+# %% ../nbs/11_hypotheses.ipynb #e2deff55
+def _html_h1(a: Analysis) -> list[str]:
+    "The report's H1 section: what the share means, the table and the figure."
+    h1 = a.h1.copy()
+    n_an = len(analysed(a.runs))
+    return [
         "<h2>H1: power-law prevalence</h2>",
         f"<p>Share of the {n_an} analysed runs whose loss trajectory after burn-in (trailing-mean CE ≤ 1.0 nats) has "
         f"log-log R² ≥ {H1_R2}; H1 is supported when the share is &gt; {H1_SHARE:.0%}. The trajectory is the "
@@ -854,6 +872,17 @@ def render_report(a: Analysis) -> str:
         "2024; <code>best_none</code>: no form predicts the held-out second half within 5 %) and the median held-out "
         "errors.</p>",
         _table(h1), _img(fig_h1(a.runs), "H1 figure"),
+    ]
+
+# %% ../nbs/11_hypotheses.ipynb #96b69c87
+def _html_h2(a: Analysis) -> list[str]:
+    "The report's H2 section: the sign convention, the table, the scatter and the baselines (slope against level)."
+    import pandas as pd
+
+    e = html.escape
+    h2 = a.h2.copy()
+    hp = a.h2_predictors if a.h2_predictors is not None else pd.DataFrame()
+    return [
         "<h2>H2: early slope predicts the best validation loss</h2>",
         f"<p>Spearman ρ and Pearson r of <code>alpha_early</code> (log-log slope of the training loss over epochs "
         f"5–15, i.e. steps 5·S to 15·S) and <code>best_val_ce</code> (lowest validation CE). <b>The sign is fixed in "
@@ -874,27 +903,45 @@ def render_report(a: Analysis) -> str:
         "(rows <code>… + alpha_early</code>: level and slope together; <code>none</code>: the mean). Intervals: "
         "configurations resampled.</p>",
         _table(_compact_predictors(hp)) if len(hp) else "<p>Not computed: the runs table has no baseline columns.</p>",
+    ]
+
+# %% ../nbs/11_hypotheses.ipynb #056795a7
+_DEFINITIONS = [
+    "<h2>Definitions</h2><ul>",
+    "<li><code>r_squared</code> (H1, GO): log-log R² of the quarter-epoch geometric means of the training CE "
+    "(mean of ln L per bin) on the bin's mean epoch, from burn-in to the end (<code>slopes.binned_full_slope"
+    "</code>); its slope is <code>alpha_full_binned</code>.</li>",
+    "<li><code>r_squared_batch</code>, <code>alpha_full</code>: the same OLS on the per-batch points, capped by the "
+    "batch noise (<code>r_squared_batch_cap</code>); <code>r_squared_noise_corrected</code> removes nσ̂² (σ̂ from "
+    "successive differences) from both sums.</li>",
+    "<li><code>alpha_early</code>: OLS of ln(training CE) on ln(epoch) over the per-batch points with 5 ≤ epoch ≤ "
+    "15 (steps 5·S … 15·S, S = steps per epoch). <code>best_val_ce</code>: minimum of <code>loss_val_nats</code> "
+    "over all validations. <code>train_ce_15</code>: geometric-mean training CE over epoch (14.75, 15]; "
+    "<code>val_ce_15</code>: the validation CE at epoch 15.</li>",
+    "<li>Analysed sample: runs that <code>lls verify</code> classifies <code>complete</code> and the ledger "
+    "lists.</li></ul>",
+]
+
+
+def render_report(a: Analysis) -> str:
+    "The self-contained HTML report of an analysis."
+    import time
+
+    from loss_lin_slope import __version__
+
+    e = html.escape
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    parts = [
+        *_html_verdict(a), *_html_data(a), *_html_h1(a), *_html_h2(a),
         "<h2>Training curves</h2>", _img(fig_curves(a.dataset), "loss curves"),
         "<h2>Sharpness and the edge of stability</h2>", _img(fig_sharpness(a.dataset), "sharpness"),
-        "<h2>Definitions</h2><ul>",
-        "<li><code>r_squared</code> (H1, GO): log-log R² of the quarter-epoch geometric means of the training CE "
-        "(mean of ln L per bin) on the bin's mean epoch, from burn-in to the end (<code>slopes.binned_full_slope"
-        "</code>); its slope is <code>alpha_full_binned</code>.</li>",
-        "<li><code>r_squared_batch</code>, <code>alpha_full</code>: the same OLS on the per-batch points, capped by the "
-        "batch noise (<code>r_squared_batch_cap</code>); <code>r_squared_noise_corrected</code> removes nσ̂² (σ̂ from "
-        "successive differences) from both sums.</li>",
-        "<li><code>alpha_early</code>: OLS of ln(training CE) on ln(epoch) over the per-batch points with 5 ≤ epoch ≤ "
-        "15 (steps 5·S … 15·S, S = steps per epoch). <code>best_val_ce</code>: minimum of <code>loss_val_nats</code> "
-        "over all validations. <code>train_ce_15</code>: geometric-mean training CE over epoch (14.75, 15]; "
-        "<code>val_ce_15</code>: the validation CE at epoch 15.</li>",
-        "<li>Analysed sample: runs that <code>lls verify</code> classifies <code>complete</code> and the ledger "
-        "lists.</li></ul>",
+        *_DEFINITIONS,
         f"<p class='small'>Generated {now} by loss_lin_slope {e(str(__version__))} from {e(a.path)}.</p>",
         "</body></html>",
     ]
     return "\n".join(parts)
 
-
+# %% ../nbs/11_hypotheses.ipynb #934001c7
 def write_report(sweep_dir, out, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
                  name: str | None = None, cache=None) -> tuple[Path, Analysis]:
     "Analyse a sweep and write `out/report.html` (self-contained) and `out/report.json`; returns (html path, analysis)."
@@ -903,7 +950,7 @@ def write_report(sweep_dir, out, n_boot: int = 2000, seed: int = 0, workers: int
     out.mkdir(parents=True, exist_ok=True)
     p = out / "report.html"
     p.write_text(render_report(a), encoding="utf-8")
-    (out / "report.json").write_text(json.dumps(a.to_dict(), indent=1, default=dataset._json_default, allow_nan=True))
+    (out / "report.json").write_text(json.dumps(a.to_dict(), indent=1, default=files.json_default, allow_nan=True))
     return p, a
 
 # %% ../nbs/11_hypotheses.ipynb #55a2b923
@@ -921,7 +968,7 @@ def cmd_report(args) -> int:
     print(f"wrote {p} and {p.with_suffix('.json')}", file=sys.stderr)
     return 0
 
-
+# %% ../nbs/11_hypotheses.ipynb #f06731fb
 def add_cli(sub):
     "Add `lls report`."
     p = sub.add_parser("report", help="H1/H2 analysis, GO/NO-GO verdict and a self-contained HTML report",
