@@ -14,14 +14,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import demo, hypotheses
 from .archive import collect_sweep
 from .cli_args import ArgError, CLIError, add_grid_args, format_rows, parse_overrides, resolve_sweep, variants_arg
-from .config import ConfigError, VARIANTS, make_config, sweep_grid
+from .config import VARIANTS, ConfigError, make_config, sweep_grid
+from .demo import DEMO, run_demo, run_preflight
 from .executors import SubmitError, check_slurm_extra, check_slurm_value
 from .export import build_dataset, cache_dir, export_sweep
 from .files import json_default
-from .ledger import DEFAULT_RESOURCES, Ledger, TRAIN_PARAMS
+from .hypotheses import write_report
+from .ledger import DEFAULT_RESOURCES, TRAIN_PARAMS, Ledger
 from .profile import profile_concurrency, profile_variants, recommend_workers_per_gpu
 from .recover import DIVERGENCE_POLICIES, MAX_MEM_GB, recover_sweep
 from .status import format_status, sweep_status
@@ -31,7 +32,8 @@ from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep
 # %% auto #0
 __all__ = ['PLAN_COLUMNS', 'build_parser', 'main', 'plan_rows', 'cmd_plan', 'cmd_config', 'add_grid_commands', 'cmd_submit',
            'cmd_status', 'cmd_recover', 'cmd_profile', 'add_sweep_commands', 'cmd_verify', 'cmd_export', 'cmd_collect',
-           'add_dataset_commands']
+           'add_dataset_commands', 'cmd_report', 'add_report_commands', 'cmd_demo', 'cmd_preflight',
+           'add_demo_commands']
 
 # %% ../nbs/23_cli.ipynb #28189706
 class _Formatter(argparse.HelpFormatter):
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="Sweeps live in --runs-dir (default: $LLS_RUNS_DIR or ./runs); `lls COMMAND --help` "
                             "for each command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_grid_commands, add_sweep_commands, add_dataset_commands, hypotheses.add_cli, demo.add_cli):
+    for add in (add_grid_commands, add_sweep_commands, add_dataset_commands, add_report_commands, add_demo_commands):
         add(sub)
     return parser
 
@@ -556,3 +558,87 @@ def add_dataset_commands(sub):
                    help="directory holding the sweeps (default: $LLS_RUNS_DIR or ./runs)")
     p.add_argument("--checkpoints", action="store_true", help="also copy each run's best checkpoint")
     p.set_defaults(func=cmd_collect)
+
+# %% ../nbs/23_cli.ipynb #55a2b923
+def cmd_report(args) -> int:
+    "`lls report`: write the HTML and JSON report, print the verdict in one line; exit 0 whatever the verdict."
+    sweep_dir = _resolve(args)
+    try:
+        p, a = write_report(sweep_dir, args.out, n_boot=args.n_boot, seed=args.seed, workers=args.workers,
+                            cache=not args.no_cache)
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+    print(a.line())
+    print(f"wrote {p} and {p.with_suffix('.json')}", file=sys.stderr)
+    return 0
+
+# %% ../nbs/23_cli.ipynb #f06731fb
+def add_report_commands(sub):
+    "Add `lls report`."
+    p = sub.add_parser("report", help="H1/H2 analysis, GO/NO-GO verdict and a self-contained HTML report",
+                       description="Verify and analyse a sweep; write DIR/report.html (figures embedded) and "
+                                   "DIR/report.json; print the verdict in one line.")
+    _sweep_arg(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_report)
+
+# %% ../nbs/23_cli.ipynb #81c67981
+def cmd_demo(args) -> int:
+    "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are; exit 1 unless every run completed."
+    r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
+                 progress=sys.stderr.isatty())
+    print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
+    for h in r["hypotheses"]:
+        print(f"  {h}")
+    print(f"dataset: {r['dataset']}")
+    print(f"report:  {r['report']}")
+    print(f"runs:    {r['runs']}  ({r['n_runs']} runs, {r['seconds']:.0f} s)")
+    if not r["verify_ok"]:  # a run that failed is a fault, not a demo result: say so and exit non-zero
+        print(f"demo: not every run completed: `lls verify demo --runs-dir {Path(r['runs']).parent}` lists them "
+              "with their reasons; rerunning `lls demo` retrains only those", file=sys.stderr)
+        return 1
+    return 0
+
+# %% ../nbs/23_cli.ipynb #1f7bfdcd
+def cmd_preflight(args) -> int:
+    "`lls preflight`: train every variant briefly, print the checks; exit 0 on GO, 1 on NO-GO."
+    rows = run_preflight(args.variants, args.epochs, args.dataset, args.runs_dir, data_dir=args.data_dir)
+    table = [{**{k: r.get(k) for k in ("variant", "state", "steps", "steps_per_s", "peak_mem_mb", "checkpoints")},
+              "result": "pass" if r["passed"] else "FAIL", "problems": "; ".join(r["problems"])[:160]} for r in rows]
+    print(format_rows(table, "table"))
+    go = all(r["passed"] for r in rows)
+    print("GO: every variant trains and records every metric at its frequency" if go else
+          "NO-GO: " + ", ".join(r["variant"] for r in rows if not r["passed"]) + " failed preflight")
+    return 0 if go else 1
+
+# %% ../nbs/23_cli.ipynb #c574f88c
+def add_demo_commands(sub):
+    "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
+    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈17 min on 2 CPUs)",
+                       description="Run the whole study in miniature with the local executor: all four variants, "
+                                   "lr {0.05, 0.2} × wd 1e-3 × N seeds, tiny ResNet-18 on synthetic data; then "
+                                   "verify, export the dataset and write the HTML report. Rerunning reuses "
+                                   "finished runs.")
+    p.add_argument("--out", default="demo", metavar="DIR",
+                   help="output folder: the sweep goes to DIR/runs/demo, then DIR/dataset and DIR/report (default ./demo)")
+    p.add_argument("--seeds", type=int, default=DEMO["seeds"], help="seeds per grid point (default 2)")
+    p.add_argument("--epochs", type=int, default=DEMO["epochs"], help="epochs per run (default 16)")
+    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default="synthetic",
+                   help="synthetic CIFAR-shaped data (no download; default) or cifar10 from ./data")
+    p.add_argument("--workers", type=int, default=2, help="concurrent runs (default 2)")
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("preflight", help="train every variant briefly and check its metrics; GO/NO-GO",
+                       description="Train each variant for a few epochs (tiny on CPU; the study's size where a "
+                                   "GPU is present) and run the verify checks on each run. Exit 1 on NO-GO.")
+    p.add_argument("--variants", type=variants_arg, default=list(VARIANTS),
+                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs per variant (default 2)")
+    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default=None,
+                   help="default: cifar10 where a GPU and the data are present, else synthetic")
+    p.add_argument("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 lives (default ./data)")
+    p.add_argument("--runs-dir", default=os.environ.get("LLS_RUNS_DIR") or "runs", metavar="DIR",
+                   help="the runs go to DIR/preflight/ (default: $LLS_RUNS_DIR or ./runs)")
+    p.add_argument("--out", dest="runs_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
+    p.set_defaults(func=cmd_preflight)

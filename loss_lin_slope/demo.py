@@ -5,7 +5,6 @@
 # %% ../nbs/13_demo.ipynb #26086b70
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from .config import VARIANTS, ConfigError, make_config
 
 # %% auto #0
 __all__ = ['STUDY_STEPS_PER_EPOCH', 'DEMO', 'scaled_curvature_every', 'demo_params', 'run_demo', 'preflight_config',
-           'preflight_checks', 'run_preflight', 'cmd_demo', 'cmd_preflight', 'add_cli']
+           'preflight_checks', 'run_preflight']
 
 # %% ../nbs/13_demo.ipynb #6c5d6574
 STUDY_STEPS_PER_EPOCH = 391  # CIFAR-10: 50,000 images / batch 128
@@ -58,8 +57,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
              dataset: str = "synthetic", workers: int = 2, variants=None, lrs=None, wds=None,
              progress: bool = True, say=print, **size) -> dict:
     "Mini sweep → verify → export → report under `out/`; returns the paths and the verdict."
-    from loss_lin_slope import dataset as ds
-    from loss_lin_slope import hypotheses, sweep
+    from loss_lin_slope import export, hypotheses, sweep, verify
 
     for key, v in (("seeds", seeds), ("workers", workers)):
         if not (isinstance(v, int) and v >= 1):
@@ -78,9 +76,9 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     if res["skipped"]:
         say(f"demo: reused {len(res['skipped'])} runs already done")
     sweep_dir = out / "runs" / "demo"
-    check = ds.verify_sweep(sweep_dir, "demo")
+    check = verify.verify_sweep(sweep_dir, "demo")
     say("verify: " + check.summary_line())
-    exp = ds.export_sweep(sweep_dir, out / "dataset", name="demo")
+    exp = export.export_sweep(sweep_dir, out / "dataset", name="demo")
     html, analysis = hypotheses.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
@@ -112,11 +110,11 @@ def preflight_config(variant: str, epochs: int = 2, dataset: str | None = None, 
 # %% ../nbs/13_demo.ipynb #e0dffec3
 def preflight_checks(run_dir: str | Path) -> dict:
     "Pass/fail of one preflight run directory: the `verify` verdict plus checkpoints and summary fields."
-    from loss_lin_slope import dataset as ds
+    from loss_lin_slope import verify
     from loss_lin_slope.run import read_summary
 
     run_dir = Path(run_dir)
-    check = ds.check_run(run_dir)
+    check = verify.check_run(run_dir)
     summary = read_summary(run_dir / "summary.json") or {}
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").exists() \
         else []
@@ -151,69 +149,3 @@ def run_preflight(variants=None, epochs: int = 2, dataset: str | None = None, ou
             rows.append({"variant": v, "run_id": cfg.run_id, "state": "failed", "passed": False,
                          "problems": [f"{type(e).__name__}: {e}"]})
     return rows
-
-# %% ../nbs/13_demo.ipynb #81c67981
-def cmd_demo(args) -> int:
-    "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are; exit 1 unless every run completed."
-    r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
-                 progress=sys.stderr.isatty())
-    print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
-    for h in r["hypotheses"]:
-        print(f"  {h}")
-    print(f"dataset: {r['dataset']}")
-    print(f"report:  {r['report']}")
-    print(f"runs:    {r['runs']}  ({r['n_runs']} runs, {r['seconds']:.0f} s)")
-    if not r["verify_ok"]:  # a run that failed is a fault, not a demo result: say so and exit non-zero
-        print(f"demo: not every run completed: `lls verify demo --runs-dir {Path(r['runs']).parent}` lists them "
-              "with their reasons; rerunning `lls demo` retrains only those", file=sys.stderr)
-        return 1
-    return 0
-
-# %% ../nbs/13_demo.ipynb #1f7bfdcd
-def cmd_preflight(args) -> int:
-    "`lls preflight`: train every variant briefly, print the checks; exit 0 on GO, 1 on NO-GO."
-    from loss_lin_slope.cli import format_rows
-
-    rows = run_preflight(args.variants, args.epochs, args.dataset, args.runs_dir, data_dir=args.data_dir)
-    table = [{**{k: r.get(k) for k in ("variant", "state", "steps", "steps_per_s", "peak_mem_mb", "checkpoints")},
-              "result": "pass" if r["passed"] else "FAIL", "problems": "; ".join(r["problems"])[:160]} for r in rows]
-    print(format_rows(table, "table"))
-    go = all(r["passed"] for r in rows)
-    print("GO: every variant trains and records every metric at its frequency" if go else
-          "NO-GO: " + ", ".join(r["variant"] for r in rows if not r["passed"]) + " failed preflight")
-    return 0 if go else 1
-
-# %% ../nbs/13_demo.ipynb #c574f88c
-def add_cli(sub):
-    "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
-    import argparse
-    import os
-
-    from loss_lin_slope.cli import _variants
-
-    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈17 min on 2 CPUs)",
-                       description="Run the whole study in miniature with the local executor: all four variants, "
-                                   "lr {0.05, 0.2} × wd 1e-3 × N seeds, tiny ResNet-18 on synthetic data; then "
-                                   "verify, export the dataset and write the HTML report. Rerunning reuses "
-                                   "finished runs.")
-    p.add_argument("--out", default="demo", metavar="DIR",
-                   help="output folder: the sweep goes to DIR/runs/demo, then DIR/dataset and DIR/report (default ./demo)")
-    p.add_argument("--seeds", type=int, default=DEMO["seeds"], help="seeds per grid point (default 2)")
-    p.add_argument("--epochs", type=int, default=DEMO["epochs"], help="epochs per run (default 16)")
-    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default="synthetic",
-                   help="synthetic CIFAR-shaped data (no download; default) or cifar10 from ./data")
-    p.add_argument("--workers", type=int, default=2, help="concurrent runs (default 2)")
-    p.set_defaults(func=cmd_demo)
-    p = sub.add_parser("preflight", help="train every variant briefly and check its metrics; GO/NO-GO",
-                       description="Train each variant for a few epochs (tiny on CPU; the study's size where a "
-                                   "GPU is present) and run the verify checks on each run. Exit 1 on NO-GO.")
-    p.add_argument("--variants", type=_variants, default=list(VARIANTS),
-                   help=f"comma-separated subset of {','.join(VARIANTS)} (default: all)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per variant (default 2)")
-    p.add_argument("--dataset", choices=("synthetic", "cifar10"), default=None,
-                   help="default: cifar10 where a GPU and the data are present, else synthetic")
-    p.add_argument("--data-dir", default="data", metavar="DIR", help="where CIFAR-10 lives (default ./data)")
-    p.add_argument("--runs-dir", default=os.environ.get("LLS_RUNS_DIR") or "runs", metavar="DIR",
-                   help="the runs go to DIR/preflight/ (default: $LLS_RUNS_DIR or ./runs)")
-    p.add_argument("--out", dest="runs_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
-    p.set_defaults(func=cmd_preflight)

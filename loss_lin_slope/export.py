@@ -19,7 +19,22 @@ from . import config
 from .config import METRICS
 from .files import json_default
 from .ledger import read_ledger
-from .verify import LN2, RunCheck, RunData, RunMetrics, SweepCheck, _apply_plan, _missing, _pkg, check_run, default_workers, map_runs, plan_sweep, require_expected, run_fingerprint
+from loss_lin_slope.verify import (
+    LN2,
+    RunCheck,
+    RunData,
+    RunMetrics,
+    SweepCheck,
+    _apply_plan,
+    _missing,
+    _pkg,
+    check_run,
+    default_workers,
+    map_runs,
+    plan_sweep,
+    require_expected,
+    run_fingerprint,
+)
 
 # %% auto #0
 __all__ = ['CURVE_FORM_NAMES', 'RUN_FIELDS', 'RESULT_COLUMNS', 'SERIES_FIELDS', 'SERIES_GROUPS', 'FILE_DESCRIPTIONS', 'schema_of',

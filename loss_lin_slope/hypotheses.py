@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from fastcore.basics import patch
 
-from . import dataset, files
+from . import export, files, verify
 
 # %% auto #0
 __all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN',
@@ -24,14 +24,14 @@ __all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS',
            'simulate_h2_sweep', 'simulate_h1_runs', 'cluster_weights', 'spearman_stats', 'h2_table', 'loco_rmse',
            'h2_predictors', 'slope_vs_level', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep',
            'fig_h1', 'fig_h2', 'fig_curves', 'fig_states', 'png_base64', 'fig_sharpness', 'render_report',
-           'write_report', 'cmd_report', 'add_cli']
+           'write_report']
 
 # %% ../nbs/11_hypotheses.ipynb #fd20730c
 H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
 H1_SHARE = 0.90  # H1 holds when more than this share of the analysed runs is
 H2_RHO = 0.70  # H2 holds when the signed Spearman ρ(alpha_early, best_val_ce) ≥ this (expected sign: ρ > 0)
 GO_R2 = 0.95  # GO needs the median trajectory R² of the analysed runs > this
-CURVE_FORMS = dataset.CURVE_FORM_NAMES  # the forms slopes.compare_curve_forms fits
+CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms slopes.compare_curve_forms fits
 
 
 def analysed(runs):
@@ -438,7 +438,7 @@ def _ids(ids, k: int = 5) -> str:
     return ", ".join(ids[:k]) + (f" and {len(ids) - k} more" if len(ids) > k else "")
 
 # %% ../nbs/11_hypotheses.ipynb #4668e93d
-def go_no_go(check: dataset.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
+def go_no_go(check: verify.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
     "The plan's verdict (see the table above) from verify's result and the runs table."
     conds = []
     freq = [r for r in check.runs if any(i.kind == "frequency" for i in r.issues)]
@@ -457,7 +457,7 @@ def go_no_go(check: dataset.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
                              f"{never}; min {r2.min():.4f}, share > {r2_min}: {(r2_all > r2_min).mean():.0%}"
                              if len(r2) else "no analysed run with an R²: nothing to judge"
                              + (f" ({n_never} never burned in)" if n_never else ""))})
-    data_kinds = {k for k, (cond, _) in dataset.ISSUE_KINDS.items() if cond == "data"}
+    data_kinds = {k for k, (cond, _) in verify.ISSUE_KINDS.items() if cond == "data"}
     parts = []
     for state in ("missing", "failed", "incomplete"):
         ids = [r.run_id for r in check.runs if r.state == state and r.in_ledger]
@@ -482,7 +482,7 @@ class Analysis:
     "Everything the report shows, for one sweep."
     sweep: str
     path: str
-    dataset: dataset.Dataset
+    dataset: export.Dataset
     h1: object  # pandas.DataFrame
     h2: object  # pandas.DataFrame
     verdict: Verdict
@@ -498,12 +498,12 @@ def runs(self: Analysis):
 
 
 @patch(as_prop=True)
-def check(self: Analysis) -> dataset.SweepCheck:
-    "verify's result for the sweep (`dataset.SweepCheck`)."
+def check(self: Analysis) -> verify.SweepCheck:
+    "verify's result for the sweep (`verify.SweepCheck`)."
     return self.dataset.check
 
 # %% ../nbs/11_hypotheses.ipynb #719358c1
-def analyze_dataset(ds: dataset.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
+def analyze_dataset(ds: export.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
     "H1, H2 (with the baselines) and the verdict for a built dataset."
     return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs), h2_table(ds.runs, n_boot, seed),
                     go_no_go(ds.check, ds.runs), n_boot, seed, h2_predictors(ds.runs, n_boot, seed))
@@ -511,8 +511,8 @@ def analyze_dataset(ds: dataset.Dataset, n_boot: int = 2000, seed: int = 0) -> A
 # %% ../nbs/11_hypotheses.ipynb #52bcffa3
 def analyze_sweep(sweep_dir, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
                   name: str | None = None, cache=None) -> Analysis:
-    "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `dataset.reduce_run`)."
-    return analyze_dataset(dataset.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
+    "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `export.reduce_run`)."
+    return analyze_dataset(export.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
 
 # %% ../nbs/11_hypotheses.ipynb #bac3c743
 def _num(row, k) -> float:
@@ -687,7 +687,7 @@ def fig_h2(runs, h2=None):
     return fig
 
 # %% ../nbs/11_hypotheses.ipynb #f8877f55
-def fig_curves(ds: dataset.Dataset):
+def fig_curves(ds: export.Dataset):
     "Training loss (quarter-epoch means) and validation loss of every analysed run, both log-log."
     fig, (a1, a2) = _fig(11, 3.8, 2)
     lt, vt = ds.series.get("loss_trajectory"), ds.series.get("val_trajectory")
@@ -711,14 +711,14 @@ def fig_curves(ds: dataset.Dataset):
     return fig
 
 # %% ../nbs/11_hypotheses.ipynb #2dd4100c
-def fig_states(check: dataset.SweepCheck):
+def fig_states(check: verify.SweepCheck):
     "Runs per variant and state (stacked bars)."
     import pandas as pd
 
     df = pd.DataFrame([{"variant": r.variant or "?", "state": r.state} for r in check.runs])
     fig, ax = _fig(6, 3)
     if len(df):
-        t = pd.crosstab(df.variant, df.state).reindex(columns=[s for s in dataset.STATES if s in set(df.state)])
+        t = pd.crosstab(df.variant, df.state).reindex(columns=[s for s in verify.CHECK_STATES if s in set(df.state)])
         colors = {"complete": "#2ca02c", "missing": "#7f7f7f", "failed": "#d62728", "diverged": "#ff7f0e",
                   "incomplete": "#bcbd22", "corrupt": "#8c564b"}
         bottom = np.zeros(len(t))
@@ -737,7 +737,7 @@ def png_base64(fig, dpi: int = 100) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 # %% ../nbs/11_hypotheses.ipynb #42c718e2
-def fig_sharpness(ds: dataset.Dataset):
+def fig_sharpness(ds: export.Dataset):
     "λ_max over training per variant with the SGD stability threshold 2(1+β)/η at the recorded lr, and the stability ratio."
     fig, (a1, a2) = _fig(11, 3.8, 2)
     t = ds.series.get("curvature")
@@ -952,30 +952,3 @@ def write_report(sweep_dir, out, n_boot: int = 2000, seed: int = 0, workers: int
     p.write_text(render_report(a), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(a.to_dict(), indent=1, default=files.json_default, allow_nan=True))
     return p, a
-
-# %% ../nbs/11_hypotheses.ipynb #55a2b923
-def cmd_report(args) -> int:
-    "`lls report`: write the HTML and JSON report, print the verdict in one line; exit 0 whatever the verdict."
-    import sys
-
-    sweep_dir = dataset._resolve(args)
-    try:
-        p, a = write_report(sweep_dir, args.out, n_boot=args.n_boot, seed=args.seed, workers=args.workers,
-                            cache=not args.no_cache)
-    except (ValueError, FileNotFoundError) as e:
-        raise dataset._cli_error(e) from None
-    print(a.line())
-    print(f"wrote {p} and {p.with_suffix('.json')}", file=sys.stderr)
-    return 0
-
-# %% ../nbs/11_hypotheses.ipynb #f06731fb
-def add_cli(sub):
-    "Add `lls report`."
-    p = sub.add_parser("report", help="H1/H2 analysis, GO/NO-GO verdict and a self-contained HTML report",
-                       description="Verify and analyse a sweep; write DIR/report.html (figures embedded) and "
-                                   "DIR/report.json; print the verdict in one line.")
-    dataset._sweep_arg(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.set_defaults(func=cmd_report)

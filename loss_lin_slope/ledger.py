@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import config
-from .config import ConfigError, GRID, sweep_grid
+from .config import GRID, ConfigError, sweep_grid
 from .files import read_json, write_json
 
 # %% auto #0

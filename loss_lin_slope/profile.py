@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, VARIANTS, make_config
+from .config import VARIANTS, ConfigError, make_config
 
 # %% auto #0
 __all__ = ['CUDA_CONTEXT_BYTES', 'recommend_workers', 'profile_variant', 'profile_variants', 'aggregate_rate',

@@ -21,8 +21,8 @@ from .config import ExperimentConfig, sweep_grid
 from .files import write_json
 from .ledger import DEFAULT_RESOURCES, Ledger, merge_grid, plan_runs
 from .run import chunk_name, compact_chunks
-from .verify import Cadence, LN2
 from .sweep import submit_sweep
+from .verify import LN2, Cadence
 
 # %% auto #0
 __all__ = ['FAULTS', 'OUTCOMES', 'SHAPES', 'SMALL', 'SyntheticSweep', 'make_synthetic_sweep', 'faulty_sweep', 'fake_sweep',

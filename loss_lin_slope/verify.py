@@ -9,15 +9,14 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from . import config
-from .config import ExperimentConfig, METRICS
+from .config import METRICS, ExperimentConfig
 from .ledger import read_ledger
 from .run import STATUSES, dead_run_reason, live_chunks, lock_state
 
