@@ -30,10 +30,10 @@ from .sweep import submit_sweep
 from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep
 
 # %% auto #0
-__all__ = ['PLAN_COLUMNS', 'build_parser', 'main', 'plan_rows', 'cmd_plan', 'cmd_config', 'add_grid_commands', 'cmd_submit',
-           'cmd_status', 'cmd_recover', 'cmd_profile', 'add_sweep_commands', 'cmd_verify', 'cmd_export', 'cmd_collect',
-           'add_dataset_commands', 'cmd_report', 'add_report_commands', 'cmd_demo', 'cmd_preflight',
-           'add_demo_commands']
+__all__ = ['COMMAND_GROUPS', 'PLAN_COLUMNS', 'command_group', 'build_parser', 'main', 'plan_rows', 'cmd_plan', 'cmd_config',
+           'add_grid_commands', 'cmd_submit', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_sweep_commands',
+           'cmd_verify', 'cmd_export', 'cmd_collect', 'add_dataset_commands', 'cmd_report', 'add_report_commands',
+           'cmd_demo', 'cmd_preflight', 'add_demo_commands']
 
 # %% ../nbs/23_cli.ipynb #28189706
 class _Formatter(argparse.HelpFormatter):
@@ -80,15 +80,25 @@ class _Parser(argparse.ArgumentParser):
         where = self.prog.removeprefix("lls").strip()
         raise CLIError(f"{where}: {message}" if where else message)
 
+# %% ../nbs/23_cli.ipynb #7576b943
+COMMAND_GROUPS: list = []
+
+
+def command_group(add):
+    """Register `add(subparsers)`, a function that adds one group of `lls` commands: `build_parser` adds the groups
+    in the order they were registered (the order of the sections below)."""
+    COMMAND_GROUPS[:] = [g for g in COMMAND_GROUPS if g.__name__ != add.__name__] + [add]
+    return add
+
 # %% ../nbs/23_cli.ipynb #d83e3d65
 def build_parser() -> argparse.ArgumentParser:
-    "The `lls` parser with every command."
+    "The `lls` parser with every registered group of commands, in the order they were registered."
     parser = _Parser(prog="lls", description="loss_lin_slope: instrumented training, sweeps, "
                                      "dataset export and the H1/H2 report.",
                      epilog="Sweeps live in --runs-dir (default: $LLS_RUNS_DIR or ./runs); `lls COMMAND --help` "
                             "for each command's options.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (add_grid_commands, add_sweep_commands, add_dataset_commands, add_report_commands, add_demo_commands):
+    for add in COMMAND_GROUPS:
         add(sub)
     return parser
 
@@ -129,6 +139,7 @@ def cmd_config(args) -> int:
     return 0
 
 # %% ../nbs/23_cli.ipynb #41a22ca6
+@command_group
 def add_grid_commands(sub):
     "Add `lls plan` and `lls config` to the `lls` subparsers `sub`."
     p = sub.add_parser("plan", help="print the sweep grid (216 runs by default)",
@@ -369,6 +380,7 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--no-progress", action="store_true", help="local: no progress bar (one line per finished run instead)")
 
 # %% ../nbs/23_cli.ipynb #e768d85e
+@command_group
 def add_sweep_commands(sub):
     "Add `lls sweep submit | status | recover` and `lls profile` to the `lls` subparsers `sub`."
 
@@ -529,6 +541,7 @@ def cmd_collect(args) -> int:
     return 0
 
 # %% ../nbs/23_cli.ipynb #53117eff
+@command_group
 def add_dataset_commands(sub):
     "Add `lls collect`, `lls verify` and `lls export`."
     p = sub.add_parser("verify", help="check a sweep's runs: complete, missing, failed, diverged, incomplete, corrupt",
@@ -573,6 +586,7 @@ def cmd_report(args) -> int:
     return 0
 
 # %% ../nbs/23_cli.ipynb #f06731fb
+@command_group
 def add_report_commands(sub):
     "Add `lls report`."
     p = sub.add_parser("report", help="H1/H2 analysis, GO/NO-GO verdict and a self-contained HTML report",
@@ -614,6 +628,7 @@ def cmd_preflight(args) -> int:
     return 0 if go else 1
 
 # %% ../nbs/23_cli.ipynb #c574f88c
+@command_group
 def add_demo_commands(sub):
     "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
     p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈17 min on 2 CPUs)",
