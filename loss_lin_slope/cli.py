@@ -379,15 +379,9 @@ def _add_exec_args(p, defaults: bool):
                         + ("(default: none)" if defaults else "(default: as submitted)"))
     g.add_argument("--no-progress", action="store_true", help="local: no progress bar (one line per finished run instead)")
 
-# %% ../nbs/23_cli.ipynb #e768d85e
-@command_group
-def add_sweep_commands(sub):
-    "Add `lls sweep submit | status | recover` and `lls profile` to the `lls` subparsers `sub`."
-
-    sw = sub.add_parser("sweep", help="submit, monitor and recover a sweep (SLURM or local)",
-                        description="The sweep: one papermill run of the train notebook per grid point.")
-    ssub = sw.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
-
+# %% ../nbs/23_cli.ipynb #7708ff20
+def _add_submit(ssub):
+    "`lls sweep submit`: the grid, the run parameters and where the runs execute."
     p = ssub.add_parser("submit", help="submit the runs of a sweep that are not done or in flight",
                         description="Plan the grid, skip runs that are completed, queued or running (ledger "
                                     "runs/NAME/sweep.json), and submit the rest: one SLURM job array or a local pool.")
@@ -411,6 +405,9 @@ def add_sweep_commands(sub):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_submit)
 
+# %% ../nbs/23_cli.ipynb #c2387934
+def _add_status(ssub):
+    "`lls sweep status`."
     p = ssub.add_parser("status", help="counts, progress, data-quality checks and alerts",
                         description="Reconcile the ledger, the scheduler (sacct) and the run directories.")
     _add_common(p)
@@ -422,6 +419,9 @@ def add_sweep_commands(sub):
                    "before epoch 5 (default 1)")
     p.set_defaults(func=cmd_status)
 
+# %% ../nbs/23_cli.ipynb #06b2e7c8
+def _add_recover(ssub):
+    "`lls sweep recover`."
     p = ssub.add_parser("recover", help="classify failed runs and resubmit them with recorded adjustments",
                         description="GPU OOM → half batch, 2× accumulation; host-RAM OOM (SLURM OUT_OF_MEMORY, "
                                     "oom-kill, MemoryError) → --mem × --mem-factor (at most --max-mem), same batch, "
@@ -443,6 +443,9 @@ def add_sweep_commands(sub):
     _add_exec_args(p, defaults=False)
     p.set_defaults(func=cmd_recover)
 
+# %% ../nbs/23_cli.ipynb #1ad66e28
+def _add_profile(sub):
+    "`lls profile`."
     p = sub.add_parser("profile", help="peak memory and steps/s per variant; workers per GPU",
                        description="Train each variant a few steps in a fresh process; report peak memory (GPU, "
                                    "else process RSS), steps/s and the workers per GPU that fit in --gpu-mem; with "
@@ -462,6 +465,19 @@ def add_sweep_commands(sub):
     p.add_argument("--workers-variant", choices=list(VARIANTS), help="variant for --workers (default: the first)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_profile)
+
+# %% ../nbs/23_cli.ipynb #c3b44cd0
+@command_group
+def add_sweep_commands(sub):
+    "Add `lls sweep submit | status | recover` and `lls profile` to the `lls` subparsers `sub`."
+
+    sw = sub.add_parser("sweep", help="submit, monitor and recover a sweep (SLURM or local)",
+                        description="The sweep: one papermill run of the train notebook per grid point.")
+    ssub = sw.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
+    _add_submit(ssub)
+    _add_status(ssub)
+    _add_recover(ssub)
+    _add_profile(sub)
 
 # %% ../nbs/23_cli.ipynb #a33c4565
 def _sweep_arg(p):
