@@ -31,7 +31,7 @@ def _t_quantile(conf: float, dof: int) -> float:
     "Two-sided Student-t quantile $t_{(1+conf)/2,\\,dof}$, cached (`stats.t.ppf` costs ~80 µs a call)."
     return float(stats.t.ppf(0.5 + conf / 2.0, dof))
 
-# %% ../nbs/01_slopes.ipynb #3fc6268d
+# %% ../nbs/01_slopes.ipynb #7441fc01
 @dataclass(frozen=True)
 class FitResult:
     "OLS fit of `log y = intercept + slope * log x` (natural logs). Any NaN field comes with a `reason`."
@@ -59,7 +59,7 @@ class FitResult:
         "The exponent b of y = a·x^(-b), i.e. `-slope`."
         return -self.slope
 
-# %% ../nbs/01_slopes.ipynb #53c69e10
+# %% ../nbs/01_slopes.ipynb #840d6697
 @patch(as_prop=True)
 def intercept_ci(self: FitResult) -> tuple[float, float]:
     "`conf` Student-t interval of the intercept."
@@ -68,7 +68,7 @@ def intercept_ci(self: FitResult) -> tuple[float, float]:
     h = _t_quantile(self.conf, self.n - 2) * self.intercept_stderr
     return (self.intercept - h, self.intercept + h)
 
-# %% ../nbs/01_slopes.ipynb #232efac3
+# %% ../nbs/01_slopes.ipynb #f0924486
 @patch
 def predict(self: FitResult, x) -> np.ndarray:
     "The fitted curve `exp(intercept) * x**slope`."
@@ -98,7 +98,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     "Σ a·b by numpy's pairwise summation. Not `a @ b`: BLAS ddot is threaded and crawls on a loaded 2-core machine."
     return float(np.multiply(a, b).sum())
 
-# %% ../nbs/01_slopes.ipynb #2a238ea9
+# %% ../nbs/01_slopes.ipynb #45bbb60a
 def _quiet(fn):
     "Silence numpy floating-point warnings: the callers turn overflow/NaN into NaN results with a reason."
     @wraps(fn)
@@ -107,7 +107,7 @@ def _quiet(fn):
             return fn(*args, **kwargs)
     return inner
 
-# %% ../nbs/01_slopes.ipynb #0c4c6474
+# %% ../nbs/01_slopes.ipynb #9eb233d9
 class _Sel(NamedTuple):
     use: np.ndarray  # boolean mask of the points used
     x: np.ndarray  # used x (original units)
@@ -137,7 +137,7 @@ def _select(x: np.ndarray, y: np.ndarray, lo: float = -_INF, hi: float = _INF) -
     with np.errstate(divide="ignore", invalid="ignore"):
         return _Sel(use, xs, np.log(xs), np.log(y[use]), n_nonfinite, n_nonpositive, x_last)
 
-# %% ../nbs/01_slopes.ipynb #25182554
+# %% ../nbs/01_slopes.ipynb #b4b421dc
 def _check(n, n_nonfinite, n_nonpositive, nonpositive, lo, hi, x_last, lx_const) -> str:
     "The reason a fit cannot be computed at all, or ''. Shared by batch and streaming."
     if nonpositive == "nan" and n_nonpositive:
@@ -150,7 +150,7 @@ def _check(n, n_nonfinite, n_nonpositive, nonpositive, lo, hi, x_last, lx_const)
         return f"constant x (all {n} points at the same x): slope undefined"
     return ""
 
-# %% ../nbs/01_slopes.ipynb #bf89e915
+# %% ../nbs/01_slopes.ipynb #d4a9831c
 def _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, x_min, x_max) -> FitResult:
     "FitResult from centred sums (shared by batch and streaming). `ssr=None`: use S_vv - S_uv²/S_uu."
     slope = sxy / sxx
@@ -175,7 +175,7 @@ def _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, x_min, x_ma
     return FitResult(float(slope), float(intercept), float(r2), float(se), float(lo), float(hi), int(n),
                      int(n_dropped), reason, float(se0), float(x_min), float(x_max), conf)
 
-# %% ../nbs/01_slopes.ipynb #e5779148
+# %% ../nbs/01_slopes.ipynb #d3e3ef49
 @_quiet
 def _fit_sel(s: _Sel, nonpositive: str = "drop", conf: float = 0.95, lo: float = -_INF, hi: float = _INF) -> FitResult:
     "Two-pass OLS on a selection."
@@ -195,7 +195,7 @@ def _fit_sel(s: _Sel, nonpositive: str = "drop", conf: float = 0.95, lo: float =
         ssr = _dot(r, r)
     return _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, s.x.min(), s.x.max())
 
-# %% ../nbs/01_slopes.ipynb #23f179dc
+# %% ../nbs/01_slopes.ipynb #76ce109e
 def _check_opts(nonpositive: str, conf: float):
     if nonpositive not in ("drop", "nan"):
         raise ValueError(f"nonpositive must be 'drop' or 'nan', not {nonpositive!r}")
@@ -213,7 +213,7 @@ def _inputs(x, y) -> tuple[np.ndarray, np.ndarray] | str:
         return f"x and y differ in length ({x.size} vs {y.size})"
     return x, y
 
-# %% ../nbs/01_slopes.ipynb #a791518c
+# %% ../nbs/01_slopes.ipynb #2587cbe6
 def loglog_fit(x, y, *, nonpositive: str = "drop", conf: float = 0.95) -> FitResult:
     "OLS of log y on log x with stderr and `conf` CI; NaN values and a `reason` on dirty data, never raises."
     _check_opts(nonpositive, conf)
@@ -253,7 +253,7 @@ def _trailing_mean(v: np.ndarray, w: int) -> np.ndarray:
     m[k:] = (c[k:] - c[:-w]) / w
     return m
 
-# %% ../nbs/01_slopes.ipynb #7248d0df
+# %% ../nbs/01_slopes.ipynb #e6d46572
 def smoothed_loss(losses, smooth: int = 50) -> np.ndarray:
     "Causal trailing mean of the last `smooth` finite losses at each point (NaN where the loss is not finite)."
     w = _check_smooth(smooth)
@@ -263,7 +263,7 @@ def smoothed_loss(losses, smooth: int = 50) -> np.ndarray:
     out[fin] = _trailing_mean(y[fin], w)
     return out
 
-# %% ../nbs/01_slopes.ipynb #5808055c
+# %% ../nbs/01_slopes.ipynb #c8d5e272
 def burn_in_index(losses, threshold: float = 1.0, smooth: int = 50) -> int | None:
     "Index of the first point whose trailing-mean loss is <= `threshold`, or None if it never is."
     w = _check_smooth(smooth)
@@ -274,7 +274,7 @@ def burn_in_index(losses, threshold: float = 1.0, smooth: int = 50) -> int | Non
     hit = np.flatnonzero(_trailing_mean(y[idx], w) <= threshold)
     return int(idx[hit[0]]) if hit.size else None
 
-# %% ../nbs/01_slopes.ipynb #f936d021
+# %% ../nbs/01_slopes.ipynb #c90f6911
 def burn_in_loss(losses, threshold: float = 1.0, smooth: int = 50) -> float:
     "The trailing-mean loss at `burn_in_index` (NaN if burn-in is never reached)."
     i = burn_in_index(losses, threshold, smooth)
@@ -299,7 +299,7 @@ def _after_burn_in(epochs, losses, threshold, smooth, burn_in, conf):
         return _no_burn_in(y, threshold, w, conf)
     return x[i:], y[i:]
 
-# %% ../nbs/01_slopes.ipynb #e6d73920
+# %% ../nbs/01_slopes.ipynb #b17f42eb
 def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
                start: float | None = None, end: float | None = None, nonpositive: str = "drop",
                conf: float = 0.95) -> FitResult:
@@ -325,7 +325,7 @@ class KneeResult:
     n_dropped: int = 0
     reason: str = ""
 
-# %% ../nbs/01_slopes.ipynb #79329d9d
+# %% ../nbs/01_slopes.ipynb #4597984f
 def _suffix_after(a: np.ndarray) -> np.ndarray:
     "s[k] = sum(a[k+1:])."
     c = np.cumsum(a[::-1])[::-1]
@@ -349,7 +349,7 @@ def _hinge_scan(u: np.ndarray, e: np.ndarray, suu: float, m: int) -> tuple[np.nd
     gain[~np.isfinite(gain)] = -_INF
     return k, t, gain
 
-# %% ../nbs/01_slopes.ipynb #f8b8d33a
+# %% ../nbs/01_slopes.ipynb #011d74c6
 def _sorted_centred(s: _Sel) -> tuple[np.ndarray, ...]:
     "(u, v, x, pos, ū, v̄): log x and log y of the selection centred, x and the input positions, in x order."
     pos = np.flatnonzero(s.use)
@@ -379,7 +379,7 @@ def _delta_bic(n: int, sse_line: float, sse: float) -> float:
         return _INF if sse < sse_line else NAN
     return n * math.log(sse_line / sse) - 2 * math.log(n)
 
-# %% ../nbs/01_slopes.ipynb #37b4fd90
+# %% ../nbs/01_slopes.ipynb #14638930
 @_quiet
 def knee_fit(epochs, losses, *, start: float | None = None, end: float | None = None, min_frac: float = 0.05,
              min_points: int = 5, nonpositive: str = "drop") -> KneeResult:
@@ -413,7 +413,7 @@ def knee_fit(epochs, losses, *, start: float | None = None, end: float | None = 
     return KneeResult(float(xs[k[j]]), int(pos[k[j]]), float(beta[1]), float(beta[1] + beta[2]),
                       float(_exp(v0 + beta[0] + beta[1] * tau)), float(_delta_bic(n, sse_line, sse)), n, nd, "")
 
-# %% ../nbs/01_slopes.ipynb #2117f45c
+# %% ../nbs/01_slopes.ipynb #cae32ca7
 def knee_epoch(epochs, losses, **kwargs) -> float:
     "Epoch of the knee (`knee_fit(...).epoch`; NaN when it cannot be determined)."
     return knee_fit(epochs, losses, **kwargs).epoch
@@ -460,7 +460,7 @@ class StreamingLogLogFit:
         return (f"StreamingLogLogFit(x_min={self.x_min}, x_max={self.x_max}, burn_in_threshold={self.burn_in_threshold},"
                 f" n={self.n}, n_seen={self.n_seen})")
 
-# %% ../nbs/01_slopes.ipynb #96345024
+# %% ../nbs/01_slopes.ipynb #9e782d4a
 @patch
 def _burn_in_one(self: StreamingLogLogFit, y: float) -> bool:
     if not math.isfinite(y):
@@ -476,7 +476,7 @@ def _burn_in_one(self: StreamingLogLogFit, y: float) -> bool:
         return True
     return False
 
-# %% ../nbs/01_slopes.ipynb #6dd3fb66
+# %% ../nbs/01_slopes.ipynb #025314cc
 @patch
 @_quiet
 def _burn_in_many(self: StreamingLogLogFit, y: np.ndarray) -> int | None:
@@ -506,7 +506,7 @@ def _burn_in_many(self: StreamingLogLogFit, y: np.ndarray) -> int | None:
     self._bi_tail.extend(back[-w:].tolist())
     return None
 
-# %% ../nbs/01_slopes.ipynb #8b4363e2
+# %% ../nbs/01_slopes.ipynb #8126227e
 @patch
 def _add_one(self: StreamingLogLogFit, x: float, y: float):
     if math.isfinite(x) and not (self.x_last >= x):
@@ -534,7 +534,7 @@ def _add_one(self: StreamingLogLogFit, x: float, y: float):
     self.ly_lo, self.ly_hi = min(self.ly_lo, ly), max(self.ly_hi, ly)
     self.x_lo, self.x_hi = min(self.x_lo, x), max(self.x_hi, x)
 
-# %% ../nbs/01_slopes.ipynb #324e06f6
+# %% ../nbs/01_slopes.ipynb #5783bdd8
 @patch
 @_quiet
 def _add_many(self: StreamingLogLogFit, x: np.ndarray, y: np.ndarray):
@@ -567,7 +567,7 @@ def _add_many(self: StreamingLogLogFit, x: np.ndarray, y: np.ndarray):
     self.ly_lo, self.ly_hi = min(self.ly_lo, float(s.ly.min())), max(self.ly_hi, float(s.ly.max()))
     self.x_lo, self.x_hi = min(self.x_lo, float(s.x.min())), max(self.x_hi, float(s.x.max()))
 
-# %% ../nbs/01_slopes.ipynb #73b42f00
+# %% ../nbs/01_slopes.ipynb #5c3624ea
 @patch
 def update(self: StreamingLogLogFit, x, y) -> "StreamingLogLogFit":
     """Add one point (scalars) or many (arrays, broadcast against each other). Never raises on dirty values;
@@ -601,7 +601,7 @@ def update(self: StreamingLogLogFit, x, y) -> "StreamingLogLogFit":
     self.n_seen += x.size
     return self
 
-# %% ../nbs/01_slopes.ipynb #3ce37c2d
+# %% ../nbs/01_slopes.ipynb #50f032dc
 @patch
 def result(self: StreamingLogLogFit) -> FitResult:
     "The fit of all points accumulated so far (same values as the batch functions on the same points)."
@@ -617,7 +617,7 @@ def result(self: StreamingLogLogFit) -> FitResult:
     return _finish(self.n, self.ref_x + self.mean_x, self.ref_y + self.mean_y, self.cxx, self.cxy, self.cyy, None,
                    self.ly_lo == self.ly_hi, nd, self.conf, self.x_lo, self.x_hi)
 
-# %% ../nbs/01_slopes.ipynb #3ab00750
+# %% ../nbs/01_slopes.ipynb #6a8f5242
 @patch
 def state_dict(self: StreamingLogLogFit) -> dict[str, Any]:
     "Configuration and state as plain Python values (JSON-serialisable except for inf/NaN floats)."
@@ -658,7 +658,7 @@ CURVE_FORMS: dict[str, str] = {
 
 _K = {"power_law": 2, "power_law_offset": 3, "exponential": 2, "stretched_exponential": 3, "schedule": 4}
 
-# %% ../nbs/01_slopes.ipynb #a92c93bb
+# %% ../nbs/01_slopes.ipynb #d5e50be3
 def _boxcox(lx: np.ndarray, beta: float) -> np.ndarray:
     "(x**beta - 1) / beta from log x, exactly log x at beta = 0 (the stretched exponential's power-law limit)."
     return lx if beta == 0 else np.expm1(beta * lx) / beta
@@ -686,14 +686,14 @@ def _log_predict(form: str, p: Mapping[str, float], x: np.ndarray, lx: np.ndarra
             return la - p["lam"] * x
     raise ValueError(f"unknown curve form {form!r}; known: {sorted(CURVE_FORMS)}")
 
-# %% ../nbs/01_slopes.ipynb #89185158
+# %% ../nbs/01_slopes.ipynb #31ce4578
 def predict_form(form: str, params: Mapping[str, float], x, s1=None, s2=None) -> np.ndarray:
     "Evaluate a fitted curve form (params as in `compare_curve_forms(...)['params']`) at x (`schedule`: at s1, s2)."
     x = _as_1d(x)
     sched = None if s1 is None else (_as_1d(s1), _as_1d(s2))
     return np.exp(_log_predict(form, params, x, None, sched))
 
-# %% ../nbs/01_slopes.ipynb #aacee700
+# %% ../nbs/01_slopes.ipynb #b5d5435d
 def _ols2(z: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
     "Intercept, slope and SSR of v on z (two-pass)."
     mz, mv = z.mean(), v.mean()
@@ -703,7 +703,7 @@ def _ols2(z: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
     r = dv - b * dz
     return float(mv - b * mz), float(b), _dot(r, r)
 
-# %% ../nbs/01_slopes.ipynb #6d190c74
+# %% ../nbs/01_slopes.ipynb #d9a92571
 def _fit_offset(lx: np.ndarray, ly: np.ndarray, starts=(0.5, 0.05)) -> tuple[np.ndarray, float, bool]:
     """log L = log(L_inf + a x^-b) by `scipy.optimize.least_squares(method="lm")` (MINPACK's Levenberg–Marquardt) in
     (log L_inf, log a, b) from the power-law fit, L_inf started at `starts` × the fitted loss at the last x; the next
@@ -742,7 +742,7 @@ def _fit_offset(lx: np.ndarray, ly: np.ndarray, starts=(0.5, 0.05)) -> tuple[np.
             break
     return best
 
-# %% ../nbs/01_slopes.ipynb #e3347bec
+# %% ../nbs/01_slopes.ipynb #491c1022
 def _fit_stretched(lx: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
     """ln L = ln a0 - s (x^β - 1)/β by variable projection over β ∈ [0, 8] (closed form in (ln a0, s) for each β):
     a 13-point grid that includes β = 0 (exactly the power law), then Brent on β around the best grid point."""
@@ -771,7 +771,7 @@ def _fit_stretched(lx: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
     tau = c ** (-1.0 / beta) if beta > 0 and c > 0 else NAN
     return {"a0": _exp(c0), "log_a0": c0, "s": s, "beta": beta, "a": a, "c": c, "tau": tau}, ssr, conv
 
-# %% ../nbs/01_slopes.ipynb #353c3c3a
+# %% ../nbs/01_slopes.ipynb #b9989456
 def _fit_schedule(ly: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[dict, float, bool]:
     """ln L = ln(L0 + A·S1^-α - C·S2) by variable projection (Golub & Pereyra 1973): for each α, (L0, A, C) is linear
     least squares on L weighted by 1/L (relative errors, i.e. log-space errors to first order); α ∈ [0.01, 5] by a
@@ -810,7 +810,7 @@ def _fit_schedule(ly: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[dict,
     return ({"L0": float(coef[0]), "A": float(coef[1]), "alpha": math.exp(la), "C": float(coef[2])}, float(ssr),
             bool(r.success))
 
-# %% ../nbs/01_slopes.ipynb #f091bcbd
+# %% ../nbs/01_slopes.ipynb #e0841007
 def _fit_form(form: str, x: np.ndarray, lx: np.ndarray, ly: np.ndarray,
               sched: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, float, bool]:
     "Least-squares fit of one form in log space: (params, ssr, converged)."
@@ -831,7 +831,7 @@ def _fit_form(form: str, x: np.ndarray, lx: np.ndarray, ly: np.ndarray,
         return _fit_schedule(ly, *sched)
     raise ValueError(f"unknown curve form {form!r}; known: {sorted(CURVE_FORMS)}")
 
-# %% ../nbs/01_slopes.ipynb #e6033c7f
+# %% ../nbs/01_slopes.ipynb #cb2bd7be
 def _sched_sel(s, s1, s2):
     "(s1, s2) at the used points of selection `s`, or the reason the schedule form cannot be fitted."
     if s1 is None or s2 is None:
@@ -844,7 +844,7 @@ def _sched_sel(s, s1, s2):
         return "s1 must be finite and > 0 and s2 finite at every used point"
     return a, b
 
-# %% ../nbs/01_slopes.ipynb #59675af4
+# %% ../nbs/01_slopes.ipynb #c24791b8
 def _form_row(f: str, s: _Sel | None, n: int, reason: str, sched, sst: float | None, floor: float | None) -> dict:
     "One row of the comparison: form `f` fitted on selection `s` (NaN values and a reason when it cannot be)."
     k = _K[f]
@@ -865,7 +865,7 @@ def _form_row(f: str, s: _Sel | None, n: int, reason: str, sched, sst: float | N
             row["reason"] = "fit failed"
     return row
 
-# %% ../nbs/01_slopes.ipynb #5d0387bb
+# %% ../nbs/01_slopes.ipynb #808c098b
 def _rank(rows: list[dict], criterion: str, parsimony: float) -> str | None:
     "Add ΔAIC, ΔBIC, Akaike weights and `best` to the rows; the best form: fewest parameters within `parsimony`."
     for c in ("aic", "bic"):
@@ -884,7 +884,7 @@ def _rank(rows: list[dict], criterion: str, parsimony: float) -> str | None:
         r["best"] = r["form"] == best
     return best
 
-# %% ../nbs/01_slopes.ipynb #72234474
+# %% ../nbs/01_slopes.ipynb #8f6fc836
 @_quiet
 def _compare(x, y, forms: Sequence[str], criterion: str, parsimony: float, nonpositive: str, s1=None, s2=None):
     "Rows (dicts) of the curve-form comparison and the best form's name (see `compare_curve_forms`)."
@@ -908,7 +908,7 @@ def _compare(x, y, forms: Sequence[str], criterion: str, parsimony: float, nonpo
     rows = [_form_row(f, s, n, reason, sched, sst, floor) for f in forms]
     return rows, _rank(rows, criterion, parsimony)
 
-# %% ../nbs/01_slopes.ipynb #dfe4d86d
+# %% ../nbs/01_slopes.ipynb #823c469a
 _CF_COLS = ["k", "n", "sse", "r2", "aic", "bic", "delta_aic", "delta_bic", "aic_weight", "converged", "params",
             "best", "reason"]
 
@@ -944,7 +944,7 @@ def _holdout_score(e: np.ndarray, metric: str) -> float:
         return float(math.sqrt(_dot(e, e) / e.size))
     return float(np.mean(np.abs(np.expm1(-e))))
 
-# %% ../nbs/01_slopes.ipynb #6341fe54
+# %% ../nbs/01_slopes.ipynb #c453817a
 @_quiet
 def holdout_error(x, y, frac: float = 0.5, *, form: str = "power_law", metric: str = "gmean",
                   nonpositive: str = "drop", s1=None, s2=None) -> float:
@@ -980,7 +980,7 @@ def holdout_error(x, y, frac: float = 0.5, *, form: str = "power_law", metric: s
         return NAN
     return _holdout_score(ly[n_tr:] - _log_predict(form, params, xs[n_tr:], lx[n_tr:], te), metric)
 
-# %% ../nbs/01_slopes.ipynb #e214db41
+# %% ../nbs/01_slopes.ipynb #34e5b152
 def _cos(a: np.ndarray) -> np.ndarray:
     "`math.cos` of each element: the bits of a scalar `math.cos` (`np.cos` may take a SIMD path that differs in the last bit)."
     return np.fromiter(map(math.cos, a.tolist()), dtype=float, count=a.size)
@@ -1001,7 +1001,7 @@ def schedule_lr(steps, base_lr: float, warmup_steps: float, total_steps: int, et
     lr = np.where(i < W, warm, cos)
     return lr[0] if np.ndim(steps) == 0 else lr
 
-# %% ../nbs/01_slopes.ipynb #e2a05721
+# %% ../nbs/01_slopes.ipynb #f5ef8cb3
 def _ffill_lr(lrs) -> np.ndarray:
     "Per-step learning rates with non-finite entries replaced by the last finite one (the first finite one before it)."
     lr = _as_1d(lrs).copy()
@@ -1012,7 +1012,7 @@ def _ffill_lr(lrs) -> np.ndarray:
     np.maximum.accumulate(idx, out=idx)
     return np.where(fin[idx], lr[idx], lr[np.argmax(fin)])
 
-# %% ../nbs/01_slopes.ipynb #3047626e
+# %% ../nbs/01_slopes.ipynb #941ee303
 def cumulative_lr(lrs=None, steps=None, *, base_lr: float | None = None, warmup_steps: int = 0,
                   total_steps: int | None = None, eta_min: float = 0.0, start_factor: float = 0.0) -> np.ndarray:
     "Cumulative learning rate S1 at each step: from logged per-step `lrs` (preferred) or from the schedule description."
@@ -1053,7 +1053,7 @@ def annealing_areas(lrs, decay: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
     s2 = np.concatenate(([0.0], np.cumsum(m)[:-1]))
     return s1, s2
 
-# %% ../nbs/01_slopes.ipynb #2832292c
+# %% ../nbs/01_slopes.ipynb #35eddfd9
 def annealing_index(lrs, drop: float = 0.01) -> int | None:
     "Index of the first step after the learning-rate peak where the rate is below (1 - drop) × the peak (None: never)."
     if not 0 < drop < 1:
@@ -1080,7 +1080,7 @@ def _bin_mean(v: np.ndarray, n: int) -> np.ndarray:
     k = v.size // n
     return v[v.size - k * n:].reshape(k, n).mean(axis=1)
 
-# %% ../nbs/01_slopes.ipynb #dcf157e5
+# %% ../nbs/01_slopes.ipynb #c695788c
 @_quiet
 def bin_means(epochs, losses, bin_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean epoch and **geometric** mean loss, exp(mean ln L), of consecutive bins of `bin_points` points, the last bin
@@ -1094,7 +1094,7 @@ def bin_means(epochs, losses, bin_points: int) -> tuple[np.ndarray, np.ndarray]:
     n = int(bin_points)
     return _bin_mean(x, n), np.exp(_bin_mean(np.log(np.where(y > 0, y, np.nan)), n))
 
-# %% ../nbs/01_slopes.ipynb #d9d110ad
+# %% ../nbs/01_slopes.ipynb #24c97993
 def _auto_bin_points(x: np.ndarray, bins_per_epoch: float) -> int:
     "Points in 1/bins_per_epoch epoch at the median spacing of x (1 when the spacing is undefined)."
     d = np.diff(x)
@@ -1130,7 +1130,7 @@ def _binned_sel(x: np.ndarray, y: np.ndarray, bins_per_epoch: float, bin_points:
                                  f"({s.x.size} usable points after burn-in)"), n, bx, by, s.use)
     return _Binned(replace(_fit_sel(_select(bx, by), "drop", conf), n_dropped=nd), n, bx, by, s.use)
 
-# %% ../nbs/01_slopes.ipynb #d53d38e0
+# %% ../nbs/01_slopes.ipynb #a87e226a
 def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
                       bins_per_epoch: float = 4.0, bin_points: int | None = None, nonpositive: str = "drop",
                       conf: float = 0.95) -> FitResult:
@@ -1142,7 +1142,7 @@ def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, 
         return xy
     return _binned_sel(*xy, bins_per_epoch, bin_points, nonpositive, conf).fit
 
-# %% ../nbs/01_slopes.ipynb #1b274485
+# %% ../nbs/01_slopes.ipynb #09f5568b
 @_quiet
 def noise_sigma(losses) -> float:
     """σ̂ of the per-batch log-loss noise from successive differences (von Neumann 1941): σ̂² = Σ(Δ ln L)² / (2(n−1))
@@ -1154,7 +1154,7 @@ def noise_sigma(losses) -> float:
     d = np.diff(np.log(v))
     return float(math.sqrt(_dot(d, d) / (2.0 * d.size)))
 
-# %% ../nbs/01_slopes.ipynb #14bd6386
+# %% ../nbs/01_slopes.ipynb #be852b72
 @_quiet
 def noise_corrected_r2(epochs, losses) -> float:
     """R² of the per-batch log-log fit of (epochs, losses) with the noise variance removed from both sums:
@@ -1187,7 +1187,7 @@ def _gmean_between(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     m = (x > lo) & (x <= hi) & np.isfinite(y) & (y > 0)
     return float(np.exp(np.log(y[m]).mean())) if m.any() else NAN
 
-# %% ../nbs/01_slopes.ipynb #ac278d7b
+# %% ../nbs/01_slopes.ipynb #60dd582b
 def _nc_r2(fit: FitResult, ly: np.ndarray, sig: float) -> float:
     "`noise_corrected_r2` from a fit already made on the log losses `ly`."
     if not (fit.ok and math.isfinite(fit.r2) and math.isfinite(sig)):
@@ -1206,7 +1206,19 @@ def _batch_keys(full: FitResult, sel: _Sel) -> dict[str, Any]:
                 if math.isfinite(var_s + sig) and var_s + sig * sig > 0 else NAN,
                 r_squared_noise_corrected=_nc_r2(full, sel.ly, sig))
 
-# %% ../nbs/01_slopes.ipynb #9dc53cda
+# %% ../nbs/01_slopes.ipynb #2827675e
+def _trajectory(xb, yb, bi: int | None, full: FitResult, bins_per_epoch: float, bin_points: int | None,
+                nonpositive: str, conf: float) -> tuple[_Binned, dict[str, Any]]:
+    "The binned fit of the points after burn-in (`xb`, `yb`) and its keys: its R² is H1's `r_squared`."
+    bn = (_Binned(FitResult(reason=full.reason, conf=conf), None, np.empty(0), np.empty(0), None) if bi is None else
+          _binned_sel(xb, yb, bins_per_epoch, bin_points, nonpositive, conf))
+    binned = bn.fit
+    keys = _fit_keys("alpha_full_binned", binned)
+    keys.update(r_squared=binned.r2, bin_points=bn.bin_points,
+                residual_power=(1.0 - binned.r2) * float(np.var(np.log(bn.y))) if binned.ok else NAN)
+    return bn, keys
+
+# %% ../nbs/01_slopes.ipynb #f1a56322
 def _schedule_inputs(x, y, lrs, steps, schedule, steps_per_epoch):
     "(per-step lrs aligned with y, reason): from the logged lrs or the schedule description."
     try:
@@ -1238,7 +1250,7 @@ def _schedule_bins(lr, bi: int | None, bn: _Binned, s2_decay: float, annealing_d
             s1b, s2b = _bin_mean(s1[bi:][bn.use], bn.bin_points), _bin_mean(s2[bi:][bn.use], bn.bin_points)
     return s1b, s2b, anneal
 
-# %% ../nbs/01_slopes.ipynb #75fbb33a
+# %% ../nbs/01_slopes.ipynb #93cf002a
 def _knee_keys(bn: _Binned, x: np.ndarray, bi: int | None, anneal: int | None, lr, lr_reason: str,
                knee_range: tuple[float | None, float | None], nonpositive: str) -> dict[str, Any]:
     "The `knee_*` keys: the knee of the bins between burn-in and the start of annealing (within `knee_range`)."
@@ -1258,7 +1270,7 @@ def _knee_keys(bn: _Binned, x: np.ndarray, bi: int | None, anneal: int | None, l
     return dict(knee_epoch=kr.epoch, knee_loss=kr.loss, knee_slope_before=kr.slope_before,
                 knee_slope_after=kr.slope_after, knee_delta_bic=kr.delta_bic, knee_reason=why)
 
-# %% ../nbs/01_slopes.ipynb #0bc2967a
+# %% ../nbs/01_slopes.ipynb #63de2d41
 FORM_FIT_MAX = 0.05  # a curve form "fits" when it predicts the held-out geometric-mean loss within 5 %
 
 
@@ -1281,7 +1293,7 @@ def _form_keys(bn: _Binned, s1b, s2b, holdout_frac: float, nonpositive: str) -> 
     out["best_form"] = "none" if best is not None and out["holdout_best"] > FORM_FIT_MAX else best
     return out
 
-# %% ../nbs/01_slopes.ipynb #df2bbddc
+# %% ../nbs/01_slopes.ipynb #a5b19545
 def _cumulative_x(x, y, lrs, steps, schedule, steps_per_epoch) -> tuple[np.ndarray | None, str]:
     "(the cumulative learning rate at each point, reason): from the logged lrs or the schedule description."
     xs_reason, xs = "", None
@@ -1302,7 +1314,7 @@ def _cumulative_x(x, y, lrs, steps, schedule, steps_per_epoch) -> tuple[np.ndarr
         xs, xs_reason = None, f"cumulative learning rate has {xs.size} values for {y.size} losses"
     return xs, xs_reason
 
-# %% ../nbs/01_slopes.ipynb #67ff3875
+# %% ../nbs/01_slopes.ipynb #a0a30499
 def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, Any] | None = None,
                 steps_per_epoch: int | None = None, threshold: float = 1.0, smooth: int = 50,
                 window: tuple[float, float] = (5.0, 15.0), holdout_frac: float = 0.5, curve_forms: bool = True,
@@ -1331,12 +1343,8 @@ def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, 
     xb, yb = (x[bi:], y[bi:]) if bi is not None else (x[:0], y[:0])
     out.update(_batch_keys(full, _select(xb, yb)))
     # the trajectory: geometric means of quarter-epoch bins; its R² is H1's r_squared
-    bn = (_Binned(FitResult(reason=full.reason, conf=conf), None, np.empty(0), np.empty(0), None) if bi is None else
-          _binned_sel(xb, yb, bins_per_epoch, bin_points, nonpositive, conf))
-    binned = bn.fit
-    out.update(_fit_keys("alpha_full_binned", binned))
-    out.update(r_squared=binned.r2, bin_points=bn.bin_points,
-               residual_power=(1.0 - binned.r2) * float(np.var(np.log(bn.y))) if binned.ok else NAN)
+    bn, keys = _trajectory(xb, yb, bi, full, bins_per_epoch, bin_points, nonpositive, conf)
+    out.update(keys)
     lr, lr_reason = _schedule_inputs(x, y, lrs, steps, schedule, steps_per_epoch)
     s1b, s2b, anneal = _schedule_bins(lr, bi, bn, s2_decay, annealing_drop)
     out["annealing_epoch"] = float(x[anneal]) if anneal is not None else NAN
