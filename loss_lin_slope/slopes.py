@@ -996,7 +996,7 @@ def schedule_lr(steps, base_lr: float, warmup_steps: float, total_steps: int, et
     if not 0 <= W <= T:
         raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {W:g} and {T}")
     warm = base_lr * np.minimum(1.0, start_factor + (1.0 - start_factor) * (i + 1) / max(W, 1e-12))
-    ph = np.clip((i - W) / max(T - W, 1e-12), 0.0, 1.0)  # W == T: a span of 1e-12, from the top to eta_min in a step
+    ph = np.minimum(np.maximum((i - W) / max(T - W, 1e-12), 0.0), 1.0)  # W == T: a span of 1e-12 (top, then eta_min)
     cos = eta_min + 0.5 * (base_lr - eta_min) * (1.0 + _cos(np.pi * ph))
     lr = np.where(i < W, warm, cos)
     return lr[0] if np.ndim(steps) == 0 else lr
