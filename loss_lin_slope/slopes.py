@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from scipy import optimize, stats
 
 # %% ../nbs/01_slopes.ipynb #54166dc8
@@ -30,7 +31,7 @@ def _t_quantile(conf: float, dof: int) -> float:
     "Two-sided Student-t quantile $t_{(1+conf)/2,\\,dof}$, cached (`stats.t.ppf` costs ~80 µs a call)."
     return float(stats.t.ppf(0.5 + conf / 2.0, dof))
 
-
+# %% ../nbs/01_slopes.ipynb #7441fc01
 @dataclass(frozen=True)
 class FitResult:
     "OLS fit of `log y = intercept + slope * log x` (natural logs). Any NaN field comes with a `reason`."
@@ -58,21 +59,26 @@ class FitResult:
         "The exponent b of y = a·x^(-b), i.e. `-slope`."
         return -self.slope
 
-    @property
-    def intercept_ci(self) -> tuple[float, float]:
-        "`conf` Student-t interval of the intercept."
-        if self.n < 3 or not math.isfinite(self.intercept_stderr):
-            return (NAN, NAN)
-        h = _t_quantile(self.conf, self.n - 2) * self.intercept_stderr
-        return (self.intercept - h, self.intercept + h)
+# %% ../nbs/01_slopes.ipynb #840d6697
+@patch(as_prop=True)
+def intercept_ci(self: FitResult) -> tuple[float, float]:
+    "`conf` Student-t interval of the intercept."
+    if self.n < 3 or not math.isfinite(self.intercept_stderr):
+        return (NAN, NAN)
+    h = _t_quantile(self.conf, self.n - 2) * self.intercept_stderr
+    return (self.intercept - h, self.intercept + h)
 
-    def predict(self, x) -> np.ndarray:
-        "The fitted curve `exp(intercept) * x**slope`."
-        return np.exp(self.intercept + self.slope * np.log(np.asarray(x, dtype=float)))
+# %% ../nbs/01_slopes.ipynb #f0924486
+@patch
+def predict(self: FitResult, x) -> np.ndarray:
+    "The fitted curve `exp(intercept) * x**slope`."
+    return np.exp(self.intercept + self.slope * np.log(np.asarray(x, dtype=float)))
 
-    def to_dict(self, prefix: str = "") -> dict[str, Any]:
-        "A plain dict (JSON/Parquet friendly); keys optionally prefixed."
-        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
+
+@patch
+def to_dict(self: FitResult, prefix: str = "") -> dict[str, Any]:
+    "A plain dict (JSON/Parquet friendly); keys optionally prefixed."
+    return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 # %% ../nbs/01_slopes.ipynb #6877c730
 def _as_1d(a) -> np.ndarray:
@@ -92,7 +98,7 @@ def _dot(a: np.ndarray, b: np.ndarray) -> float:
     "Σ a·b by numpy's pairwise summation. Not `a @ b`: BLAS ddot is threaded and crawls on a loaded 2-core machine."
     return float(np.multiply(a, b).sum())
 
-
+# %% ../nbs/01_slopes.ipynb #45bbb60a
 def _quiet(fn):
     "Silence numpy floating-point warnings: the callers turn overflow/NaN into NaN results with a reason."
     @wraps(fn)
@@ -101,7 +107,7 @@ def _quiet(fn):
             return fn(*args, **kwargs)
     return inner
 
-
+# %% ../nbs/01_slopes.ipynb #9eb233d9
 class _Sel(NamedTuple):
     use: np.ndarray  # boolean mask of the points used
     x: np.ndarray  # used x (original units)
@@ -131,7 +137,7 @@ def _select(x: np.ndarray, y: np.ndarray, lo: float = -_INF, hi: float = _INF) -
     with np.errstate(divide="ignore", invalid="ignore"):
         return _Sel(use, xs, np.log(xs), np.log(y[use]), n_nonfinite, n_nonpositive, x_last)
 
-
+# %% ../nbs/01_slopes.ipynb #b4b421dc
 def _check(n, n_nonfinite, n_nonpositive, nonpositive, lo, hi, x_last, lx_const) -> str:
     "The reason a fit cannot be computed at all, or ''. Shared by batch and streaming."
     if nonpositive == "nan" and n_nonpositive:
@@ -144,7 +150,7 @@ def _check(n, n_nonfinite, n_nonpositive, nonpositive, lo, hi, x_last, lx_const)
         return f"constant x (all {n} points at the same x): slope undefined"
     return ""
 
-
+# %% ../nbs/01_slopes.ipynb #d4a9831c
 def _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, x_min, x_max) -> FitResult:
     "FitResult from centred sums (shared by batch and streaming). `ssr=None`: use S_vv - S_uv²/S_uu."
     slope = sxy / sxx
@@ -169,7 +175,7 @@ def _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, x_min, x_ma
     return FitResult(float(slope), float(intercept), float(r2), float(se), float(lo), float(hi), int(n),
                      int(n_dropped), reason, float(se0), float(x_min), float(x_max), conf)
 
-
+# %% ../nbs/01_slopes.ipynb #d3e3ef49
 @_quiet
 def _fit_sel(s: _Sel, nonpositive: str = "drop", conf: float = 0.95, lo: float = -_INF, hi: float = _INF) -> FitResult:
     "Two-pass OLS on a selection."
@@ -189,7 +195,7 @@ def _fit_sel(s: _Sel, nonpositive: str = "drop", conf: float = 0.95, lo: float =
         ssr = _dot(r, r)
     return _finish(n, mx, my, sxx, sxy, syy, ssr, y_const, n_dropped, conf, s.x.min(), s.x.max())
 
-
+# %% ../nbs/01_slopes.ipynb #76ce109e
 def _check_opts(nonpositive: str, conf: float):
     if nonpositive not in ("drop", "nan"):
         raise ValueError(f"nonpositive must be 'drop' or 'nan', not {nonpositive!r}")
@@ -207,7 +213,7 @@ def _inputs(x, y) -> tuple[np.ndarray, np.ndarray] | str:
         return f"x and y differ in length ({x.size} vs {y.size})"
     return x, y
 
-
+# %% ../nbs/01_slopes.ipynb #2587cbe6
 def loglog_fit(x, y, *, nonpositive: str = "drop", conf: float = 0.95) -> FitResult:
     "OLS of log y on log x with stderr and `conf` CI; NaN values and a `reason` on dirty data, never raises."
     _check_opts(nonpositive, conf)
@@ -247,7 +253,7 @@ def _trailing_mean(v: np.ndarray, w: int) -> np.ndarray:
     m[k:] = (c[k:] - c[:-w]) / w
     return m
 
-
+# %% ../nbs/01_slopes.ipynb #e6d46572
 def smoothed_loss(losses, smooth: int = 50) -> np.ndarray:
     "Causal trailing mean of the last `smooth` finite losses at each point (NaN where the loss is not finite)."
     w = _check_smooth(smooth)
@@ -257,7 +263,7 @@ def smoothed_loss(losses, smooth: int = 50) -> np.ndarray:
     out[fin] = _trailing_mean(y[fin], w)
     return out
 
-
+# %% ../nbs/01_slopes.ipynb #c8d5e272
 def burn_in_index(losses, threshold: float = 1.0, smooth: int = 50) -> int | None:
     "Index of the first point whose trailing-mean loss is <= `threshold`, or None if it never is."
     w = _check_smooth(smooth)
@@ -268,7 +274,7 @@ def burn_in_index(losses, threshold: float = 1.0, smooth: int = 50) -> int | Non
     hit = np.flatnonzero(_trailing_mean(y[idx], w) <= threshold)
     return int(idx[hit[0]]) if hit.size else None
 
-
+# %% ../nbs/01_slopes.ipynb #c90f6911
 def burn_in_loss(losses, threshold: float = 1.0, smooth: int = 50) -> float:
     "The trailing-mean loss at `burn_in_index` (NaN if burn-in is never reached)."
     i = burn_in_index(losses, threshold, smooth)
@@ -293,7 +299,7 @@ def _after_burn_in(epochs, losses, threshold, smooth, burn_in, conf):
         return _no_burn_in(y, threshold, w, conf)
     return x[i:], y[i:]
 
-
+# %% ../nbs/01_slopes.ipynb #b17f42eb
 def full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
                start: float | None = None, end: float | None = None, nonpositive: str = "drop",
                conf: float = 0.95) -> FitResult:
@@ -319,13 +325,61 @@ class KneeResult:
     n_dropped: int = 0
     reason: str = ""
 
-
+# %% ../nbs/01_slopes.ipynb #4597984f
 def _suffix_after(a: np.ndarray) -> np.ndarray:
     "s[k] = sum(a[k+1:])."
     c = np.cumsum(a[::-1])[::-1]
     return np.append(c[1:], 0.0)
 
 
+def _hinge_scan(u: np.ndarray, e: np.ndarray, suu: float, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate knots `t = u[k]` (>= m points on each side) and the SSR each one removes from the line's, ⟨h,e⟩²/⟨h,h⟩
+    with h residualised on [1, u], from suffix sums (u centred, e the line's residuals): all candidates in O(n)."""
+    n = u.size
+    k = np.arange(m - 1, n - m)  # left segment u[:k+1] and right segment u[k+1:] have >= m points each
+    t, n_r = u[k], (n - 1 - k)
+    s1, s2, se, sue = (_suffix_after(a)[k] for a in (u, u * u, e, u * e))
+    sh = s1 - t * n_r
+    shh = s2 - 2 * t * s1 + t * t * n_r
+    suh = s2 - t * s1
+    she = sue - t * se
+    den = shh - sh * sh / n - suh * suh / suu
+    with np.errstate(all="ignore"):
+        gain = np.where(den > 1e-12 * np.maximum(shh, 1e-300), she * she / den, -_INF)
+    gain[~np.isfinite(gain)] = -_INF
+    return k, t, gain
+
+# %% ../nbs/01_slopes.ipynb #011d74c6
+def _sorted_centred(s: _Sel) -> tuple[np.ndarray, ...]:
+    "(u, v, x, pos, ū, v̄): log x and log y of the selection centred, x and the input positions, in x order."
+    pos = np.flatnonzero(s.use)
+    u, v, xs = s.lx, s.ly, s.x
+    if np.any(u[1:] < u[:-1]):
+        o = np.argsort(u, kind="stable")
+        u, v, xs, pos = u[o], v[o], xs[o], pos[o]
+    u0, v0 = u.mean(), v.mean()
+    return u - u0, v - v0, xs, pos, u0, v0
+
+
+def _hinge_refit(u: np.ndarray, v: np.ndarray, tau: float) -> tuple[np.ndarray, float] | None:
+    "β of v on [1, u, (u - τ)₊] by the normal equations and its SSR (None when singular)."
+    cols = (np.ones(u.size), u, np.maximum(u - tau, 0.0))
+    A = np.array([[_dot(ci, cj) for cj in cols] for ci in cols])
+    try:
+        beta = np.linalg.solve(A, [_dot(ci, v) for ci in cols])
+    except np.linalg.LinAlgError:
+        return None
+    r = v - beta[0] - beta[1] * cols[1] - beta[2] * cols[2]
+    return beta, _dot(r, r)
+
+
+def _delta_bic(n: int, sse_line: float, sse: float) -> float:
+    "BIC(line) - BIC(hinge) = n ln(SSR_line/SSR_hinge) - 2 ln n (inf when only the hinge is exact)."
+    if sse_line <= 0 or sse <= 0:
+        return _INF if sse < sse_line else NAN
+    return n * math.log(sse_line / sse) - 2 * math.log(n)
+
+# %% ../nbs/01_slopes.ipynb #14638930
 @_quiet
 def knee_fit(epochs, losses, *, start: float | None = None, end: float | None = None, min_frac: float = 0.05,
              min_points: int = 5, nonpositive: str = "drop") -> KneeResult:
@@ -341,49 +395,25 @@ def knee_fit(epochs, losses, *, start: float | None = None, end: float | None = 
         return KneeResult(n=n, n_dropped=nd, reason=f"{s.n_nonpositive} non-positive value(s): log undefined")
     if n < 2 * m:
         return KneeResult(n=n, n_dropped=nd, reason=f"fewer than {2 * m} usable points (n={n})")
-    pos = np.flatnonzero(s.use)
-    u, v, xs = s.lx, s.ly, s.x
-    if np.any(u[1:] < u[:-1]):
-        o = np.argsort(u, kind="stable")
-        u, v, xs, pos = u[o], v[o], xs[o], pos[o]
-    u0, v0 = u.mean(), v.mean()
-    u, v = u - u0, v - v0
+    u, v, xs, pos, u0, v0 = _sorted_centred(s)
     suu = _dot(u, u)
     if u[0] == u[-1]:
         return KneeResult(n=n, n_dropped=nd, reason="constant x: no knee")
     e = v - _dot(u, v) / suu * u
     sse_line = _dot(e, e)
-    k = np.arange(m - 1, n - m)  # left segment u[:k+1] and right segment u[k+1:] have >= m points each
-    t, n_r = u[k], (n - 1 - k)
-    s1, s2, se, sue = (_suffix_after(a)[k] for a in (u, u * u, e, u * e))
-    sh = s1 - t * n_r
-    shh = s2 - 2 * t * s1 + t * t * n_r
-    suh = s2 - t * s1
-    she = sue - t * se
-    den = shh - sh * sh / n - suh * suh / suu
-    with np.errstate(all="ignore"):
-        gain = np.where(den > 1e-12 * np.maximum(shh, 1e-300), she * she / den, -_INF)
-    gain[~np.isfinite(gain)] = -_INF
+    k, t, gain = _hinge_scan(u, e, suu, m)
     if not np.isfinite(gain).any():
         return KneeResult(n=n, n_dropped=nd, reason="no admissible breakpoint (right segment has constant x)")
     j = int(np.argmax(gain))
     tau = t[j]
-    cols = (np.ones(n), u, np.maximum(u - tau, 0.0))
-    A = np.array([[_dot(ci, cj) for cj in cols] for ci in cols])
-    try:
-        beta = np.linalg.solve(A, [_dot(ci, v) for ci in cols])
-    except np.linalg.LinAlgError:
+    fit = _hinge_refit(u, v, tau)
+    if fit is None:
         return KneeResult(n=n, n_dropped=nd, reason="singular two-segment fit")
-    r = v - beta[0] - beta[1] * cols[1] - beta[2] * cols[2]
-    sse = _dot(r, r)
-    if sse_line <= 0 or sse <= 0:
-        dbic = _INF if sse < sse_line else NAN
-    else:
-        dbic = n * math.log(sse_line / sse) - 2 * math.log(n)
+    beta, sse = fit
     return KneeResult(float(xs[k[j]]), int(pos[k[j]]), float(beta[1]), float(beta[1] + beta[2]),
-                      float(_exp(v0 + beta[0] + beta[1] * tau)), float(dbic), n, nd, "")
+                      float(_exp(v0 + beta[0] + beta[1] * tau)), float(_delta_bic(n, sse_line, sse)), n, nd, "")
 
-
+# %% ../nbs/01_slopes.ipynb #cae32ca7
 def knee_epoch(epochs, losses, **kwargs) -> float:
     "Epoch of the knee (`knee_fit(...).epoch`; NaN when it cannot be determined)."
     return knee_fit(epochs, losses, **kwargs).epoch
@@ -426,180 +456,195 @@ class StreamingLogLogFit:
         "True while points are still skipped waiting for burn-in."
         return self.burn_in_index is None
 
-    # -- burn-in ----------------------------------------------------------------------------------------------------
-    def _burn_in_one(self, y: float) -> bool:
-        if not math.isfinite(y):
-            return False
-        j, c = self._bi_count, self._bi_csum + y
-        m = c / (j + 1) if j < self.smooth else (c - self._bi_tail[0]) / self.smooth
-        self._bi_tail.append(c)
-        self._bi_count, self._bi_csum = j + 1, c
-        self._bi_low = min(self._bi_low, m)
-        if m <= self.burn_in_threshold:
-            self.burn_in_index, self.burn_in_loss = self.n_seen, float(m)
-            self._bi_tail.clear()
-            return True
-        return False
-
-    @_quiet
-    def _burn_in_many(self, y: np.ndarray) -> int | None:
-        fin = np.flatnonzero(np.isfinite(y))
-        if fin.size == 0:
-            return None
-        v = y[fin]
-        c = np.cumsum(np.concatenate(([self._bi_csum], v)))[1:]  # continues the same sequential sum
-        j = self._bi_count + np.arange(v.size)
-        w, tail = self.smooth, np.asarray(self._bi_tail, dtype=float)
-        back = np.concatenate((tail, c))
-        m = np.empty(v.size)
-        early = j < w
-        m[early] = c[early] / (j[early] + 1)
-        late = np.flatnonzero(~early)
-        m[late] = (c[late] - back[tail.size + late - w]) / w
-        hit = np.flatnonzero(m <= self.burn_in_threshold)
-        stop = hit[0] + 1 if hit.size else v.size
-        self._bi_low = min(self._bi_low, float(m[:stop].min()))
-        if hit.size:
-            self.burn_in_index, self.burn_in_loss = self.n_seen + int(fin[hit[0]]), float(m[hit[0]])
-            self._bi_tail.clear()
-            return int(fin[hit[0]])
-        self._bi_count += v.size
-        self._bi_csum = float(c[-1])
-        self._bi_tail.clear()
-        self._bi_tail.extend(back[-w:].tolist())
-        return None
-
-    # -- accumulation -----------------------------------------------------------------------------------------------
-    def _add_one(self, x: float, y: float):
-        if math.isfinite(x) and not (self.x_last >= x):
-            self.x_last = x
-        if math.isfinite(x) and not (self._lo <= x <= self._hi):
-            return
-        if not (math.isfinite(x) and math.isfinite(y)):
-            self.n_nonfinite += 1
-            return
-        if not (x > 0 and y > 0):
-            self.n_nonpositive += 1
-            return
-        lx, ly = float(np.log(x)), float(np.log(y))  # numpy's log (not math.log): the same bits as the batch fit
-        if self.n == 0:
-            self.ref_x, self.ref_y = lx, ly
-        self.n += 1
-        sx, sy = lx - self.ref_x, ly - self.ref_y
-        dx, dy = sx - self.mean_x, sy - self.mean_y
-        self.mean_x += dx / self.n
-        self.mean_y += dy / self.n
-        self.cxx += dx * (sx - self.mean_x)
-        self.cxy += dx * (sy - self.mean_y)
-        self.cyy += dy * (sy - self.mean_y)
-        self.lx_lo, self.lx_hi = min(self.lx_lo, lx), max(self.lx_hi, lx)
-        self.ly_lo, self.ly_hi = min(self.ly_lo, ly), max(self.ly_hi, ly)
-        self.x_lo, self.x_hi = min(self.x_lo, x), max(self.x_hi, x)
-
-    @_quiet
-    def _add_many(self, x: np.ndarray, y: np.ndarray):
-        s = _select(x, y, self._lo, self._hi)
-        self.n_nonfinite += s.n_nonfinite
-        self.n_nonpositive += s.n_nonpositive
-        if math.isfinite(s.x_last) and not (self.x_last >= s.x_last):
-            self.x_last = s.x_last
-        m = s.lx.size
-        if m == 0:
-            return
-        if self.n == 0:
-            self.ref_x, self.ref_y = float(s.lx[0]), float(s.ly[0])
-        sx, sy = s.lx - self.ref_x, s.ly - self.ref_y
-        mx, my = sx.mean(), sy.mean()
-        dx, dy = sx - mx, sy - my
-        cxx, cxy, cyy = _dot(dx, dx), _dot(dx, dy), _dot(dy, dy)
-        if self.n == 0:
-            self.mean_x, self.mean_y, self.cxx, self.cxy, self.cyy = float(mx), float(my), float(cxx), float(cxy), float(cyy)
-        else:
-            n2 = self.n + m
-            ddx, ddy, f = mx - self.mean_x, my - self.mean_y, self.n * m / n2
-            self.mean_x += float(ddx * m / n2)
-            self.mean_y += float(ddy * m / n2)
-            self.cxx += float(cxx + ddx * ddx * f)
-            self.cxy += float(cxy + ddx * ddy * f)
-            self.cyy += float(cyy + ddy * ddy * f)
-        self.n += m
-        self.lx_lo, self.lx_hi = min(self.lx_lo, float(s.lx.min())), max(self.lx_hi, float(s.lx.max()))
-        self.ly_lo, self.ly_hi = min(self.ly_lo, float(s.ly.min())), max(self.ly_hi, float(s.ly.max()))
-        self.x_lo, self.x_hi = min(self.x_lo, float(s.x.min())), max(self.x_hi, float(s.x.max()))
-
-    def update(self, x, y) -> "StreamingLogLogFit":
-        """Add one point (scalars) or many (arrays, broadcast against each other). Never raises on dirty values;
-        an input that cannot be read as floats counts as one non-finite point."""
-        try:
-            scalar = np.ndim(x) == 0 and np.ndim(y) == 0
-        except (TypeError, ValueError):
-            scalar = True
-        if scalar:
-            try:
-                x, y = float(x), float(y)
-            except (TypeError, ValueError):
-                x, y = NAN, NAN
-            if self.burn_in_index is None and not self._burn_in_one(y):
-                self.n_seen += 1
-                return self
-            self._add_one(x, y)
-            self.n_seen += 1
-            return self
-        try:
-            x, y = (a.reshape(-1) for a in np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
-        except (TypeError, ValueError):
-            return self.update(NAN, NAN)
-        start = 0
-        if self.burn_in_index is None:
-            start = self._burn_in_many(y)
-            if start is None:
-                self.n_seen += x.size
-                return self
-        self._add_many(x[start:], y[start:])
-        self.n_seen += x.size
-        return self
-
-    def result(self) -> FitResult:
-        "The fit of all points accumulated so far (same values as the batch functions on the same points)."
-        nd = self.n_nonfinite + self.n_nonpositive
-        if self.burn_in_index is None:
-            low = self._bi_low if math.isfinite(self._bi_low) else NAN
-            return FitResult(conf=self.conf, reason=f"burn-in not reached (smoothed loss never <= "
-                                                    f"{self.burn_in_threshold:g}; lowest {low:.6g})")
-        reason = _check(self.n, self.n_nonfinite, self.n_nonpositive, self.nonpositive, self._lo, self._hi,
-                        self.x_last, self.n >= 2 and self.lx_lo == self.lx_hi)
-        if reason:
-            return FitResult(n=self.n, n_dropped=nd, reason=reason, conf=self.conf)
-        return _finish(self.n, self.ref_x + self.mean_x, self.ref_y + self.mean_y, self.cxx, self.cxy, self.cyy, None,
-                       self.ly_lo == self.ly_hi, nd, self.conf, self.x_lo, self.x_hi)
-
-    def state_dict(self) -> dict[str, Any]:
-        "Configuration and state as plain Python values (JSON-serialisable except for inf/NaN floats)."
-        st = {k: getattr(self, k) for k in self._STATE}
-        st["_bi_tail"] = list(self._bi_tail)
-        cfg = dict(x_min=self.x_min, x_max=self.x_max, burn_in_threshold=self.burn_in_threshold, smooth=self.smooth,
-                   nonpositive=self.nonpositive, conf=self.conf)
-        return {"version": self.VERSION, "config": cfg, "state": st}
-
-    def load_state_dict(self, sd: Mapping[str, Any]) -> "StreamingLogLogFit":
-        "Restore `state_dict()` output exactly (configuration included)."
-        if sd.get("version") != self.VERSION:
-            raise ValueError(f"unsupported StreamingLogLogFit state version {sd.get('version')!r}")
-        self.__init__(**sd["config"])
-        st = sd["state"]
-        for k in self._STATE:
-            setattr(self, k, st[k])
-        self._bi_tail = deque((float(c) for c in st["_bi_tail"]), maxlen=self.smooth)
-        return self
-
-    @classmethod
-    def from_state_dict(cls, sd: Mapping[str, Any]) -> "StreamingLogLogFit":
-        "A new fit restored from `state_dict()` output (configuration and state)."
-        return cls().load_state_dict(sd)
-
     def __repr__(self):
         return (f"StreamingLogLogFit(x_min={self.x_min}, x_max={self.x_max}, burn_in_threshold={self.burn_in_threshold},"
                 f" n={self.n}, n_seen={self.n_seen})")
+
+# %% ../nbs/01_slopes.ipynb #9e782d4a
+@patch
+def _burn_in_one(self: StreamingLogLogFit, y: float) -> bool:
+    if not math.isfinite(y):
+        return False
+    j, c = self._bi_count, self._bi_csum + y
+    m = c / (j + 1) if j < self.smooth else (c - self._bi_tail[0]) / self.smooth
+    self._bi_tail.append(c)
+    self._bi_count, self._bi_csum = j + 1, c
+    self._bi_low = min(self._bi_low, m)
+    if m <= self.burn_in_threshold:
+        self.burn_in_index, self.burn_in_loss = self.n_seen, float(m)
+        self._bi_tail.clear()
+        return True
+    return False
+
+# %% ../nbs/01_slopes.ipynb #025314cc
+@patch
+@_quiet
+def _burn_in_many(self: StreamingLogLogFit, y: np.ndarray) -> int | None:
+    fin = np.flatnonzero(np.isfinite(y))
+    if fin.size == 0:
+        return None
+    v = y[fin]
+    c = np.cumsum(np.concatenate(([self._bi_csum], v)))[1:]  # continues the same sequential sum
+    j = self._bi_count + np.arange(v.size)
+    w, tail = self.smooth, np.asarray(self._bi_tail, dtype=float)
+    back = np.concatenate((tail, c))
+    m = np.empty(v.size)
+    early = j < w
+    m[early] = c[early] / (j[early] + 1)
+    late = np.flatnonzero(~early)
+    m[late] = (c[late] - back[tail.size + late - w]) / w
+    hit = np.flatnonzero(m <= self.burn_in_threshold)
+    stop = hit[0] + 1 if hit.size else v.size
+    self._bi_low = min(self._bi_low, float(m[:stop].min()))
+    if hit.size:
+        self.burn_in_index, self.burn_in_loss = self.n_seen + int(fin[hit[0]]), float(m[hit[0]])
+        self._bi_tail.clear()
+        return int(fin[hit[0]])
+    self._bi_count += v.size
+    self._bi_csum = float(c[-1])
+    self._bi_tail.clear()
+    self._bi_tail.extend(back[-w:].tolist())
+    return None
+
+# %% ../nbs/01_slopes.ipynb #8126227e
+@patch
+def _add_one(self: StreamingLogLogFit, x: float, y: float):
+    if math.isfinite(x) and not (self.x_last >= x):
+        self.x_last = x
+    if math.isfinite(x) and not (self._lo <= x <= self._hi):
+        return
+    if not (math.isfinite(x) and math.isfinite(y)):
+        self.n_nonfinite += 1
+        return
+    if not (x > 0 and y > 0):
+        self.n_nonpositive += 1
+        return
+    lx, ly = float(np.log(x)), float(np.log(y))  # numpy's log (not math.log): the same bits as the batch fit
+    if self.n == 0:
+        self.ref_x, self.ref_y = lx, ly
+    self.n += 1
+    sx, sy = lx - self.ref_x, ly - self.ref_y
+    dx, dy = sx - self.mean_x, sy - self.mean_y
+    self.mean_x += dx / self.n
+    self.mean_y += dy / self.n
+    self.cxx += dx * (sx - self.mean_x)
+    self.cxy += dx * (sy - self.mean_y)
+    self.cyy += dy * (sy - self.mean_y)
+    self.lx_lo, self.lx_hi = min(self.lx_lo, lx), max(self.lx_hi, lx)
+    self.ly_lo, self.ly_hi = min(self.ly_lo, ly), max(self.ly_hi, ly)
+    self.x_lo, self.x_hi = min(self.x_lo, x), max(self.x_hi, x)
+
+# %% ../nbs/01_slopes.ipynb #5783bdd8
+@patch
+@_quiet
+def _add_many(self: StreamingLogLogFit, x: np.ndarray, y: np.ndarray):
+    s = _select(x, y, self._lo, self._hi)
+    self.n_nonfinite += s.n_nonfinite
+    self.n_nonpositive += s.n_nonpositive
+    if math.isfinite(s.x_last) and not (self.x_last >= s.x_last):
+        self.x_last = s.x_last
+    m = s.lx.size
+    if m == 0:
+        return
+    if self.n == 0:
+        self.ref_x, self.ref_y = float(s.lx[0]), float(s.ly[0])
+    sx, sy = s.lx - self.ref_x, s.ly - self.ref_y
+    mx, my = sx.mean(), sy.mean()
+    dx, dy = sx - mx, sy - my
+    cxx, cxy, cyy = _dot(dx, dx), _dot(dx, dy), _dot(dy, dy)
+    if self.n == 0:
+        self.mean_x, self.mean_y, self.cxx, self.cxy, self.cyy = float(mx), float(my), float(cxx), float(cxy), float(cyy)
+    else:
+        n2 = self.n + m
+        ddx, ddy, f = mx - self.mean_x, my - self.mean_y, self.n * m / n2
+        self.mean_x += float(ddx * m / n2)
+        self.mean_y += float(ddy * m / n2)
+        self.cxx += float(cxx + ddx * ddx * f)
+        self.cxy += float(cxy + ddx * ddy * f)
+        self.cyy += float(cyy + ddy * ddy * f)
+    self.n += m
+    self.lx_lo, self.lx_hi = min(self.lx_lo, float(s.lx.min())), max(self.lx_hi, float(s.lx.max()))
+    self.ly_lo, self.ly_hi = min(self.ly_lo, float(s.ly.min())), max(self.ly_hi, float(s.ly.max()))
+    self.x_lo, self.x_hi = min(self.x_lo, float(s.x.min())), max(self.x_hi, float(s.x.max()))
+
+# %% ../nbs/01_slopes.ipynb #5c3624ea
+@patch
+def update(self: StreamingLogLogFit, x, y) -> "StreamingLogLogFit":
+    """Add one point (scalars) or many (arrays, broadcast against each other). Never raises on dirty values;
+    an input that cannot be read as floats counts as one non-finite point."""
+    try:
+        scalar = np.ndim(x) == 0 and np.ndim(y) == 0
+    except (TypeError, ValueError):
+        scalar = True
+    if scalar:
+        try:
+            x, y = float(x), float(y)
+        except (TypeError, ValueError):
+            x, y = NAN, NAN
+        if self.burn_in_index is None and not self._burn_in_one(y):
+            self.n_seen += 1
+            return self
+        self._add_one(x, y)
+        self.n_seen += 1
+        return self
+    try:
+        x, y = (a.reshape(-1) for a in np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float)))
+    except (TypeError, ValueError):
+        return self.update(NAN, NAN)
+    start = 0
+    if self.burn_in_index is None:
+        start = self._burn_in_many(y)
+        if start is None:
+            self.n_seen += x.size
+            return self
+    self._add_many(x[start:], y[start:])
+    self.n_seen += x.size
+    return self
+
+# %% ../nbs/01_slopes.ipynb #50f032dc
+@patch
+def result(self: StreamingLogLogFit) -> FitResult:
+    "The fit of all points accumulated so far (same values as the batch functions on the same points)."
+    nd = self.n_nonfinite + self.n_nonpositive
+    if self.burn_in_index is None:
+        low = self._bi_low if math.isfinite(self._bi_low) else NAN
+        return FitResult(conf=self.conf, reason=f"burn-in not reached (smoothed loss never <= "
+                                                f"{self.burn_in_threshold:g}; lowest {low:.6g})")
+    reason = _check(self.n, self.n_nonfinite, self.n_nonpositive, self.nonpositive, self._lo, self._hi,
+                    self.x_last, self.n >= 2 and self.lx_lo == self.lx_hi)
+    if reason:
+        return FitResult(n=self.n, n_dropped=nd, reason=reason, conf=self.conf)
+    return _finish(self.n, self.ref_x + self.mean_x, self.ref_y + self.mean_y, self.cxx, self.cxy, self.cyy, None,
+                   self.ly_lo == self.ly_hi, nd, self.conf, self.x_lo, self.x_hi)
+
+# %% ../nbs/01_slopes.ipynb #6a8f5242
+@patch
+def state_dict(self: StreamingLogLogFit) -> dict[str, Any]:
+    "Configuration and state as plain Python values (JSON-serialisable except for inf/NaN floats)."
+    st = {k: getattr(self, k) for k in self._STATE}
+    st["_bi_tail"] = list(self._bi_tail)
+    cfg = dict(x_min=self.x_min, x_max=self.x_max, burn_in_threshold=self.burn_in_threshold, smooth=self.smooth,
+               nonpositive=self.nonpositive, conf=self.conf)
+    return {"version": self.VERSION, "config": cfg, "state": st}
+
+
+@patch
+def load_state_dict(self: StreamingLogLogFit, sd: Mapping[str, Any]) -> "StreamingLogLogFit":
+    "Restore `state_dict()` output exactly (configuration included)."
+    if sd.get("version") != self.VERSION:
+        raise ValueError(f"unsupported StreamingLogLogFit state version {sd.get('version')!r}")
+    self.__init__(**sd["config"])
+    st = sd["state"]
+    for k in self._STATE:
+        setattr(self, k, st[k])
+    self._bi_tail = deque((float(c) for c in st["_bi_tail"]), maxlen=self.smooth)
+    return self
+
+
+@patch(cls_method=True)
+def from_state_dict(cls: StreamingLogLogFit, sd: Mapping[str, Any]) -> "StreamingLogLogFit":
+    "A new fit restored from `state_dict()` output (configuration and state)."
+    return cls().load_state_dict(sd)
 
 # %% ../nbs/01_slopes.ipynb #db1dbabd
 CURVE_FORMS: dict[str, str] = {
@@ -609,9 +654,11 @@ CURVE_FORMS: dict[str, str] = {
     "stretched_exponential": "L = a0 * exp(-s * (x**beta - 1) / beta)  (beta -> 0: the power law a0 * x**(-s))",
     "schedule": "L = L0 + A * S1**(-alpha) - C * S2  (Tissue et al. 2024; S1, S2 from the learning rates)",
 }
+
+
 _K = {"power_law": 2, "power_law_offset": 3, "exponential": 2, "stretched_exponential": 3, "schedule": 4}
 
-
+# %% ../nbs/01_slopes.ipynb #d5e50be3
 def _boxcox(lx: np.ndarray, beta: float) -> np.ndarray:
     "(x**beta - 1) / beta from log x, exactly log x at beta = 0 (the stretched exponential's power-law limit)."
     return lx if beta == 0 else np.expm1(beta * lx) / beta
@@ -639,14 +686,14 @@ def _log_predict(form: str, p: Mapping[str, float], x: np.ndarray, lx: np.ndarra
             return la - p["lam"] * x
     raise ValueError(f"unknown curve form {form!r}; known: {sorted(CURVE_FORMS)}")
 
-
+# %% ../nbs/01_slopes.ipynb #31ce4578
 def predict_form(form: str, params: Mapping[str, float], x, s1=None, s2=None) -> np.ndarray:
     "Evaluate a fitted curve form (params as in `compare_curve_forms(...)['params']`) at x (`schedule`: at s1, s2)."
     x = _as_1d(x)
     sched = None if s1 is None else (_as_1d(s1), _as_1d(s2))
     return np.exp(_log_predict(form, params, x, None, sched))
 
-
+# %% ../nbs/01_slopes.ipynb #b5d5435d
 def _ols2(z: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
     "Intercept, slope and SSR of v on z (two-pass)."
     mz, mv = z.mean(), v.mean()
@@ -656,7 +703,7 @@ def _ols2(z: np.ndarray, v: np.ndarray) -> tuple[float, float, float]:
     r = dv - b * dz
     return float(mv - b * mz), float(b), _dot(r, r)
 
-
+# %% ../nbs/01_slopes.ipynb #d9a92571
 def _fit_offset(lx: np.ndarray, ly: np.ndarray, starts=(0.5, 0.05)) -> tuple[np.ndarray, float, bool]:
     """log L = log(L_inf + a x^-b) by `scipy.optimize.least_squares(method="lm")` (MINPACK's Levenberg–Marquardt) in
     (log L_inf, log a, b) from the power-law fit, L_inf started at `starts` × the fitted loss at the last x; the next
@@ -695,7 +742,7 @@ def _fit_offset(lx: np.ndarray, ly: np.ndarray, starts=(0.5, 0.05)) -> tuple[np.
             break
     return best
 
-
+# %% ../nbs/01_slopes.ipynb #491c1022
 def _fit_stretched(lx: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
     """ln L = ln a0 - s (x^β - 1)/β by variable projection over β ∈ [0, 8] (closed form in (ln a0, s) for each β):
     a 13-point grid that includes β = 0 (exactly the power law), then Brent on β around the best grid point."""
@@ -724,7 +771,7 @@ def _fit_stretched(lx: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
     tau = c ** (-1.0 / beta) if beta > 0 and c > 0 else NAN
     return {"a0": _exp(c0), "log_a0": c0, "s": s, "beta": beta, "a": a, "c": c, "tau": tau}, ssr, conv
 
-
+# %% ../nbs/01_slopes.ipynb #b9989456
 def _fit_schedule(ly: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[dict, float, bool]:
     """ln L = ln(L0 + A·S1^-α - C·S2) by variable projection (Golub & Pereyra 1973): for each α, (L0, A, C) is linear
     least squares on L weighted by 1/L (relative errors, i.e. log-space errors to first order); α ∈ [0.01, 5] by a
@@ -763,7 +810,7 @@ def _fit_schedule(ly: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> tuple[dict,
     return ({"L0": float(coef[0]), "A": float(coef[1]), "alpha": math.exp(la), "C": float(coef[2])}, float(ssr),
             bool(r.success))
 
-
+# %% ../nbs/01_slopes.ipynb #e0841007
 def _fit_form(form: str, x: np.ndarray, lx: np.ndarray, ly: np.ndarray,
               sched: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, float, bool]:
     "Least-squares fit of one form in log space: (params, ssr, converged)."
@@ -784,7 +831,7 @@ def _fit_form(form: str, x: np.ndarray, lx: np.ndarray, ly: np.ndarray,
         return _fit_schedule(ly, *sched)
     raise ValueError(f"unknown curve form {form!r}; known: {sorted(CURVE_FORMS)}")
 
-
+# %% ../nbs/01_slopes.ipynb #cb2bd7be
 def _sched_sel(s, s1, s2):
     "(s1, s2) at the used points of selection `s`, or the reason the schedule form cannot be fitted."
     if s1 is None or s2 is None:
@@ -797,45 +844,30 @@ def _sched_sel(s, s1, s2):
         return "s1 must be finite and > 0 and s2 finite at every used point"
     return a, b
 
+# %% ../nbs/01_slopes.ipynb #c24791b8
+def _form_row(f: str, s: _Sel | None, n: int, reason: str, sched, sst: float | None, floor: float | None) -> dict:
+    "One row of the comparison: form `f` fitted on selection `s` (NaN values and a reason when it cannot be)."
+    k = _K[f]
+    row = dict(form=f, k=k, n=n, sse=NAN, r2=NAN, aic=NAN, bic=NAN, converged=False, params={}, reason=reason)
+    if not reason and f == "schedule" and isinstance(sched, str):
+        row["reason"] = sched
+    elif not reason and n < k + 2:
+        row["reason"] = f"needs at least {k + 2} usable points (n={n})"
+    elif not reason:
+        try:
+            params, ssr, conv = _fit_form(f, s.x, s.lx, s.ly, sched if f == "schedule" else None)
+        except (ArithmeticError, ValueError, np.linalg.LinAlgError):
+            params, ssr, conv = {}, NAN, False
+        ll = n * math.log(max(ssr, floor) / n) if math.isfinite(ssr) else NAN
+        row.update(sse=ssr, r2=1 - ssr / sst if sst > 0 else NAN, converged=conv, params=params,
+                   aic=ll + 2 * (k + 1), bic=ll + (k + 1) * math.log(n))
+        if not math.isfinite(ssr):
+            row["reason"] = "fit failed"
+    return row
 
-@_quiet
-def _compare(x, y, forms: Sequence[str], criterion: str, parsimony: float, nonpositive: str, s1=None, s2=None):
-    "Rows (dicts) of the curve-form comparison and the best form's name (see `compare_curve_forms`)."
-    _check_opts(nonpositive, 0.95)
-    if criterion not in ("aic", "bic"):
-        raise ValueError(f"criterion must be 'aic' or 'bic', not {criterion!r}")
-    for f in forms:
-        if f not in CURVE_FORMS:
-            raise ValueError(f"unknown curve form {f!r}; known: {sorted(CURVE_FORMS)}")
-    xy = _inputs(x, y)
-    s = _select(*xy) if not isinstance(xy, str) else None
-    n = 0 if s is None else s.lx.size
-    reason = xy if s is None else _check(n, s.n_nonfinite, s.n_nonpositive, nonpositive, -_INF, _INF, s.x_last,
-                                         n >= 2 and s.lx.min() == s.lx.max())
-    if not reason:
-        dv = s.ly - s.ly.mean()
-        sst = _dot(dv, dv)
-        floor = n * (1e-15 * max(1.0, float(np.abs(s.ly).max()))) ** 2
-    sched = _sched_sel(s, s1, s2) if s is not None and "schedule" in forms else None
-    rows = []
-    for f in forms:
-        k = _K[f]
-        row = dict(form=f, k=k, n=n, sse=NAN, r2=NAN, aic=NAN, bic=NAN, converged=False, params={}, reason=reason)
-        if not reason and f == "schedule" and isinstance(sched, str):
-            row["reason"] = sched
-        elif not reason and n < k + 2:
-            row["reason"] = f"needs at least {k + 2} usable points (n={n})"
-        elif not reason:
-            try:
-                params, ssr, conv = _fit_form(f, s.x, s.lx, s.ly, sched if f == "schedule" else None)
-            except (ArithmeticError, ValueError, np.linalg.LinAlgError):
-                params, ssr, conv = {}, NAN, False
-            ll = n * math.log(max(ssr, floor) / n) if math.isfinite(ssr) else NAN
-            row.update(sse=ssr, r2=1 - ssr / sst if sst > 0 else NAN, converged=conv, params=params,
-                       aic=ll + 2 * (k + 1), bic=ll + (k + 1) * math.log(n))
-            if not math.isfinite(ssr):
-                row["reason"] = "fit failed"
-        rows.append(row)
+# %% ../nbs/01_slopes.ipynb #808c098b
+def _rank(rows: list[dict], criterion: str, parsimony: float) -> str | None:
+    "Add ΔAIC, ΔBIC, Akaike weights and `best` to the rows; the best form: fewest parameters within `parsimony`."
     for c in ("aic", "bic"):
         vals = [r[c] for r in rows if math.isfinite(r[c])]
         for r in rows:
@@ -850,9 +882,33 @@ def _compare(x, y, forms: Sequence[str], criterion: str, parsimony: float, nonpo
         best = min((r["k"], r[criterion], r["form"]) for r in fin if r[criterion] <= top + parsimony)[2]
     for r in rows:
         r["best"] = r["form"] == best
-    return rows, best
+    return best
 
+# %% ../nbs/01_slopes.ipynb #8f6fc836
+@_quiet
+def _compare(x, y, forms: Sequence[str], criterion: str, parsimony: float, nonpositive: str, s1=None, s2=None):
+    "Rows (dicts) of the curve-form comparison and the best form's name (see `compare_curve_forms`)."
+    _check_opts(nonpositive, 0.95)
+    if criterion not in ("aic", "bic"):
+        raise ValueError(f"criterion must be 'aic' or 'bic', not {criterion!r}")
+    for f in forms:
+        if f not in CURVE_FORMS:
+            raise ValueError(f"unknown curve form {f!r}; known: {sorted(CURVE_FORMS)}")
+    xy = _inputs(x, y)
+    s = _select(*xy) if not isinstance(xy, str) else None
+    n = 0 if s is None else s.lx.size
+    reason = xy if s is None else _check(n, s.n_nonfinite, s.n_nonpositive, nonpositive, -_INF, _INF, s.x_last,
+                                         n >= 2 and s.lx.min() == s.lx.max())
+    sst = floor = None
+    if not reason:
+        dv = s.ly - s.ly.mean()
+        sst = _dot(dv, dv)
+        floor = n * (1e-15 * max(1.0, float(np.abs(s.ly).max()))) ** 2
+    sched = _sched_sel(s, s1, s2) if s is not None and "schedule" in forms else None
+    rows = [_form_row(f, s, n, reason, sched, sst, floor) for f in forms]
+    return rows, _rank(rows, criterion, parsimony)
 
+# %% ../nbs/01_slopes.ipynb #823c469a
 _CF_COLS = ["k", "n", "sse", "r2", "aic", "bic", "delta_aic", "delta_bic", "aic_weight", "converged", "params",
             "best", "reason"]
 
@@ -865,22 +921,36 @@ def compare_curve_forms(x, y, *, forms: Sequence[str] = tuple(CURVE_FORMS), crit
     df.attrs.update(best=best, criterion=criterion, parsimony=parsimony)
     return df
 
-
 # %% ../nbs/01_slopes.ipynb #38b6e98d
 _METRICS = ("gmean", "rmse_log", "mape")
 
 
-@_quiet
-def holdout_error(x, y, frac: float = 0.5, *, form: str = "power_law", metric: str = "gmean",
-                  nonpositive: str = "drop", s1=None, s2=None) -> float:
-    "Relative error predicting the last `1 - frac` of the points from a `form` fit on the first `frac` (`schedule`: s1, s2)."
-    _check_opts(nonpositive, 0.95)
+def _check_holdout(form: str, metric: str, frac: float) -> None:
     if form not in CURVE_FORMS:
         raise ValueError(f"unknown curve form {form!r}; known: {sorted(CURVE_FORMS)}")
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}, not {metric!r}")
     if not 0 < frac < 1:
         raise ValueError(f"frac must be in (0, 1), not {frac!r}")
+
+
+def _holdout_score(e: np.ndarray, metric: str) -> float:
+    "The held-out error from the log residuals `e` = log L - log L̂ of the held-out points."
+    if not np.all(np.isfinite(e)):
+        return _INF  # the extrapolated curve left the positive range: it predicts nothing
+    if metric == "gmean":
+        return float(np.expm1(abs(e.mean())))
+    if metric == "rmse_log":
+        return float(math.sqrt(_dot(e, e) / e.size))
+    return float(np.mean(np.abs(np.expm1(-e))))
+
+# %% ../nbs/01_slopes.ipynb #c453817a
+@_quiet
+def holdout_error(x, y, frac: float = 0.5, *, form: str = "power_law", metric: str = "gmean",
+                  nonpositive: str = "drop", s1=None, s2=None) -> float:
+    "Relative error predicting the last `1 - frac` of the points from a `form` fit on the first `frac` (`schedule`: s1, s2)."
+    _check_opts(nonpositive, 0.95)
+    _check_holdout(form, metric, frac)
     xy = _inputs(x, y)
     if isinstance(xy, str):
         return NAN
@@ -908,31 +978,30 @@ def holdout_error(x, y, frac: float = 0.5, *, form: str = "power_law", metric: s
         return NAN
     if not math.isfinite(ssr):
         return NAN
-    e = ly[n_tr:] - _log_predict(form, params, xs[n_tr:], lx[n_tr:], te)
-    if not np.all(np.isfinite(e)):
-        return _INF  # the extrapolated curve left the positive range: it predicts nothing
-    if metric == "gmean":
-        return float(np.expm1(abs(e.mean())))
-    if metric == "rmse_log":
-        return float(math.sqrt(_dot(e, e) / e.size))
-    return float(np.mean(np.abs(np.expm1(-e))))
+    return _holdout_score(ly[n_tr:] - _log_predict(form, params, xs[n_tr:], lx[n_tr:], te), metric)
 
+# %% ../nbs/01_slopes.ipynb #34e5b152
+def _cos(a: np.ndarray) -> np.ndarray:
+    "`math.cos` of each element: the bits of a scalar `math.cos` (`np.cos` may take a SIMD path that differs in the last bit)."
+    return np.fromiter(map(math.cos, a.tolist()), dtype=float, count=a.size)
 
 # %% ../nbs/01_slopes.ipynb #4f182549
-def schedule_lr(steps, base_lr: float, warmup_steps: int, total_steps: int, eta_min: float = 0.0,
-                start_factor: float = 0.0) -> np.ndarray:
-    "Learning rate applied by optimizer step `s` (1-based): linear warmup from start_factor·lr, then cosine to eta_min."
+def schedule_lr(steps, base_lr: float, warmup_steps: float, total_steps: int, eta_min: float = 0.0,
+                start_factor: float = 0.0) -> np.ndarray | float:
+    """Learning rate applied by optimizer step `s` (1-based): linear warmup from start_factor·lr, then cosine to eta_min
+    (0 <= warmup_steps <= total_steps). An array for an array of steps, a float for one step."""
     s = _as_1d(steps)
     i = s - 1.0
     W, T = float(warmup_steps), int(total_steps)
-    if W < 0 or T <= W:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {W:g} and {T}")
+    if not 0 <= W <= T:
+        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got {W:g} and {T}")
     warm = base_lr * np.minimum(1.0, start_factor + (1.0 - start_factor) * (i + 1) / max(W, 1e-12))
-    ph = np.clip(i - W, 0, T - W) / (T - W)
-    cos = eta_min + 0.5 * (base_lr - eta_min) * (1.0 + np.cos(np.pi * ph))
-    return np.where(i < W, warm, cos)
+    ph = np.minimum(np.maximum((i - W) / max(T - W, 1e-12), 0.0), 1.0)  # W == T: a span of 1e-12 (top, then eta_min)
+    cos = eta_min + 0.5 * (base_lr - eta_min) * (1.0 + _cos(np.pi * ph))
+    lr = np.where(i < W, warm, cos)
+    return lr[0] if np.ndim(steps) == 0 else lr
 
-
+# %% ../nbs/01_slopes.ipynb #f5ef8cb3
 def _ffill_lr(lrs) -> np.ndarray:
     "Per-step learning rates with non-finite entries replaced by the last finite one (the first finite one before it)."
     lr = _as_1d(lrs).copy()
@@ -943,7 +1012,7 @@ def _ffill_lr(lrs) -> np.ndarray:
     np.maximum.accumulate(idx, out=idx)
     return np.where(fin[idx], lr[idx], lr[np.argmax(fin)])
 
-
+# %% ../nbs/01_slopes.ipynb #941ee303
 def cumulative_lr(lrs=None, steps=None, *, base_lr: float | None = None, warmup_steps: int = 0,
                   total_steps: int | None = None, eta_min: float = 0.0, start_factor: float = 0.0) -> np.ndarray:
     "Cumulative learning rate S1 at each step: from logged per-step `lrs` (preferred) or from the schedule description."
@@ -984,7 +1053,7 @@ def annealing_areas(lrs, decay: float = 0.999) -> tuple[np.ndarray, np.ndarray]:
     s2 = np.concatenate(([0.0], np.cumsum(m)[:-1]))
     return s1, s2
 
-
+# %% ../nbs/01_slopes.ipynb #35eddfd9
 def annealing_index(lrs, drop: float = 0.01) -> int | None:
     "Index of the first step after the learning-rate peak where the rate is below (1 - drop) × the peak (None: never)."
     if not 0 < drop < 1:
@@ -995,7 +1064,6 @@ def annealing_index(lrs, drop: float = 0.01) -> int | None:
     top = int(np.argmax(lr))
     hit = np.flatnonzero(lr[top:] < (1.0 - drop) * lr[top])
     return int(top + hit[0]) if hit.size else None
-
 
 # %% ../nbs/01_slopes.ipynb #84e26888
 def _check_bins(bins_per_epoch, bin_points) -> None:
@@ -1012,7 +1080,7 @@ def _bin_mean(v: np.ndarray, n: int) -> np.ndarray:
     k = v.size // n
     return v[v.size - k * n:].reshape(k, n).mean(axis=1)
 
-
+# %% ../nbs/01_slopes.ipynb #c695788c
 @_quiet
 def bin_means(epochs, losses, bin_points: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean epoch and **geometric** mean loss, exp(mean ln L), of consecutive bins of `bin_points` points, the last bin
@@ -1026,7 +1094,7 @@ def bin_means(epochs, losses, bin_points: int) -> tuple[np.ndarray, np.ndarray]:
     n = int(bin_points)
     return _bin_mean(x, n), np.exp(_bin_mean(np.log(np.where(y > 0, y, np.nan)), n))
 
-
+# %% ../nbs/01_slopes.ipynb #24c97993
 def _auto_bin_points(x: np.ndarray, bins_per_epoch: float) -> int:
     "Points in 1/bins_per_epoch epoch at the median spacing of x (1 when the spacing is undefined)."
     d = np.diff(x)
@@ -1062,7 +1130,7 @@ def _binned_sel(x: np.ndarray, y: np.ndarray, bins_per_epoch: float, bin_points:
                                  f"({s.x.size} usable points after burn-in)"), n, bx, by, s.use)
     return _Binned(replace(_fit_sel(_select(bx, by), "drop", conf), n_dropped=nd), n, bx, by, s.use)
 
-
+# %% ../nbs/01_slopes.ipynb #a87e226a
 def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, *, burn_in: int | None | str = "auto",
                       bins_per_epoch: float = 4.0, bin_points: int | None = None, nonpositive: str = "drop",
                       conf: float = 0.95) -> FitResult:
@@ -1074,7 +1142,7 @@ def binned_full_slope(epochs, losses, threshold: float = 1.0, smooth: int = 50, 
         return xy
     return _binned_sel(*xy, bins_per_epoch, bin_points, nonpositive, conf).fit
 
-
+# %% ../nbs/01_slopes.ipynb #09f5568b
 @_quiet
 def noise_sigma(losses) -> float:
     """σ̂ of the per-batch log-loss noise from successive differences (von Neumann 1941): σ̂² = Σ(Δ ln L)² / (2(n−1))
@@ -1086,7 +1154,7 @@ def noise_sigma(losses) -> float:
     d = np.diff(np.log(v))
     return float(math.sqrt(_dot(d, d) / (2.0 * d.size)))
 
-
+# %% ../nbs/01_slopes.ipynb #be852b72
 @_quiet
 def noise_corrected_r2(epochs, losses) -> float:
     """R² of the per-batch log-log fit of (epochs, losses) with the noise variance removed from both sums:
@@ -1105,11 +1173,7 @@ def noise_corrected_r2(epochs, losses) -> float:
     ssr, nv = (1.0 - fit.r2) * sst, s.ly.size * sig * sig
     return float(1.0 - (ssr - nv) / (sst - nv)) if sst > nv else NAN
 
-
 # %% ../nbs/01_slopes.ipynb #b814b01c
-FORM_FIT_MAX = 0.05  # a curve form "fits" when it predicts the held-out geometric-mean loss within 5 %
-
-
 def _fit_keys(prefix: str, f: FitResult, extra: Sequence[str] = ()) -> dict[str, Any]:
     out = {prefix: f.slope}
     for k in ("stderr", "ci_low", "ci_high", "r2", *extra, "n", "reason"):
@@ -1123,7 +1187,7 @@ def _gmean_between(x: np.ndarray, y: np.ndarray, lo: float, hi: float) -> float:
     m = (x > lo) & (x <= hi) & np.isfinite(y) & (y > 0)
     return float(np.exp(np.log(y[m]).mean())) if m.any() else NAN
 
-
+# %% ../nbs/01_slopes.ipynb #60dd582b
 def _nc_r2(fit: FitResult, ly: np.ndarray, sig: float) -> float:
     "`noise_corrected_r2` from a fit already made on the log losses `ly`."
     if not (fit.ok and math.isfinite(fit.r2) and math.isfinite(sig)):
@@ -1134,6 +1198,27 @@ def _nc_r2(fit: FitResult, ly: np.ndarray, sig: float) -> float:
     return float(1.0 - (ssr - nv) / (sst - nv)) if sst > nv else NAN
 
 
+def _batch_keys(full: FitResult, sel: _Sel) -> dict[str, Any]:
+    "`r_squared_batch`, `noise_sigma`, the R² cap it implies and the noise-corrected R² of the per-batch fit `full`."
+    sig = noise_sigma(np.exp(sel.ly)) if full.ok else NAN
+    var_s = full.slope ** 2 * float(np.var(sel.lx)) if full.ok else NAN
+    return dict(r_squared_batch=full.r2, noise_sigma=sig, r_squared_batch_cap=var_s / (var_s + sig * sig)
+                if math.isfinite(var_s + sig) and var_s + sig * sig > 0 else NAN,
+                r_squared_noise_corrected=_nc_r2(full, sel.ly, sig))
+
+# %% ../nbs/01_slopes.ipynb #2827675e
+def _trajectory(xb, yb, bi: int | None, full: FitResult, bins_per_epoch: float, bin_points: int | None,
+                nonpositive: str, conf: float) -> tuple[_Binned, dict[str, Any]]:
+    "The binned fit of the points after burn-in (`xb`, `yb`) and its keys: its R² is H1's `r_squared`."
+    bn = (_Binned(FitResult(reason=full.reason, conf=conf), None, np.empty(0), np.empty(0), None) if bi is None else
+          _binned_sel(xb, yb, bins_per_epoch, bin_points, nonpositive, conf))
+    binned = bn.fit
+    keys = _fit_keys("alpha_full_binned", binned)
+    keys.update(r_squared=binned.r2, bin_points=bn.bin_points,
+                residual_power=(1.0 - binned.r2) * float(np.var(np.log(bn.y))) if binned.ok else NAN)
+    return bn, keys
+
+# %% ../nbs/01_slopes.ipynb #f1a56322
 def _schedule_inputs(x, y, lrs, steps, schedule, steps_per_epoch):
     "(per-step lrs aligned with y, reason): from the logged lrs or the schedule description."
     try:
@@ -1154,6 +1239,82 @@ def _schedule_inputs(x, y, lrs, steps, schedule, steps_per_epoch):
         return None, f"learning rates unavailable: {e}"
 
 
+def _schedule_bins(lr, bi: int | None, bn: _Binned, s2_decay: float, annealing_drop: float):
+    "(S1 and S2 binned like the trajectory, the annealing index) from the per-step lrs (Nones without them)."
+    s1b = s2b = None
+    anneal = None
+    if lr is not None:
+        s1, s2 = annealing_areas(lr, s2_decay)
+        anneal = annealing_index(lr, annealing_drop)
+        if bn.use is not None and bn.x.size:
+            s1b, s2b = _bin_mean(s1[bi:][bn.use], bn.bin_points), _bin_mean(s2[bi:][bn.use], bn.bin_points)
+    return s1b, s2b, anneal
+
+# %% ../nbs/01_slopes.ipynb #93cf002a
+def _knee_keys(bn: _Binned, x: np.ndarray, bi: int | None, anneal: int | None, lr, lr_reason: str,
+               knee_range: tuple[float | None, float | None], nonpositive: str) -> dict[str, Any]:
+    "The `knee_*` keys: the knee of the bins between burn-in and the start of annealing (within `knee_range`)."
+    kr, why = KneeResult(), ""
+    if lr is None:
+        why = f"knee needs the learning rates ({lr_reason})"
+    elif bi is None:
+        why = bn.fit.reason
+    else:
+        hi_ = x[anneal] if anneal is not None else _INF
+        lo_k, hi_k = max(x[bi], _bound(knee_range[0], -_INF)), min(hi_, _bound(knee_range[1], _INF))
+        kr = knee_fit(bn.x, bn.y, start=lo_k, end=hi_k, nonpositive=nonpositive)
+        if kr.reason:
+            why = (f"no constant-rate phase after burn-in (burn-in at epoch {x[bi]:.3g}, annealing from "
+                   f"epoch {hi_:.3g})" if hi_ <= x[bi] else
+                   f"between burn-in (epoch {lo_k:.3g}) and the start of annealing (epoch {hi_k:.3g}): {kr.reason}")
+    return dict(knee_epoch=kr.epoch, knee_loss=kr.loss, knee_slope_before=kr.slope_before,
+                knee_slope_after=kr.slope_after, knee_delta_bic=kr.delta_bic, knee_reason=why)
+
+# %% ../nbs/01_slopes.ipynb #63de2d41
+FORM_FIT_MAX = 0.05  # a curve form "fits" when it predicts the held-out geometric-mean loss within 5 %
+
+
+def _form_keys(bn: _Binned, s1b, s2b, holdout_frac: float, nonpositive: str) -> dict[str, Any]:
+    "The curve-form keys: comparison and held-out error of each form on the bins, the best form (`none`: none fits)."
+    out: dict[str, Any] = {}
+    rows, best = _compare(bn.x, bn.y, tuple(CURVE_FORMS), "aic", 2.0, nonpositive, s1b, s2b)
+    ho = {}
+    for r in rows:
+        f = r["form"]
+        out[f"r2_{f}"] = float(r["r2"])
+        out[f"delta_aic_{f}"] = float(r["delta_aic"])
+        ho[f] = (holdout_error(bn.x, bn.y, holdout_frac, form=f, nonpositive=nonpositive, s1=s1b, s2=s2b)
+                 if bn.x.size else NAN)
+        out[f"holdout_{f}"] = ho[f]
+    fin = {f: v for f, v in ho.items() if math.isfinite(v)}
+    out["holdout_best_form"] = min(fin, key=fin.get) if fin else None
+    out["holdout_best"] = min(fin.values()) if fin else (_INF if any(v == _INF for v in ho.values()) else NAN)
+    out["best_form_aic"] = best
+    out["best_form"] = "none" if best is not None and out["holdout_best"] > FORM_FIT_MAX else best
+    return out
+
+# %% ../nbs/01_slopes.ipynb #a5b19545
+def _cumulative_x(x, y, lrs, steps, schedule, steps_per_epoch) -> tuple[np.ndarray | None, str]:
+    "(the cumulative learning rate at each point, reason): from the logged lrs or the schedule description."
+    xs_reason, xs = "", None
+    try:
+        if lrs is not None:
+            xs = cumulative_lr(lrs, steps)
+        elif schedule is not None:
+            st = steps if steps is not None else (np.rint(x * steps_per_epoch) if steps_per_epoch else None)
+            if st is None:
+                xs_reason = "schedule-aware slope needs steps or steps_per_epoch"
+            else:
+                xs = cumulative_lr(None, st, **dict(schedule))
+        else:
+            xs_reason = "no learning-rate information (lrs or schedule)"
+    except (TypeError, ValueError) as e:
+        xs_reason = f"cumulative learning rate unavailable: {e}"
+    if xs is not None and xs.size != y.size:
+        xs, xs_reason = None, f"cumulative learning rate has {xs.size} values for {y.size} losses"
+    return xs, xs_reason
+
+# %% ../nbs/01_slopes.ipynb #a0a30499
 def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, Any] | None = None,
                 steps_per_epoch: int | None = None, threshold: float = 1.0, smooth: int = 50,
                 window: tuple[float, float] = (5.0, 15.0), holdout_frac: float = 0.5, curve_forms: bool = True,
@@ -1180,78 +1341,20 @@ def fit_summary(epochs, losses, *, lrs=None, steps=None, schedule: Mapping[str, 
     full = full_slope(x, y, threshold, w, burn_in=bi, nonpositive=nonpositive, conf=conf)
     out.update(_fit_keys("alpha_full", full, ("intercept", "intercept_stderr")))
     xb, yb = (x[bi:], y[bi:]) if bi is not None else (x[:0], y[:0])
-    sel = _select(xb, yb)
-    sig = noise_sigma(np.exp(sel.ly)) if full.ok else NAN
-    var_s = full.slope ** 2 * float(np.var(sel.lx)) if full.ok else NAN
-    out.update(r_squared_batch=full.r2, noise_sigma=sig, r_squared_batch_cap=var_s / (var_s + sig * sig)
-               if math.isfinite(var_s + sig) and var_s + sig * sig > 0 else NAN,
-               r_squared_noise_corrected=_nc_r2(full, sel.ly, sig))
+    out.update(_batch_keys(full, _select(xb, yb)))
     # the trajectory: geometric means of quarter-epoch bins; its R² is H1's r_squared
-    bn = (_Binned(FitResult(reason=full.reason, conf=conf), None, np.empty(0), np.empty(0), None) if bi is None else
-          _binned_sel(xb, yb, bins_per_epoch, bin_points, nonpositive, conf))
-    binned = bn.fit
-    out.update(_fit_keys("alpha_full_binned", binned))
-    out.update(r_squared=binned.r2, bin_points=bn.bin_points,
-               residual_power=(1.0 - binned.r2) * float(np.var(np.log(bn.y))) if binned.ok else NAN)
+    bn, keys = _trajectory(xb, yb, bi, full, bins_per_epoch, bin_points, nonpositive, conf)
+    out.update(keys)
     lr, lr_reason = _schedule_inputs(x, y, lrs, steps, schedule, steps_per_epoch)
-    s1b = s2b = None
-    anneal = None
-    if lr is not None:
-        s1, s2 = annealing_areas(lr, s2_decay)
-        anneal = annealing_index(lr, annealing_drop)
-        if bn.use is not None and bn.x.size:
-            s1b, s2b = _bin_mean(s1[bi:][bn.use], bn.bin_points), _bin_mean(s2[bi:][bn.use], bn.bin_points)
+    s1b, s2b, anneal = _schedule_bins(lr, bi, bn, s2_decay, annealing_drop)
     out["annealing_epoch"] = float(x[anneal]) if anneal is not None else NAN
     if knee:
-        kr, why = KneeResult(), ""
-        if lr is None:
-            why = f"knee needs the learning rates ({lr_reason})"
-        elif bi is None:
-            why = binned.reason
-        else:
-            hi_ = x[anneal] if anneal is not None else _INF
-            lo_k, hi_k = max(x[bi], _bound(knee_range[0], -_INF)), min(hi_, _bound(knee_range[1], _INF))
-            kr = knee_fit(bn.x, bn.y, start=lo_k, end=hi_k, nonpositive=nonpositive)
-            if kr.reason:
-                why = (f"no constant-rate phase after burn-in (burn-in at epoch {x[bi]:.3g}, annealing from "
-                       f"epoch {hi_:.3g})" if hi_ <= x[bi] else
-                       f"between burn-in (epoch {lo_k:.3g}) and the start of annealing (epoch {hi_k:.3g}): {kr.reason}")
-        out.update(knee_epoch=kr.epoch, knee_loss=kr.loss, knee_slope_before=kr.slope_before,
-                   knee_slope_after=kr.slope_after, knee_delta_bic=kr.delta_bic, knee_reason=why)
+        out.update(_knee_keys(bn, x, bi, anneal, lr, lr_reason, knee_range, nonpositive))
     if curve_forms:
-        rows, best = _compare(bn.x, bn.y, tuple(CURVE_FORMS), "aic", 2.0, nonpositive, s1b, s2b)
-        ho = {}
-        for r in rows:
-            f = r["form"]
-            out[f"r2_{f}"] = float(r["r2"])
-            out[f"delta_aic_{f}"] = float(r["delta_aic"])
-            ho[f] = (holdout_error(bn.x, bn.y, holdout_frac, form=f, nonpositive=nonpositive, s1=s1b, s2=s2b)
-                     if bn.x.size else NAN)
-            out[f"holdout_{f}"] = ho[f]
-        fin = {f: v for f, v in ho.items() if math.isfinite(v)}
-        out["holdout_best_form"] = min(fin, key=fin.get) if fin else None
-        out["holdout_best"] = min(fin.values()) if fin else (_INF if any(v == _INF for v in ho.values()) else NAN)
-        out["best_form_aic"] = best
-        out["best_form"] = "none" if best is not None and out["holdout_best"] > FORM_FIT_MAX else best
+        out.update(_form_keys(bn, s1b, s2b, holdout_frac, nonpositive))
     out["holdout_error"] = (holdout_error(bn.x, bn.y, holdout_frac, nonpositive=nonpositive) if bn.x.size else NAN)
-    xs_reason, xs = "", None
-    try:
-        if lrs is not None:
-            xs = cumulative_lr(lrs, steps)
-        elif schedule is not None:
-            st = steps if steps is not None else (np.rint(x * steps_per_epoch) if steps_per_epoch else None)
-            if st is None:
-                xs_reason = "schedule-aware slope needs steps or steps_per_epoch"
-            else:
-                xs = cumulative_lr(None, st, **dict(schedule))
-        else:
-            xs_reason = "no learning-rate information (lrs or schedule)"
-    except (TypeError, ValueError) as e:
-        xs_reason = f"cumulative learning rate unavailable: {e}"
-    if xs is not None and xs.size != y.size:
-        xs, xs_reason = None, f"cumulative learning rate has {xs.size} values for {y.size} losses"
+    xs, xs_reason = _cumulative_x(x, y, lrs, steps, schedule, steps_per_epoch)
     sched = (full_slope(xs, y, threshold, w, burn_in=bi, nonpositive=nonpositive, conf=conf) if xs is not None
              else FitResult(reason=xs_reason, conf=conf))
     out.update(_fit_keys("alpha_sched", sched))
     return out
-
