@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from . import curvature, slopes
@@ -22,7 +23,7 @@ from .config import METRICS, ExperimentConfig
 
 # %% auto #0
 __all__ = ['log', 'CURVATURE_METRICS', 'steps_per_epoch', 'write_metrics', 'LossTap', 'LossSlopeLogger', 'CurvatureMonitor',
-           'NoiseMonitor', 'RunCheckpoint', 'GracefulStop', 'monitor_callbacks', 'expected_counts']
+           'NoiseMonitor', 'monitor_callbacks', 'expected_counts', 'RunCheckpoint', 'GracefulStop']
 
 # %% ../nbs/07_callbacks.ipynb #419d0e95
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def steps_per_epoch(trainer, pl_module=None) -> int:
         spe = math.ceil(trainer.num_training_batches / max(1, trainer.accumulate_grad_batches))
     return int(spe)
 
-
+# %% ../nbs/07_callbacks.ipynb #e7828571
 def write_metrics(pl_module, step: int, epoch: float, values: dict[str, float]) -> None:
     "Write `{metric: value}` rows at `step`/`epoch` to `pl_module.sink` (long format)."
     sink = getattr(pl_module, "sink", None)
@@ -62,20 +63,6 @@ class LossTap:
     def __init__(self, inner=None):
         self.inner, self.subscribers = inner, []
 
-    def write(self, df) -> None:
-        "Forward `df` to the wrapped sink, then give its `loss_train_nats` rows (sorted by step) to every subscriber."
-        if self.inner is not None:
-            self.inner.write(df)
-        if not self.subscribers or df is None or len(df) == 0:
-            return
-        m = (df["metric"] == "loss_train_nats").to_numpy()
-        if m.any():
-            steps = df["step"].to_numpy()[m].astype(np.int64)
-            values = df["value"].to_numpy()[m].astype(np.float64)
-            order = np.argsort(steps, kind="stable")
-            for f in list(self.subscribers):
-                f(steps[order], values[order])
-
     def flush(self):
         "Flush the wrapped sink (if it has `flush`)."
         f = getattr(self.inner, "flush", None)
@@ -85,17 +72,6 @@ class LossTap:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
-
-    @classmethod
-    def attach(cls, pl_module, fn) -> LossTap:
-        "Subscribe `fn(steps, values)` to the module's training losses (wrapping its sink on first use)."
-        tap = getattr(pl_module, "sink", None)
-        if not isinstance(tap, LossTap):
-            tap = cls(tap)
-            pl_module.sink = tap
-        if fn not in tap.subscribers:
-            tap.subscribers.append(fn)
-        return tap
 
     @staticmethod
     def detach(pl_module, fn) -> None:
@@ -107,7 +83,35 @@ class LossTap:
             if not tap.subscribers:
                 pl_module.sink = tap.inner
 
+# %% ../nbs/07_callbacks.ipynb #a4820e10
+@patch
+def write(self: LossTap, df) -> None:
+    "Forward `df` to the wrapped sink, then give its `loss_train_nats` rows (sorted by step) to every subscriber."
+    if self.inner is not None:
+        self.inner.write(df)
+    if not self.subscribers or df is None or len(df) == 0:
+        return
+    m = (df["metric"] == "loss_train_nats").to_numpy()
+    if m.any():
+        steps = df["step"].to_numpy()[m].astype(np.int64)
+        values = df["value"].to_numpy()[m].astype(np.float64)
+        order = np.argsort(steps, kind="stable")
+        for f in list(self.subscribers):
+            f(steps[order], values[order])
 
+# %% ../nbs/07_callbacks.ipynb #c781f757
+@patch(cls_method=True)
+def attach(cls: LossTap, pl_module, fn) -> LossTap:
+    "Subscribe `fn(steps, values)` to the module's training losses (wrapping its sink on first use)."
+    tap = getattr(pl_module, "sink", None)
+    if not isinstance(tap, LossTap):
+        tap = cls(tap)
+        pl_module.sink = tap
+    if fn not in tap.subscribers:
+        tap.subscribers.append(fn)
+    return tap
+
+# %% ../nbs/07_callbacks.ipynb #a792520f
 class _LossFeed:
     "Keeps the last step seen and forwards only newer steps (exactly once, in order)."
 
@@ -141,7 +145,7 @@ def _total_norm(tensors) -> torch.Tensor:
         return torch.nn.utils.get_total_norm(tensors, 2.0)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.detach()) for t in tensors]))
 
-
+# %% ../nbs/07_callbacks.ipynb #ddaf6496
 class LossSlopeLogger(Callback):
     "`grad_norm_l2`, `weight_norm_l2` at each validation; `loss_slope_full` each epoch; `loss_slope_5_15` after the window."
 
@@ -159,94 +163,113 @@ class LossSlopeLogger(Callback):
         self._grad_norm: torch.Tensor | None = None
         self._spe = None
 
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> LossSlopeLogger:
-        "The logger at `cfg.monitors`' burn-in threshold, early window and norm frequency."
-        m = cfg.monitors
-        every = None if math.isclose(m.norms_every_epochs, cfg.trainer.val_check_interval) else m.norms_every_epochs
-        return cls(m.slope_threshold, early_window=m.early_window, norms_every_epochs=every)
-
     def _add(self, steps, values):
         x = steps / self._spe
         self.full.update(x, values)
         self.early.update(x, values)
 
-    # -- lifecycle --------------------------------------------------------------------------------------------------
-    def on_fit_start(self, trainer, pl_module):
-        "Subscribe to the module's training losses (the loss tap)."
-        LossTap.attach(pl_module, self.feed)
+# %% ../nbs/07_callbacks.ipynb #2cc85fe7
+@patch(cls_method=True)
+def from_config(cls: LossSlopeLogger, cfg: ExperimentConfig) -> LossSlopeLogger:
+    "The logger at `cfg.monitors`' burn-in threshold, early window and norm frequency."
+    m = cfg.monitors
+    every = None if math.isclose(m.norms_every_epochs, cfg.trainer.val_check_interval) else m.norms_every_epochs
+    return cls(m.slope_threshold, early_window=m.early_window, norms_every_epochs=every)
 
-    def on_train_start(self, trainer, pl_module):
-        "Read the steps per epoch (for the epoch axis of the fits)."
-        self._spe = steps_per_epoch(trainer, pl_module)
+# %% ../nbs/07_callbacks.ipynb #561f9645
+@patch
+def on_fit_start(self: LossSlopeLogger, trainer, pl_module):
+    "Subscribe to the module's training losses (the loss tap)."
+    LossTap.attach(pl_module, self.feed)
 
-    def teardown(self, trainer, pl_module, stage):
-        "Unsubscribe from the loss tap (the module gets its own sink back)."
-        LossTap.detach(pl_module, self.feed)
 
-    # -- norms --------------------------------------------------------------------------------------------------
-    def _norm_step(self, step: int) -> bool:
-        per = self.norms_every_epochs * self._spe
-        return step > 0 and math.floor(step / per + 1e-9) > math.floor((step - 1) / per + 1e-9)
+@patch
+def on_train_start(self: LossSlopeLogger, trainer, pl_module):
+    "Read the steps per epoch (for the epoch axis of the fits)."
+    self._spe = steps_per_epoch(trainer, pl_module)
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
-        # only for the steps whose norms are written: the coming validation's, or the step crossing the interval
-        "Keep the gradient norm of a step whose norms will be written (before clipping)."
-        due = (_validation_due(trainer, default=True) if self.norms_every_epochs is None
-               else self._norm_step(trainer.global_step + 1))
-        if due:
-            with torch.no_grad():
-                self._grad_norm = _total_norm([p.grad for p in pl_module.parameters() if p.requires_grad])
-            self._grad_norm_step = trainer.global_step + 1
 
-    def _write_norms(self, trainer, pl_module):
-        step = trainer.global_step
+@patch
+def teardown(self: LossSlopeLogger, trainer, pl_module, stage):
+    "Unsubscribe from the loss tap (the module gets its own sink back)."
+    LossTap.detach(pl_module, self.feed)
+
+# %% ../nbs/07_callbacks.ipynb #35c031fd
+@patch
+def _norm_step(self: LossSlopeLogger, step: int) -> bool:
+    per = self.norms_every_epochs * self._spe
+    return step > 0 and math.floor(step / per + 1e-9) > math.floor((step - 1) / per + 1e-9)
+
+
+@patch
+def on_before_optimizer_step(self: LossSlopeLogger, trainer, pl_module, optimizer):
+    # only for the steps whose norms are written: the coming validation's, or the step crossing the interval
+    "Keep the gradient norm of a step whose norms will be written (before clipping)."
+    due = (_validation_due(trainer, default=True) if self.norms_every_epochs is None
+           else self._norm_step(trainer.global_step + 1))
+    if due:
         with torch.no_grad():
-            w = _total_norm(list(pl_module.parameters()))
-            if self._grad_norm is not None and getattr(self, "_grad_norm_step", None) == step:
-                g = self._grad_norm
-            else:  # an unforeseen validation (e.g. an early stop): the step's gradient, after clipping if any
-                g = _total_norm([p.grad for p in pl_module.parameters() if p.requires_grad])
-            vals = torch.stack([g.float().to(w.device), w.float()]).double().cpu().tolist()
-        write_metrics(pl_module, step, step / self._spe, {"grad_norm_l2": vals[0], "weight_norm_l2": vals[1]})
+            self._grad_norm = _total_norm([p.grad for p in pl_module.parameters() if p.requires_grad])
+        self._grad_norm_step = trainer.global_step + 1
 
-    def on_validation_start(self, trainer, pl_module):
-        "At every validation (the default frequency): write `grad_norm_l2` and `weight_norm_l2`."
-        if self.norms_every_epochs is None and not trainer.sanity_checking and trainer.global_step > 0:
-            self._write_norms(trainer, pl_module)
+# %% ../nbs/07_callbacks.ipynb #4082d0d1
+@patch
+def _write_norms(self: LossSlopeLogger, trainer, pl_module):
+    step = trainer.global_step
+    with torch.no_grad():
+        w = _total_norm(list(pl_module.parameters()))
+        if self._grad_norm is not None and getattr(self, "_grad_norm_step", None) == step:
+            g = self._grad_norm
+        else:  # an unforeseen validation (e.g. an early stop): the step's gradient, after clipping if any
+            g = _total_norm([p.grad for p in pl_module.parameters() if p.requires_grad])
+        vals = torch.stack([g.float().to(w.device), w.float()]).double().cpu().tolist()
+    write_metrics(pl_module, step, step / self._spe, {"grad_norm_l2": vals[0], "weight_norm_l2": vals[1]})
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        "With `norms_every_epochs` set: write the norms at the step that crosses each interval."
-        if self.norms_every_epochs is None:
-            return
-        step = trainer.global_step
-        if self._norm_step(step) and step != getattr(self, "_last_norm_step", -1):
-            self._last_norm_step = step
-            self._write_norms(trainer, pl_module)
 
-    # -- slopes -------------------------------------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer, pl_module):
-        "Write `loss_slope_full` (and `loss_slope_5_15` once the early window has passed) from the streaming fits."
-        _flush_module(pl_module)  # deliver every loss up to now through the tap
-        step = trainer.global_step
-        epoch = step / self._spe
-        vals = {"loss_slope_full": self.full.result().slope}
-        if epoch >= self.early_window[1] - 1e-9:
-            vals["loss_slope_5_15"] = self.early.result().slope
-        write_metrics(pl_module, step, epoch, vals)
+@patch
+def on_validation_start(self: LossSlopeLogger, trainer, pl_module):
+    "At every validation (the default frequency): write `grad_norm_l2` and `weight_norm_l2`."
+    if self.norms_every_epochs is None and not trainer.sanity_checking and trainer.global_step > 0:
+        self._write_norms(trainer, pl_module)
 
-    # -- state --------------------------------------------------------------------------------------------------
-    def state_dict(self):
-        "The streaming fits and the last steps seen, for exact resumption."
-        return {"full": self.full.state_dict(), "early": self.early.state_dict(), "last_step": self.feed.last_step,
-                "last_norm_step": getattr(self, "_last_norm_step", -1)}
 
-    def load_state_dict(self, state):
-        "Restore `state_dict()` output."
-        self.full.load_state_dict(state["full"])
-        self.early.load_state_dict(state["early"])
-        self.feed.last_step = state["last_step"]
-        self._last_norm_step = state.get("last_norm_step", -1)
+@patch
+def on_train_batch_end(self: LossSlopeLogger, trainer, pl_module, outputs, batch, batch_idx):
+    "With `norms_every_epochs` set: write the norms at the step that crosses each interval."
+    if self.norms_every_epochs is None:
+        return
+    step = trainer.global_step
+    if self._norm_step(step) and step != getattr(self, "_last_norm_step", -1):
+        self._last_norm_step = step
+        self._write_norms(trainer, pl_module)
+
+# %% ../nbs/07_callbacks.ipynb #a7c34d58
+@patch
+def on_train_epoch_end(self: LossSlopeLogger, trainer, pl_module):
+    "Write `loss_slope_full` (and `loss_slope_5_15` once the early window has passed) from the streaming fits."
+    _flush_module(pl_module)  # deliver every loss up to now through the tap
+    step = trainer.global_step
+    epoch = step / self._spe
+    vals = {"loss_slope_full": self.full.result().slope}
+    if epoch >= self.early_window[1] - 1e-9:
+        vals["loss_slope_5_15"] = self.early.result().slope
+    write_metrics(pl_module, step, epoch, vals)
+
+# %% ../nbs/07_callbacks.ipynb #6368114b
+@patch
+def state_dict(self: LossSlopeLogger):
+    "The streaming fits and the last steps seen, for exact resumption."
+    return {"full": self.full.state_dict(), "early": self.early.state_dict(), "last_step": self.feed.last_step,
+            "last_norm_step": getattr(self, "_last_norm_step", -1)}
+
+
+@patch
+def load_state_dict(self: LossSlopeLogger, state):
+    "Restore `state_dict()` output."
+    self.full.load_state_dict(state["full"])
+    self.early.load_state_dict(state["early"])
+    self.feed.last_step = state["last_step"]
+    self._last_norm_step = state.get("last_norm_step", -1)
 
 # %% ../nbs/07_callbacks.ipynb #88c69bc3
 def _step_seed(seed: int, step: int, salt: int = 0) -> int:
@@ -262,7 +285,7 @@ def _all_finite(module) -> bool:
     with torch.no_grad():
         return bool(all(torch.isfinite(p).all() for p in module.parameters()))
 
-
+# %% ../nbs/07_callbacks.ipynb #504a9275
 CURVATURE_METRICS = ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds", "curv_lr", "stability_ratio")
 
 
@@ -276,7 +299,7 @@ def _optimizer_step_params(trainer) -> tuple[float, float | None, bool]:
         return float(g["lr"]), float(g.get("momentum", 0.0)), bool(g.get("nesterov", False))
     return float(g["lr"]), None, False
 
-
+# %% ../nbs/07_callbacks.ipynb #a1a9429b
 class CurvatureMonitor(Callback):
     """`lambda_max`, `hessian_trace`, `curv_matvecs`, `curv_seconds`, `curv_lr`, `stability_ratio` every
     `compute_every_n_steps` optimizer steps, on one fixed probe set of the training set per run."""
@@ -297,19 +320,6 @@ class CurvatureMonitor(Callback):
         self.vector: torch.Tensor | None = None  # the last top eigenvector (warm start)
         self._probe = None
 
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> CurvatureMonitor:
-        """The monitor at `cfg.monitors`' settings, seeded with `cfg.seed`: probe of `curvature_samples` images (null:
-        `subsample_ratio` of the training set; both null: `data.batch_size` images), micro-batch
-        `curvature_micro_batch_size` (null: `data.batch_size`) capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
-        m = cfg.monitors
-        micro = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
-        n = m.curvature_samples if m.curvature_samples is not None or m.subsample_ratio else cfg.data.batch_size
-        return cls(m.curvature_every_n_steps, n, m.subsample_ratio, micro, m.curvature_method,
-                   m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed,
-                   m.curvature_bn_mode, m.curvature_warm_start)
-
-    # -- the probe set ------------------------------------------------------------------------------------------
     @staticmethod
     def _train_images(trainer):
         "`(x uint8 or float, y, normalise?)` of the training set: the data module's tensors, else the loader's dataset."
@@ -324,88 +334,113 @@ class CurvatureMonitor(Callback):
         raise ValueError("CurvatureMonitor needs the training set: a data module with x_train/y_train "
                          "(data.build_datamodule) or a train loader over a TensorDataset")
 
-    def probe_size(self, n_train: int) -> int:
-        "Images in the probe set for a training set of `n_train` (fails naming `curvature_samples` if too large)."
-        return curvature.probe_size(n_train, self.n_samples, self.subsample_ratio)
+# %% ../nbs/07_callbacks.ipynb #e0fe9c8c
+@patch(cls_method=True)
+def from_config(cls: CurvatureMonitor, cfg: ExperimentConfig) -> CurvatureMonitor:  # noqa: F811
+    """The monitor at `cfg.monitors`' settings, seeded with `cfg.seed`: probe of `curvature_samples` images (null:
+    `subsample_ratio` of the training set; both null: `data.batch_size` images), micro-batch
+    `curvature_micro_batch_size` (null: `data.batch_size`) capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
+    m = cfg.monitors
+    micro = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
+    n = m.curvature_samples if m.curvature_samples is not None or m.subsample_ratio else cfg.data.batch_size
+    return cls(m.curvature_every_n_steps, n, m.subsample_ratio, micro, m.curvature_method,
+               m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed,
+               m.curvature_bn_mode, m.curvature_warm_start)
 
-    def setup(self, trainer, pl_module, stage):
-        "Check the probe size against the training set before any training (the data module is set up by now)."
-        if stage == "fit":
-            x, _ = self._train_images(trainer)
-            self.probe_size(len(x))
+# %% ../nbs/07_callbacks.ipynb #e62e3ebc
+@patch
+def probe_size(self: CurvatureMonitor, n_train: int) -> int:
+    "Images in the probe set for a training set of `n_train` (fails naming `curvature_samples` if too large)."
+    return curvature.probe_size(n_train, self.n_samples, self.subsample_ratio)
 
-    def probe(self, trainer, device) -> tuple[torch.Tensor, torch.Tensor]:
-        "The probe set `(x, y)` on `device`: unaugmented (normalised) training images at `probe_idx` (drawn on first use)."
-        if self._probe is None or self._probe[0].device != torch.device(device):
-            from loss_lin_slope.data import normalize
 
-            x, y = self._train_images(trainer)
-            if self.probe_idx is None:
-                self.probe_idx = curvature.probe_indices(len(x), self.probe_size(len(x)), self.seed)
-            idx = self.probe_idx.to(x.device)
-            xb = normalize(x[idx]) if x.dtype == torch.uint8 else x[idx].float()
-            self._probe = (xb.to(device), y[idx].to(device))
-        return self._probe
+@patch
+def setup(self: CurvatureMonitor, trainer, pl_module, stage):
+    "Check the probe size against the training set before any training (the data module is set up by now)."
+    if stage == "fit":
+        x, _ = self._train_images(trainer)
+        self.probe_size(len(x))
 
-    # -- measuring ----------------------------------------------------------------------------------------------
-    def measure(self, model, loss_fn, batch, step: int, lr: float = float("nan"), momentum: float | None = None,
-                nesterov: bool = False) -> dict[str, float]:
-        """The six curvature metrics on `batch` (the probe set) at `step`: one micro-batched operator for Lanczos
-        (from the previous eigenvector when `warm_start`) and the trace; `lr`/`momentum` give the stability ratio."""
-        model = getattr(model, "_orig_mod", model)  # never the torch.compile wrapper
-        xb, yb = batch[0], batch[1]
-        s = _step_seed(self.seed, step)
-        dev = xb.device
-        _sync(dev)
-        t0 = time.perf_counter()
-        with curvature.hessian_operator(model, loss_fn, (xb, yb), method=self.hvp_method, bn_mode=self.bn_mode,
-                                        micro_batch_size=self.micro_batch_size) as op:
-            init = self.vector if self.warm_start else None
-            kw = dict(tol=self.tol, max_iter=self.max_iter, seed=s, device=op.device, dtype=op.dtype, init=init)
-            lam = (curvature.lanczos(op, op.n, **kw) if self.method == "lanczos"
-                   else curvature.power_iteration(op, op.n, **kw))
-            tr = curvature.TRACE_METHODS[self.trace_method](op, op.n, n_matvecs=self.trace_matvecs, seed=s + 1,
-                                                            device=op.device, dtype=op.dtype)
-        _sync(dev)
-        if math.isfinite(lam.value) and lam.vector is not None:
-            self.vector = lam.vector.detach()
-        thr = curvature.stability_threshold(lr, momentum, nesterov) if momentum is not None else float("nan")
-        self.last_estimate = lam
-        return {"lambda_max": lam.value, "hessian_trace": tr.value, "curv_matvecs": lam.n_matvecs + tr.n_matvecs,
-                "curv_seconds": time.perf_counter() - t0, "curv_lr": lr, "stability_ratio": lam.value / thr}
+# %% ../nbs/07_callbacks.ipynb #fe96fcfd
+@patch
+def probe(self: CurvatureMonitor, trainer, device) -> tuple[torch.Tensor, torch.Tensor]:
+    "The probe set `(x, y)` on `device`: unaugmented (normalised) training images at `probe_idx` (drawn on first use)."
+    if self._probe is None or self._probe[0].device != torch.device(device):
+        from loss_lin_slope.data import normalize
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        "Every `compute_every_n_steps` optimizer steps: measure on the probe set and write the six rows (NaN if the model diverged)."
-        step = trainer.global_step
-        if step <= 0 or step % self.every or step == self.last_step:
-            return
-        self.last_step = step
-        model = getattr(pl_module, "model", pl_module)
-        lr, momentum, nesterov = _optimizer_step_params(trainer)
-        try:
-            dev = next(model.parameters()).device
-            vals = self.measure(model, pl_module.loss_fn, self.probe(trainer, dev), step, lr, momentum, nesterov)
-        except Exception:
-            if _all_finite(model):
-                raise
-            log.warning("curvature at step %d skipped: the model has non-finite parameters", step)
-            vals = dict.fromkeys(CURVATURE_METRICS, float("nan"))
-            vals["curv_lr"] = lr
-        write_metrics(pl_module, step, step / steps_per_epoch(trainer, pl_module), vals)
+        x, y = self._train_images(trainer)
+        if self.probe_idx is None:
+            self.probe_idx = curvature.probe_indices(len(x), self.probe_size(len(x)), self.seed)
+        idx = self.probe_idx.to(x.device)
+        xb = normalize(x[idx]) if x.dtype == torch.uint8 else x[idx].float()
+        self._probe = (xb.to(device), y[idx].to(device))
+    return self._probe
 
-    def state_dict(self):
-        "The last step measured, the probe set's indices and the last top eigenvector (exact resumption)."
-        return {"last_step": self.last_step, "probe_idx": self.probe_idx,
-                "vector": None if self.vector is None else self.vector.detach().cpu()}
+# %% ../nbs/07_callbacks.ipynb #117f4801
+@patch
+def measure(self: CurvatureMonitor, model, loss_fn, batch, step: int, lr: float = float("nan"), momentum: float | None = None,
+            nesterov: bool = False) -> dict[str, float]:
+    """The six curvature metrics on `batch` (the probe set) at `step`: one micro-batched operator for Lanczos
+    (from the previous eigenvector when `warm_start`) and the trace; `lr`/`momentum` give the stability ratio."""
+    model = getattr(model, "_orig_mod", model)  # never the torch.compile wrapper
+    xb, yb = batch[0], batch[1]
+    s = _step_seed(self.seed, step)
+    dev = xb.device
+    _sync(dev)
+    t0 = time.perf_counter()
+    with curvature.hessian_operator(model, loss_fn, (xb, yb), method=self.hvp_method, bn_mode=self.bn_mode,
+                                    micro_batch_size=self.micro_batch_size) as op:
+        init = self.vector if self.warm_start else None
+        kw = dict(tol=self.tol, max_iter=self.max_iter, seed=s, device=op.device, dtype=op.dtype, init=init)
+        lam = (curvature.lanczos(op, op.n, **kw) if self.method == "lanczos"
+               else curvature.power_iteration(op, op.n, **kw))
+        tr = curvature.TRACE_METHODS[self.trace_method](op, op.n, n_matvecs=self.trace_matvecs, seed=s + 1,
+                                                        device=op.device, dtype=op.dtype)
+    _sync(dev)
+    if math.isfinite(lam.value) and lam.vector is not None:
+        self.vector = lam.vector.detach()
+    thr = curvature.stability_threshold(lr, momentum, nesterov) if momentum is not None else float("nan")
+    self.last_estimate = lam
+    return {"lambda_max": lam.value, "hessian_trace": tr.value, "curv_matvecs": lam.n_matvecs + tr.n_matvecs,
+            "curv_seconds": time.perf_counter() - t0, "curv_lr": lr, "stability_ratio": lam.value / thr}
 
-    def load_state_dict(self, state):
-        "Restore `state_dict()` output."
-        self.last_step = state["last_step"]
-        self.probe_idx = state.get("probe_idx")
-        v = state.get("vector")
-        self.vector = v
-        self._probe = None
+# %% ../nbs/07_callbacks.ipynb #c446aa72
+@patch
+def on_train_batch_end(self: CurvatureMonitor, trainer, pl_module, outputs, batch, batch_idx):  # noqa: F811
+    "Every `compute_every_n_steps` optimizer steps: measure on the probe set and write the six rows (NaN if the model diverged)."
+    step = trainer.global_step
+    if step <= 0 or step % self.every or step == self.last_step:
+        return
+    self.last_step = step
+    model = getattr(pl_module, "model", pl_module)
+    lr, momentum, nesterov = _optimizer_step_params(trainer)
+    try:
+        dev = next(model.parameters()).device
+        vals = self.measure(model, pl_module.loss_fn, self.probe(trainer, dev), step, lr, momentum, nesterov)
+    except Exception:
+        if _all_finite(model):
+            raise
+        log.warning("curvature at step %d skipped: the model has non-finite parameters", step)
+        vals = dict.fromkeys(CURVATURE_METRICS, float("nan"))
+        vals["curv_lr"] = lr
+    write_metrics(pl_module, step, step / steps_per_epoch(trainer, pl_module), vals)
 
+# %% ../nbs/07_callbacks.ipynb #741b4ae7
+@patch
+def state_dict(self: CurvatureMonitor):  # noqa: F811
+    "The last step measured, the probe set's indices and the last top eigenvector (exact resumption)."
+    return {"last_step": self.last_step, "probe_idx": self.probe_idx,
+            "vector": None if self.vector is None else self.vector.detach().cpu()}
+
+
+@patch
+def load_state_dict(self: CurvatureMonitor, state):  # noqa: F811
+    "Restore `state_dict()` output."
+    self.last_step = state["last_step"]
+    self.probe_idx = state.get("probe_idx")
+    v = state.get("vector")
+    self.vector = v
+    self._probe = None
 
 # %% ../nbs/07_callbacks.ipynb #d8c784e0
 class NoiseMonitor(Callback):
@@ -419,80 +454,126 @@ class NoiseMonitor(Callback):
         self._steps: list[int] = []
         self._losses: list[float] = []
 
-    @classmethod
-    def from_config(cls, cfg: ExperimentConfig) -> NoiseMonitor:
-        "The monitor at `cfg.monitors`' frequency with `noise_batches` batches of the training batch size."
-        m = cfg.monitors
-        return cls(m.noise_every_epochs, m.noise_batches, cfg.data.batch_size, cfg.seed)
-
     def _add(self, steps, values):
         self._steps.extend(steps.tolist())
         self._losses.extend(values.tolist())
 
-    def on_fit_start(self, trainer, pl_module):
-        "Subscribe to the module's training losses (the loss tap)."
-        LossTap.attach(pl_module, self.feed)
+# %% ../nbs/07_callbacks.ipynb #c56702e1
+@patch(cls_method=True)
+def from_config(cls: NoiseMonitor, cfg: ExperimentConfig) -> NoiseMonitor:  # noqa: F811
+    "The monitor at `cfg.monitors`' frequency with `noise_batches` batches of the training batch size."
+    m = cfg.monitors
+    return cls(m.noise_every_epochs, m.noise_batches, cfg.data.batch_size, cfg.seed)
 
-    def teardown(self, trainer, pl_module, stage):
-        "Unsubscribe from the loss tap."
-        LossTap.detach(pl_module, self.feed)
+# %% ../nbs/07_callbacks.ipynb #b31351e9
+@patch
+def on_fit_start(self: NoiseMonitor, trainer, pl_module):  # noqa: F811
+    "Subscribe to the module's training losses (the loss tap)."
+    LossTap.attach(pl_module, self.feed)
 
-    def measure(self, model, loss_fn, batches, steps, losses, spe: int) -> dict[str, float]:
-        "The four noise metrics from `batches` (gradients) and the window's per-step `losses` at `steps`."
-        from loss_lin_slope import noise
 
-        nan = float("nan")
-        out = {"gradient_variance": nan, "grad_noise_scale": nan, "psd_tail": nan, "residual_power": nan}
-        if batches:
-            gn = noise.gradient_variance(model, loss_fn, batches)
-            out["gradient_variance"] = gn.value
-            b = getattr(gn, "b_simple", None)
-            if b is None:  # an older noise module: compute it with its own estimator
-                x = torch.cat([xb for xb, _ in batches])
-                y = torch.cat([yb for _, yb in batches])
-                b = noise.gradient_noise_scale(model, loss_fn, [(x, y)], b_small=len(batches[0][0])).b_simple
-            out["grad_noise_scale"] = b
-        losses = np.asarray(losses, dtype=float)
-        if losses.size:
-            out["psd_tail"] = noise.psd_tail_slope(losses).slope
-            out["residual_power"] = noise.residual_power(np.asarray(steps, dtype=float) / spe, losses,
-                                                         bin_points=max(1, spe // 4)).value  # quarter-epoch bins
-        return out
+@patch
+def teardown(self: NoiseMonitor, trainer, pl_module, stage):  # noqa: F811
+    "Unsubscribe from the loss tap."
+    LossTap.detach(pl_module, self.feed)
 
-    def on_train_epoch_end(self, trainer, pl_module):
-        "Every `compute_every_epochs` epochs: measure on fresh probe batches and the window's losses, write the four rows."
-        _flush_module(pl_module)  # deliver the window's losses through the tap
-        spe = steps_per_epoch(trainer, pl_module)
-        step = trainer.global_step
-        epoch = round(step / spe)
-        if step <= self.last_step or epoch < 1 or epoch % self.every:
-            return
-        self.last_step = step
-        model = getattr(pl_module, "model", pl_module)
-        dm = getattr(trainer, "datamodule", None)
-        B = self.batch_size or getattr(getattr(getattr(dm, "cfg", None), "data", None), "batch_size", None)
-        steps, losses = list(self._steps), list(self._losses)
-        try:
-            batches = dm.sample_batches(self.n_batches, int(B), _step_seed(self.seed, step, 17)) if (
-                dm is not None and hasattr(dm, "sample_batches") and B) else []
-            vals = self.measure(model, pl_module.loss_fn, batches, steps, losses, spe)
-        except Exception:
-            if _all_finite(model):
-                raise
-            log.warning("noise at step %d skipped: the model has non-finite parameters", step)
-            vals = dict.fromkeys(("gradient_variance", "grad_noise_scale", "psd_tail", "residual_power"), float("nan"))
-        write_metrics(pl_module, step, step / spe, vals)
-        self._steps, self._losses = [], []
+# %% ../nbs/07_callbacks.ipynb #0ed04d6d
+@patch
+def measure(self: NoiseMonitor, model, loss_fn, batches, steps, losses, spe: int) -> dict[str, float]:  # noqa: F811
+    "The four noise metrics from `batches` (gradients) and the window's per-step `losses` at `steps`."
+    from loss_lin_slope import noise
 
-    def state_dict(self):
-        "The last step measured and the current window's losses, for exact resumption."
-        return {"last_step": self.last_step, "feed_last": self.feed.last_step, "steps": list(self._steps),
-                "losses": list(self._losses)}
+    nan = float("nan")
+    out = {"gradient_variance": nan, "grad_noise_scale": nan, "psd_tail": nan, "residual_power": nan}
+    if batches:
+        gn = noise.gradient_variance(model, loss_fn, batches)
+        out["gradient_variance"] = gn.value
+        b = getattr(gn, "b_simple", None)
+        if b is None:  # an older noise module: compute it with its own estimator
+            x = torch.cat([xb for xb, _ in batches])
+            y = torch.cat([yb for _, yb in batches])
+            b = noise.gradient_noise_scale(model, loss_fn, [(x, y)], b_small=len(batches[0][0])).b_simple
+        out["grad_noise_scale"] = b
+    losses = np.asarray(losses, dtype=float)
+    if losses.size:
+        out["psd_tail"] = noise.psd_tail_slope(losses).slope
+        out["residual_power"] = noise.residual_power(np.asarray(steps, dtype=float) / spe, losses,
+                                                     bin_points=max(1, spe // 4)).value  # quarter-epoch bins
+    return out
 
-    def load_state_dict(self, state):
-        "Restore `state_dict()` output."
-        self.last_step, self.feed.last_step = state["last_step"], state["feed_last"]
-        self._steps, self._losses = list(state["steps"]), list(state["losses"])
+# %% ../nbs/07_callbacks.ipynb #617feb07
+@patch
+def on_train_epoch_end(self: NoiseMonitor, trainer, pl_module):  # noqa: F811
+    "Every `compute_every_epochs` epochs: measure on fresh probe batches and the window's losses, write the four rows."
+    _flush_module(pl_module)  # deliver the window's losses through the tap
+    spe = steps_per_epoch(trainer, pl_module)
+    step = trainer.global_step
+    epoch = round(step / spe)
+    if step <= self.last_step or epoch < 1 or epoch % self.every:
+        return
+    self.last_step = step
+    model = getattr(pl_module, "model", pl_module)
+    dm = getattr(trainer, "datamodule", None)
+    B = self.batch_size or getattr(getattr(getattr(dm, "cfg", None), "data", None), "batch_size", None)
+    steps, losses = list(self._steps), list(self._losses)
+    try:
+        batches = dm.sample_batches(self.n_batches, int(B), _step_seed(self.seed, step, 17)) if (
+            dm is not None and hasattr(dm, "sample_batches") and B) else []
+        vals = self.measure(model, pl_module.loss_fn, batches, steps, losses, spe)
+    except Exception:
+        if _all_finite(model):
+            raise
+        log.warning("noise at step %d skipped: the model has non-finite parameters", step)
+        vals = dict.fromkeys(("gradient_variance", "grad_noise_scale", "psd_tail", "residual_power"), float("nan"))
+    write_metrics(pl_module, step, step / spe, vals)
+    self._steps, self._losses = [], []
+
+# %% ../nbs/07_callbacks.ipynb #2b14a6f0
+@patch
+def state_dict(self: NoiseMonitor):  # noqa: F811
+    "The last step measured and the current window's losses, for exact resumption."
+    return {"last_step": self.last_step, "feed_last": self.feed.last_step, "steps": list(self._steps),
+            "losses": list(self._losses)}
+
+
+@patch
+def load_state_dict(self: NoiseMonitor, state):  # noqa: F811
+    "Restore `state_dict()` output."
+    self.last_step, self.feed.last_step = state["last_step"], state["feed_last"]
+    self._steps, self._losses = list(state["steps"]), list(state["losses"])
+
+# %% ../nbs/07_callbacks.ipynb #86015414
+def monitor_callbacks(cfg: ExperimentConfig) -> list[Callback]:
+    "The monitors of `cfg` (slopes + norms, curvature, noise) at the config's frequencies."
+    cbs: list[Callback] = [LossSlopeLogger.from_config(cfg)]
+    if cfg.monitors.curvature:
+        cbs.append(CurvatureMonitor.from_config(cfg))
+    if cfg.monitors.noise:
+        cbs.append(NoiseMonitor.from_config(cfg))
+    return cbs
+
+# %% ../nbs/07_callbacks.ipynb #511eeaa2
+def expected_counts(cfg: ExperimentConfig, steps_per_epoch: int, validations_per_epoch: int | None = None,
+                    epochs: int | None = None) -> dict[str, int]:
+    "How many rows each metric of `config.METRICS` has after `epochs` (default: all) complete epochs."
+    e = cfg.trainer.max_epochs if epochs is None else epochs
+    m = cfg.monitors
+    steps = e * steps_per_epoch
+    if cfg.trainer.max_steps > 0:
+        steps = min(steps, cfg.trainer.max_steps)
+    vpe = validations_per_epoch
+    if vpe is None:  # Lightning: validate after every int(n_batches · interval)-th batch of the epoch
+        n_batches = steps_per_epoch * cfg.trainer.accumulate_grad_batches
+        vpe = n_batches // max(1, int(n_batches * cfg.trainer.val_check_interval))
+    kinds = {
+        "batch": steps,
+        "val": e * vpe,
+        "curvature": steps // m.curvature_every_n_steps if m.curvature else 0,
+        "noise": e // m.noise_every_epochs if m.noise else 0,
+        "epoch": e,
+        "epoch_after_window": max(0, e - math.ceil(m.early_window[1] - 1e-9) + 1),
+    }
+    return {name: kinds[kind] for name, kind in METRICS.items()}
 
 # %% ../nbs/07_callbacks.ipynb #3dc6bfb4
 class RunCheckpoint(ModelCheckpoint):
@@ -516,14 +597,16 @@ class RunCheckpoint(ModelCheckpoint):
         for f in self.after_save:
             f(trainer, pl_module)
 
-    def checkpoint_paths(self, root=None) -> dict:
-        "`{last, best, top_k}` (relative to `root` when given; `root` may be relative, the paths are absolute)."
-        base = Path(root).resolve() if root else None
-        rel = (lambda p: (str(Path(p).resolve().relative_to(base)) if base else str(p)) if p else None)
-        top = sorted(self.best_k_models.items(), key=lambda kv: float(kv[1]))
-        last = self.last_model_path or None
-        return {"last": rel(last) if last and Path(last).exists() else None, "best": rel(self.best_model_path or None),
-                "top_k": [rel(p) for p, _ in top]}
+# %% ../nbs/07_callbacks.ipynb #f4945218
+@patch
+def checkpoint_paths(self: RunCheckpoint, root=None) -> dict:
+    "`{last, best, top_k}` (relative to `root` when given; `root` may be relative, the paths are absolute)."
+    base = Path(root).resolve() if root else None
+    rel = (lambda p: (str(Path(p).resolve().relative_to(base)) if base else str(p)) if p else None)
+    top = sorted(self.best_k_models.items(), key=lambda kv: float(kv[1]))
+    last = self.last_model_path or None
+    return {"last": rel(last) if last and Path(last).exists() else None, "best": rel(self.best_model_path or None),
+            "top_k": [rel(p) for p, _ in top]}
 
 # %% ../nbs/07_callbacks.ipynb #2c9353c9
 def _last_batch(trainer) -> bool:
@@ -534,7 +617,7 @@ def _last_batch(trainer) -> bool:
     except Exception:
         return False
 
-
+# %% ../nbs/07_callbacks.ipynb #e20af920
 class GracefulStop(Callback):
     "On SIGTERM/SIGUSR2: stop at the next batch boundary, save `ckpt_path`, let Lightning raise `SIGTERMException`."
 
@@ -557,102 +640,87 @@ class GracefulStop(Callback):
     def _handler(self, signum, frame):
         self.request(signum)
 
-    def setup(self, trainer, pl_module, stage):
-        "Remember the trainer and module."
-        self.trainer, self.pl_module = trainer, pl_module
-
-    def on_train_start(self, trainer, pl_module):
-        "Install the signal handlers (main thread only); arm at once if a signal came before training."
-        self.active = True
-        if threading.current_thread() is threading.main_thread():
-            for s in self.signals:
-                self._prev[s] = signal.signal(s, self._handler)
-        if self.signum is not None:  # arrived before training started
-            self._arm(trainer)
-
-    def _restore(self):
-        self.active = False
-        if threading.current_thread() is threading.main_thread():
-            for s, h in self._prev.items():
-                if signal.getsignal(s) == self._handler:
-                    signal.signal(s, h if h is not None else signal.SIG_DFL)
-        self._prev = {}
-
-    def on_train_end(self, trainer, pl_module):
-        "Restore the previous signal handlers."
-        self._restore()
-
-    def teardown(self, trainer, pl_module, stage):
-        "Restore the previous signal handlers."
-        self._restore()
-
-    def _arm(self, trainer):
-        if self._armed:
-            return
-        self._armed = True
-        conn = getattr(trainer, "_signal_connector", None)
-        if conn is None or not hasattr(conn, "received_sigterm"):  # not the Lightning we know: stop right here
-            raise KeyboardInterrupt(f"signal {self.signum}")
-        conn.received_sigterm = True
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        "After a signal: pass the stop to Lightning at this batch boundary unless a validation or the epoch's end is due."
-        if self.signum is not None and not _validation_due(trainer) and not _last_batch(trainer):
-            self._arm(trainer)
-
-    def on_validation_end(self, trainer, pl_module):
-        "After a signal: pass the stop to Lightning at the end of this validation (not after an epoch's last batch)."
-        if self.signum is not None and not trainer.sanity_checking and not _last_batch(trainer):
-            self._arm(trainer)
-
-    def on_exception(self, trainer, pl_module, exception):
-        "On Lightning's `SIGTERMException`: run `before_save`, save `ckpt_path`, run `after_save`."
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        self._restore()
-        if not isinstance(exception, SIGTERMException) or self.saved is not None:
-            return
-        if self.signum is None:
-            self.signum = int(signal.SIGTERM)
-        for f in self.before_save:
-            f(trainer, pl_module)
-        self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        trainer.save_checkpoint(self.ckpt_path)
-        self.saved = self.ckpt_path
-        for f in self.after_save:
-            f(trainer, pl_module)
-        log.warning("saved %s at step %d after %s", self.ckpt_path, trainer.global_step,
-                    signal.Signals(self.signum).name)
-
-# %% ../nbs/07_callbacks.ipynb #86015414
-def monitor_callbacks(cfg: ExperimentConfig) -> list[Callback]:
-    "The monitors of `cfg` (slopes + norms, curvature, noise) at the config's frequencies."
-    cbs: list[Callback] = [LossSlopeLogger.from_config(cfg)]
-    if cfg.monitors.curvature:
-        cbs.append(CurvatureMonitor.from_config(cfg))
-    if cfg.monitors.noise:
-        cbs.append(NoiseMonitor.from_config(cfg))
-    return cbs
+# %% ../nbs/07_callbacks.ipynb #aefbd99b
+@patch
+def setup(self: GracefulStop, trainer, pl_module, stage):  # noqa: F811
+    "Remember the trainer and module."
+    self.trainer, self.pl_module = trainer, pl_module
 
 
-def expected_counts(cfg: ExperimentConfig, steps_per_epoch: int, validations_per_epoch: int | None = None,
-                    epochs: int | None = None) -> dict[str, int]:
-    "How many rows each metric of `config.METRICS` has after `epochs` (default: all) complete epochs."
-    e = cfg.trainer.max_epochs if epochs is None else epochs
-    m = cfg.monitors
-    steps = e * steps_per_epoch
-    if cfg.trainer.max_steps > 0:
-        steps = min(steps, cfg.trainer.max_steps)
-    vpe = validations_per_epoch
-    if vpe is None:  # Lightning: validate after every int(n_batches · interval)-th batch of the epoch
-        n_batches = steps_per_epoch * cfg.trainer.accumulate_grad_batches
-        vpe = n_batches // max(1, int(n_batches * cfg.trainer.val_check_interval))
-    kinds = {
-        "batch": steps,
-        "val": e * vpe,
-        "curvature": steps // m.curvature_every_n_steps if m.curvature else 0,
-        "noise": e // m.noise_every_epochs if m.noise else 0,
-        "epoch": e,
-        "epoch_after_window": max(0, e - math.ceil(m.early_window[1] - 1e-9) + 1),
-    }
-    return {name: kinds[kind] for name, kind in METRICS.items()}
+@patch
+def on_train_start(self: GracefulStop, trainer, pl_module):  # noqa: F811
+    "Install the signal handlers (main thread only); arm at once if a signal came before training."
+    self.active = True
+    if threading.current_thread() is threading.main_thread():
+        for s in self.signals:
+            self._prev[s] = signal.signal(s, self._handler)
+    if self.signum is not None:  # arrived before training started
+        self._arm(trainer)
+
+
+@patch
+def _restore(self: GracefulStop):
+    self.active = False
+    if threading.current_thread() is threading.main_thread():
+        for s, h in self._prev.items():
+            if signal.getsignal(s) == self._handler:
+                signal.signal(s, h if h is not None else signal.SIG_DFL)
+    self._prev = {}
+
+
+@patch
+def on_train_end(self: GracefulStop, trainer, pl_module):
+    "Restore the previous signal handlers."
+    self._restore()
+
+
+@patch
+def teardown(self: GracefulStop, trainer, pl_module, stage):  # noqa: F811
+    "Restore the previous signal handlers."
+    self._restore()
+
+# %% ../nbs/07_callbacks.ipynb #78e34428
+@patch
+def _arm(self: GracefulStop, trainer):
+    if self._armed:
+        return
+    self._armed = True
+    conn = getattr(trainer, "_signal_connector", None)
+    if conn is None or not hasattr(conn, "received_sigterm"):  # not the Lightning we know: stop right here
+        raise KeyboardInterrupt(f"signal {self.signum}")
+    conn.received_sigterm = True
+
+
+@patch
+def on_train_batch_end(self: GracefulStop, trainer, pl_module, outputs, batch, batch_idx):  # noqa: F811
+    "After a signal: pass the stop to Lightning at this batch boundary unless a validation or the epoch's end is due."
+    if self.signum is not None and not _validation_due(trainer) and not _last_batch(trainer):
+        self._arm(trainer)
+
+
+@patch
+def on_validation_end(self: GracefulStop, trainer, pl_module):
+    "After a signal: pass the stop to Lightning at the end of this validation (not after an epoch's last batch)."
+    if self.signum is not None and not trainer.sanity_checking and not _last_batch(trainer):
+        self._arm(trainer)
+
+# %% ../nbs/07_callbacks.ipynb #e458d020
+@patch
+def on_exception(self: GracefulStop, trainer, pl_module, exception):
+    "On Lightning's `SIGTERMException`: run `before_save`, save `ckpt_path`, run `after_save`."
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    self._restore()
+    if not isinstance(exception, SIGTERMException) or self.saved is not None:
+        return
+    if self.signum is None:
+        self.signum = int(signal.SIGTERM)
+    for f in self.before_save:
+        f(trainer, pl_module)
+    self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(self.ckpt_path)
+    self.saved = self.ckpt_path
+    for f in self.after_save:
+        f(trainer, pl_module)
+    log.warning("saved %s at step %d after %s", self.ckpt_path, trainer.global_step,
+                signal.Signals(self.signum).name)

@@ -9,27 +9,26 @@ import math
 import os
 from pathlib import Path
 
+import lightning as L
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['SYNTHETIC_SEED', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_SIZES', 'BLOCK', 'CIFAR_FILES', 'make_synthetic',
-           'require_cifar10', 'load_cifar10', 'write_fake_cifar10', 'crop_params', 'normalize', 'augment',
+__all__ = ['SYNTHETIC_SEED', 'BLOCK', 'CIFAR_FILES', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_SIZES', 'make_synthetic',
+           'require_cifar10', 'write_fake_cifar10', 'load_cifar10', 'crop_params', 'normalize', 'augment',
            'DeviceLoader', 'EvalLoader', 'resolve_device', 'CIFARLikeDataModule', 'SyntheticDataModule',
            'CIFAR10DataModule', 'build_datamodule']
 
-# %% ../nbs/04_data.ipynb #811cc194
-SYNTHETIC_SEED = 20240601
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel mean of the CIFAR-10 training set (pixels scaled to [0, 1])
-CIFAR_STD = (0.2470, 0.2435, 0.2616)  # per-channel standard deviation of the same
-CIFAR_SIZES = {"train": 50_000, "val": 10_000}
-BLOCK = 1000  # images generated per seeded block
-
-
+# %% ../nbs/04_data.ipynb #1c5e4246
 def _smooth_bank(g: torch.Generator, k: int, grid: int, size: int) -> torch.Tensor:
     "`k` smooth random 3-channel fields: Gaussian noise on a `grid`² lattice, bicubically upsampled to `size`²."
     z = torch.randn(k, 3, grid, grid, generator=g)
     f = torch.nn.functional.interpolate(z, size=(size, size), mode="bicubic", align_corners=False)
     return f / f.flatten(1).std(1).view(-1, 1, 1, 1)
+
+# %% ../nbs/04_data.ipynb #811cc194
+SYNTHETIC_SEED = 20240601
+BLOCK = 1000  # images generated per seeded block
 
 
 def make_synthetic(n: int, split: str = "train", num_classes: int = 10, seed: int = SYNTHETIC_SEED,
@@ -84,7 +83,7 @@ def _cifar_error(root: Path) -> FileNotFoundError:
         "on the `lls` command line), or place the extracted python-version archive (cifar-10-python.tar.gz from "
         "https://www.cs.toronto.edu/~kriz/cifar.html) there. The synthetic dataset (dataset=synthetic) needs no files.")
 
-
+# %% ../nbs/04_data.ipynb #6f80f318
 def require_cifar10(data_dir: str | os.PathLike, splits=("train", "val")) -> Path:
     "The `cifar-10-batches-py` folder in `data_dir` if it holds `splits`; else the missing-data error (how to get it)."
     root = Path(data_dir).expanduser()
@@ -93,7 +92,26 @@ def require_cifar10(data_dir: str | os.PathLike, splits=("train", "val")) -> Pat
         raise _cifar_error(root.resolve())
     return folder
 
+# %% ../nbs/04_data.ipynb #2b5b1bae
+def write_fake_cifar10(data_dir: str | os.PathLike, n_per_batch: int = 20, seed: int = 0) -> Path:
+    "Write a tiny CIFAR-10 look-alike in the python-pickle layout torchvision reads (for tests; no download)."
+    import pickle
 
+    import numpy as np
+
+    folder = Path(data_dir) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in CIFAR_FILES["train"] + CIFAR_FILES["val"]:
+        d = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
+             "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
+        with open(folder / name, "wb") as f:
+            pickle.dump(d, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+    return folder
+
+# %% ../nbs/04_data.ipynb #9c99df99
 def load_cifar10(data_dir: str | os.PathLike, split: str = "train", download: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     "CIFAR-10 `split` ('train' = 50k training images, 'val' = the 10k test set) as `(N, 3, 32, 32) uint8`, `(N,) int64`."
@@ -120,25 +138,6 @@ def load_cifar10(data_dir: str | os.PathLike, split: str = "train", download: bo
         ds = _NoMD5(str(root), train=train, download=False)
     x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
     return x, torch.as_tensor(ds.targets, dtype=torch.long)
-
-# %% ../nbs/04_data.ipynb #2b5b1bae
-def write_fake_cifar10(data_dir: str | os.PathLike, n_per_batch: int = 20, seed: int = 0) -> Path:
-    "Write a tiny CIFAR-10 look-alike in the python-pickle layout torchvision reads (for tests; no download)."
-    import pickle
-
-    import numpy as np
-
-    folder = Path(data_dir) / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name in CIFAR_FILES["train"] + CIFAR_FILES["val"]:
-        d = {"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-             "labels": rng.integers(0, 10, n_per_batch).tolist(), "batch_label": name}
-        with open(folder / name, "wb") as f:
-            pickle.dump(d, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
-    return folder
 
 # %% ../nbs/04_data.ipynb #99196819
 def crop_params(n: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -172,13 +171,17 @@ def crop_params(n: int, height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4
     return torch.where(any_ok[:, None], out, fb).long()
 
 # %% ../nbs/04_data.ipynb #567a3fb0
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # per-channel mean of the CIFAR-10 training set (pixels scaled to [0, 1])
+CIFAR_STD = (0.2470, 0.2435, 0.2616)  # per-channel standard deviation of the same
+
+
 def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     "uint8 `(B, 3, H, W)` → float32 `(x/255 − mean)/std`."
     m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
     return (x.float() / 255 - m) / s
 
-
+# %% ../nbs/04_data.ipynb #2bcebe6f
 def augment(x: torch.Tensor, generator: torch.Generator | None = None, size: int = 32, crop: bool = True,
             scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip: bool = True,
             mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
@@ -233,20 +236,24 @@ class DeviceLoader:
             self.position += 1
             yield xb, self.y[idx]
 
-    def state_dict(self) -> dict:
-        "Epoch, position in it, seed, this epoch's permutation and the augmentation generator's state."
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n_batches": self.n_batches,
-                "perm": None if self.perm is None else self.perm.cpu(),
-                "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        "Restore `state_dict()` output: the next `iter()` continues the saved epoch at its position."
-        self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
-        self.perm = None if state["perm"] is None else state["perm"].to(self.x.device)
-        self.generator.set_state(state["generator"])
-        self._resume = self.perm is not None
+# %% ../nbs/04_data.ipynb #9532cfab
+@patch
+def state_dict(self: DeviceLoader) -> dict:
+    "Epoch, position in it, seed, this epoch's permutation and the augmentation generator's state."
+    return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n_batches": self.n_batches,
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "generator": self.generator.get_state()}
 
 
+@patch
+def load_state_dict(self: DeviceLoader, state: dict) -> None:
+    "Restore `state_dict()` output: the next `iter()` continues the saved epoch at its position."
+    self.epoch, self.position, self.seed = state["epoch"], state["position"], state["seed"]
+    self.perm = None if state["perm"] is None else state["perm"].to(self.x.device)
+    self.generator.set_state(state["generator"])
+    self._resume = self.perm is not None
+
+# %% ../nbs/04_data.ipynb #f95b14f4
 class EvalLoader:
     "Fixed-order, normalised, unaugmented batches (the last one may be partial)."
 
@@ -261,9 +268,6 @@ class EvalLoader:
             yield normalize(self.x[lo:lo + self.batch_size]), self.y[lo:lo + self.batch_size]
 
 # %% ../nbs/04_data.ipynb #81c4c035
-import lightning as L
-
-
 def resolve_device(cfg) -> torch.device:
     "The device `cfg.trainer.accelerator` trains on (auto: CUDA, then MPS, then CPU)."
     acc = cfg.trainer.accelerator
@@ -273,7 +277,7 @@ def resolve_device(cfg) -> torch.device:
         return torch.device("mps")
     return torch.device("cpu")
 
-
+# %% ../nbs/04_data.ipynb #58c5ca1f
 class CIFARLikeDataModule(L.LightningDataModule):
     "Device-resident CIFAR-shaped data: subclasses say where the uint8 images come from (`load(split, n)`)."
 
@@ -291,36 +295,47 @@ class CIFARLikeDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.strategy.root_device if trainer is not None else resolve_device(self.cfg)
 
-    def setup(self, stage: str | None = None) -> None:
-        "Load both splits onto the training device once and build the train loader; sets `steps_per_epoch`."
-        device = self._device()
-        if self.device == device and self._train_loader is not None:
-            return
-        d, t = self.cfg.data, self.cfg.trainer
-        self.device = device
-        self.x_train, self.y_train = (v.to(device) for v in self.load("train", d.n_train))
-        self.x_val, self.y_val = (v.to(device) for v in self.load("val", d.n_val))
-        self.augment_kw = dict(crop=d.random_resized_crop, scale=d.crop_scale, ratio=d.crop_ratio, hflip=d.hflip)
-        self._train_loader = DeviceLoader(self.x_train, self.y_train, d.batch_size, seed=self.cfg.seed,
-                                          augment_kw=self.augment_kw, limit=t.limit_train_batches)
-        self.steps_per_epoch = math.ceil(len(self._train_loader) / t.accumulate_grad_batches)
+# %% ../nbs/04_data.ipynb #939b3403
+@patch
+def setup(self: CIFARLikeDataModule, stage: str | None = None) -> None:
+    "Load both splits onto the training device once and build the train loader; sets `steps_per_epoch`."
+    device = self._device()
+    if self.device == device and self._train_loader is not None:
+        return
+    d, t = self.cfg.data, self.cfg.trainer
+    self.device = device
+    self.x_train, self.y_train = (v.to(device) for v in self.load("train", d.n_train))
+    self.x_val, self.y_val = (v.to(device) for v in self.load("val", d.n_val))
+    self.augment_kw = dict(crop=d.random_resized_crop, scale=d.crop_scale, ratio=d.crop_ratio, hflip=d.hflip)
+    self._train_loader = DeviceLoader(self.x_train, self.y_train, d.batch_size, seed=self.cfg.seed,
+                                      augment_kw=self.augment_kw, limit=t.limit_train_batches)
+    self.steps_per_epoch = math.ceil(len(self._train_loader) / t.accumulate_grad_batches)
 
-    def train_dataloader(self) -> DeviceLoader:
-        "The stateful `DeviceLoader` (the same object on every call)."
-        return self._train_loader
+# %% ../nbs/04_data.ipynb #4df75073
+@patch
+def train_dataloader(self: CIFARLikeDataModule) -> DeviceLoader:
+    "The stateful `DeviceLoader` (the same object on every call)."
+    return self._train_loader
 
-    def val_dataloader(self) -> EvalLoader:
-        "An `EvalLoader` over the validation split (batches of `data.eval_batch_size`)."
-        return EvalLoader(self.x_val, self.y_val, self.cfg.data.eval_batch_size)
 
-    def sample_batches(self, k: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        "`k` augmented, normalised training batches from their own generator (the train loader's state is untouched)."
-        g = torch.Generator(device=self.x_train.device).manual_seed(seed)
-        out = []
-        for _ in range(k):
-            idx = torch.randint(0, len(self.x_train), (batch_size,), generator=g, device=self.x_train.device)
-            out.append((augment(self.x_train[idx], g, **self.augment_kw), self.y_train[idx]))
-        return out
+@patch
+def val_dataloader(self: CIFARLikeDataModule) -> EvalLoader:
+    "An `EvalLoader` over the validation split (batches of `data.eval_batch_size`)."
+    return EvalLoader(self.x_val, self.y_val, self.cfg.data.eval_batch_size)
+
+# %% ../nbs/04_data.ipynb #b4712801
+@patch
+def sample_batches(self: CIFARLikeDataModule, k: int, batch_size: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    "`k` augmented, normalised training batches from their own generator (the train loader's state is untouched)."
+    g = torch.Generator(device=self.x_train.device).manual_seed(seed)
+    out = []
+    for _ in range(k):
+        idx = torch.randint(0, len(self.x_train), (batch_size,), generator=g, device=self.x_train.device)
+        out.append((augment(self.x_train[idx], g, **self.augment_kw), self.y_train[idx]))
+    return out
+
+# %% ../nbs/04_data.ipynb #b9937b5a
+CIFAR_SIZES = {"train": 50_000, "val": 10_000}
 
 
 class SyntheticDataModule(CIFARLikeDataModule):
@@ -330,7 +345,7 @@ class SyntheticDataModule(CIFARLikeDataModule):
         "`make_synthetic` images of `split` (50 000 train / 10 000 val unless `n`)."
         return make_synthetic(CIFAR_SIZES[split] if n is None else n, split, self.cfg.model.num_classes)
 
-
+# %% ../nbs/04_data.ipynb #2cd1f3cc
 class CIFAR10DataModule(CIFARLikeDataModule):
     "CIFAR-10 from `data.data_dir` (training set for training, test set for validation); downloads only if asked."
 
@@ -347,7 +362,7 @@ class CIFAR10DataModule(CIFARLikeDataModule):
         x, y = load_cifar10(d.data_dir, split, download=d.download)
         return (x, y) if n is None else (x[:n], y[:n])
 
-
+# %% ../nbs/04_data.ipynb #b276368b
 def build_datamodule(cfg) -> CIFARLikeDataModule:
     "The data module for `cfg.data.dataset` ('synthetic' or 'cifar10')."
     return {"synthetic": SyntheticDataModule, "cifar10": CIFAR10DataModule}[cfg.data.dataset](cfg)

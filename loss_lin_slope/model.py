@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 # %% auto #0
@@ -23,7 +24,7 @@ def _norm(norm_type: str, c: int) -> nn.Module:
 def _conv(cin: int, cout: int, k: int, stride: int, norm_type: str) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=norm_type == "none")
 
-
+# %% ../nbs/05_model.ipynb #73e7c362
 class BasicBlock(nn.Module):
     "Two 3×3 conv-norm(-ReLU) layers plus a shortcut (identity, or 1×1 strided conv + norm when the shape changes)."
 
@@ -41,7 +42,7 @@ class BasicBlock(nn.Module):
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))
 
-
+# %% ../nbs/05_model.ipynb #1395e426
 class ResNetCIFAR(nn.Module):
     "ResNet for 32×32 inputs: 3×3 stem (no max-pool), four stages of basic blocks, global average pool, linear head."
 
@@ -71,13 +72,15 @@ class ResNetCIFAR(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight), nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "Logits `(N, num_classes)` for images `(N, 3, H, W)` (any H, W: the pool is global)."
-        x = torch.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+# %% ../nbs/05_model.ipynb #8ace6adf
+@patch
+def forward(self: ResNetCIFAR, x: torch.Tensor) -> torch.Tensor:
+    "Logits `(N, num_classes)` for images `(N, 3, H, W)` (any H, W: the pool is global)."
+    x = torch.relu(self.bn1(self.conv1(x)))
+    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+    return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
-
+# %% ../nbs/05_model.ipynb #16951701
 def resnet18_cifar(num_classes: int = 10, width_mult: float = 1.0, norm_type: str = "bn") -> ResNetCIFAR:
     "CIFAR ResNet-18: [2, 2, 2, 2] basic blocks at 64·w, 128·w, 256·w, 512·w channels (min 8); norm 'bn' or 'none'."
     return ResNetCIFAR((2, 2, 2, 2), num_classes, width_mult, norm_type)

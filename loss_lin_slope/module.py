@@ -15,14 +15,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .config import ExperimentConfig
 from .data import build_datamodule
 from .model import resnet18_cifar
+from .slopes import schedule_lr
 
 # %% auto #0
-__all__ = ['COLUMNS', 'BATCH_METRICS', 'VAL_METRICS', 'LN2', 'metric_frame', 'MemorySink', 'lr_multiplier', 'build_optimizer',
-           'LitClassifier', 'make_trainer', 'train', 'resolve_precision']
+__all__ = ['COLUMNS', 'BATCH_METRICS', 'VAL_METRICS', 'LN2', 'metric_frame', 'MemorySink', 'build_scheduler', 'build_optimizer',
+           'LitClassifier', 'resolve_precision', 'make_trainer', 'train']
 
 # %% ../nbs/06_module.ipynb #a2a8746e
 COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
@@ -38,7 +40,7 @@ def metric_frame(step, epoch, metric, value, time_) -> pd.DataFrame:
                        "time": np.asarray(time_, dtype=np.float64)})
     return df.astype({"metric": object})
 
-
+# %% ../nbs/06_module.ipynb #5ff92e9a
 class MemorySink:
     "Keeps written metric frames in memory; `.df` is their concatenation (for tests and notebooks)."
 
@@ -54,27 +56,28 @@ class MemorySink:
         "Count the flush (nothing to persist in memory)."
         self.n_flush += 1
 
-    @property
-    def df(self) -> pd.DataFrame:
-        "All rows written so far, in order (an empty frame with the contract's columns before the first write)."
-        if not self.frames:
-            return metric_frame([], [], [], [], [])
-        return pd.concat(self.frames, ignore_index=True)
+# %% ../nbs/06_module.ipynb #642833aa
+@patch(as_prop=True)
+def df(self: MemorySink) -> pd.DataFrame:
+    "All rows written so far, in order (an empty frame with the contract's columns before the first write)."
+    if not self.frames:
+        return metric_frame([], [], [], [], [])
+    return pd.concat(self.frames, ignore_index=True)
 
-    def series(self, metric: str) -> pd.Series:
-        "One metric as a Series indexed by step."
-        d = self.df
-        d = d[d.metric == metric]
-        return pd.Series(d.value.to_numpy(), index=d.step.to_numpy(), name=metric)
+
+@patch
+def series(self: MemorySink, metric: str) -> pd.Series:
+    "One metric as a Series indexed by step."
+    d = self.df
+    d = d[d.metric == metric]
+    return pd.Series(d.value.to_numpy(), index=d.step.to_numpy(), name=metric)
 
 # %% ../nbs/06_module.ipynb #25087996
-def lr_multiplier(s: int, warmup_steps: float, total_steps: int, eta_min_ratio: float = 0.0) -> float:
-    "η(s)/η: linear warmup `(s+1)/W` for `s < W`, then cosine from 1 down to `eta_min_ratio` at `s = total_steps`."
-    if s < warmup_steps:
-        return min(1.0, (s + 1) / warmup_steps)  # a fractional W must not overshoot the peak
-    span = max(total_steps - warmup_steps, 1e-12)
-    progress = min(max((s - warmup_steps) / span, 0.0), 1.0)
-    return eta_min_ratio + (1 - eta_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: float, total_steps: int,
+                    eta_min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    "`LambdaLR` with multiplier η(s)/η = `slopes.schedule_lr(s + 1, 1, W, T, eta_min_ratio)` at optimizer step `s`."
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: float(schedule_lr([k + 1], 1.0, warmup_steps, total_steps, eta_min_ratio)[0]))
 
 # %% ../nbs/06_module.ipynb #ae72e0c0
 def build_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
@@ -87,26 +90,6 @@ def build_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optim.name={o.name!r}")
 
 # %% ../nbs/06_module.ipynb #d17a26b0
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-
-        ip = get_ipython()
-        return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-    except Exception:
-        return False
-
-
-def _interactive() -> bool:
-    "Show progress bars? `LLS_PROGRESS_BAR=0/1` decides; else yes on a terminal or in Jupyter, never under nbdev_test."
-    env = os.environ.get("LLS_PROGRESS_BAR")
-    if env in ("0", "1"):
-        return env == "1"
-    if os.environ.get("IN_TEST"):
-        return False
-    return sys.stdout.isatty() or _in_notebook()
-
-
 class LitClassifier(L.LightningModule):
     "CIFAR ResNet-18 classifier trained by `cfg`; per-batch metrics buffered on the device and written to `sink`."
 
@@ -141,149 +124,212 @@ class LitClassifier(L.LightningModule):
         self._micro: torch.Tensor | None = None  # running (loss sum, correct-rate sum) over micro-batches
         self._n_micro = 0
 
-    # --- model ---------------------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "Logits of the ResNet for images `x` (in the configured memory format; compiled if `model.compile`)."
-        return self._forward(x.contiguous(memory_format=self.memory_format))
+# %% ../nbs/06_module.ipynb #995da777
+@patch
+def forward(self: LitClassifier, x: torch.Tensor) -> torch.Tensor:
+    "Logits of the ResNet for images `x` (in the configured memory format; compiled if `model.compile`)."
+    return self._forward(x.contiguous(memory_format=self.memory_format))
 
-    def loss_fn(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        "Cross-entropy in nats, mean over the batch (computed in float32 under 16-bit mixed precision)."
-        if logits.dtype in (torch.float16, torch.bfloat16):
-            logits = logits.float()
-        return F.cross_entropy(logits, y, reduction=reduction)
 
-    # --- optimisation --------------------------------------------------------------------------------------------
-    def _steps_per_epoch(self) -> int:
-        dm = getattr(self.trainer, "datamodule", None)
-        spe = getattr(dm, "steps_per_epoch", None)
-        if spe is None:
-            spe = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
-        return int(spe)
+@patch
+def loss_fn(self: LitClassifier, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    "Cross-entropy in nats, mean over the batch (computed in float32 under 16-bit mixed precision)."
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, y, reduction=reduction)
 
-    def total_steps(self) -> int:
-        "Optimizer steps in the whole schedule: max_steps if set, else steps_per_epoch × max_epochs."
-        t = self.cfg.trainer
-        return t.max_steps if t.max_steps > 0 else self.steps_per_epoch * t.max_epochs
+# %% ../nbs/06_module.ipynb #847e9dd5
+@patch
+def _steps_per_epoch(self: LitClassifier) -> int:
+    dm = getattr(self.trainer, "datamodule", None)
+    spe = getattr(dm, "steps_per_epoch", None)
+    if spe is None:
+        spe = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+    return int(spe)
 
-    def configure_optimizers(self):
-        "The optimizer of `cfg.optim` and the warmup + cosine `LambdaLR` of `cfg.schedule`, stepped every optimizer step."
-        if self.steps_per_epoch is None:
-            self.steps_per_epoch = self._steps_per_epoch()
-        opt = build_optimizer(self.parameters(), self.cfg)
-        s = self.cfg.schedule
-        warm, total, floor = s.warmup_epochs * self.steps_per_epoch, self.total_steps(), s.eta_min / self.cfg.optim.lr
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_multiplier(k, warm, total, floor))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
-    # --- training ------------------------------------------------------------------------------------------------
-    def on_fit_start(self):
-        "Read the optimizer steps per epoch from the data module (or the trainer) before training starts."
+@patch
+def total_steps(self: LitClassifier) -> int:
+    "Optimizer steps in the whole schedule: max_steps if set, else steps_per_epoch × max_epochs."
+    t = self.cfg.trainer
+    return t.max_steps if t.max_steps > 0 else self.steps_per_epoch * t.max_epochs
+
+
+@patch
+def configure_optimizers(self: LitClassifier):
+    "The optimizer of `cfg.optim` and the warmup + cosine `LambdaLR` of `cfg.schedule`, stepped every optimizer step."
+    if self.steps_per_epoch is None:
         self.steps_per_epoch = self._steps_per_epoch()
+    opt = build_optimizer(self.parameters(), self.cfg)
+    s = self.cfg.schedule
+    warm, total, floor = s.warmup_epochs * self.steps_per_epoch, self.total_steps(), s.eta_min / self.cfg.optim.lr
+    sched = build_scheduler(opt, warm, total, floor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
-    def training_step(self, batch, batch_idx):
-        "Mean cross-entropy of the batch; loss and accuracy go to the device buffer (summed over micro-batches)."
-        x, y = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
-        with torch.no_grad():
-            acc = (logits.argmax(1) == y).float().mean()
-            v = torch.stack([loss.detach(), acc])
-            self._micro = v if self._micro is None else self._micro + v
-            self._n_micro += 1
-        if self._n_micro == 1:  # the lr/wd this optimizer step uses (scheduler steps after it)
-            g = self.trainer.optimizers[0].param_groups[0]
-            self._pending_lr_wd = (float(g["lr"]), float(g["weight_decay"]))
-        return loss
+# %% ../nbs/06_module.ipynb #e24eb684
+@patch
+def on_fit_start(self: LitClassifier):
+    "Read the optimizer steps per epoch from the data module (or the trainer) before training starts."
+    self.steps_per_epoch = self._steps_per_epoch()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        "After an optimizer step: buffer its row (step, time, lr, wd, mean loss and accuracy); flush every `flush_every_n_steps`."
-        step = self.trainer.global_step
-        if step <= self._last_step:  # accumulating: the optimizer has not stepped yet
-            return
-        self._buf_steps.append(step)
-        self._buf_time.append(time.time())
-        self._buf_lr.append(self._pending_lr_wd[0])
-        self._buf_wd.append(self._pending_lr_wd[1])
-        self._buf_vals.append(self._micro / self._n_micro)
-        self._micro, self._n_micro, self._last_step = None, 0, step
-        if step % self.cfg.monitors.flush_every_n_steps == 0:
-            self.flush_metrics()
 
-    # --- validation ----------------------------------------------------------------------------------------------
-    def on_validation_epoch_start(self):
-        "Reset the validation sums."
-        self._val_sum = None
+@patch
+def training_step(self: LitClassifier, batch, batch_idx):
+    "Mean cross-entropy of the batch; loss and accuracy go to the device buffer (summed over micro-batches)."
+    x, y = batch
+    logits = self(x)
+    loss = self.loss_fn(logits, y)
+    with torch.no_grad():
+        acc = (logits.argmax(1) == y).float().mean()
+        v = torch.stack([loss.detach(), acc])
+        self._micro = v if self._micro is None else self._micro + v
+        self._n_micro += 1
+    if self._n_micro == 1:  # the lr/wd this optimizer step uses (scheduler steps after it)
+        g = self.trainer.optimizers[0].param_groups[0]
+        self._pending_lr_wd = (float(g["lr"]), float(g["weight_decay"]))
+    return loss
 
-    def validation_step(self, batch, batch_idx):
-        "Add the batch's summed loss, correct count and size to the validation sums (on the device)."
-        x, y = batch
-        logits = self(x)
-        v = torch.stack([self.loss_fn(logits, y, "sum").to(torch.float32),
-                         (logits.argmax(1) == y).sum().to(torch.float32),
-                         torch.full((), len(y), dtype=torch.float32, device=y.device)])
-        self._val_sum = v if self._val_sum is None else self._val_sum + v
 
-    def on_validation_epoch_end(self):
-        "Log `loss_val_nats` for checkpointing; buffer the validation rows and flush (not during the sanity check)."
-        if self._val_sum is None:
-            return
-        loss = self._val_sum[0] / self._val_sum[2]
-        acc = self._val_sum[1] / self._val_sum[2]
-        self.log("loss_val_nats", loss, prog_bar=True)  # epoch-level: one sync per validation, for ModelCheckpoint
-        if self.trainer.sanity_checking:
-            return
-        self._buf_val_rows.append((self.trainer.global_step, time.time(), torch.stack([loss, loss / LN2, acc])))
+@patch
+def on_train_batch_end(self: LitClassifier, outputs, batch, batch_idx):
+    "After an optimizer step: buffer its row (step, time, lr, wd, mean loss and accuracy); flush every `flush_every_n_steps`."
+    step = self.trainer.global_step
+    if step <= self._last_step:  # accumulating: the optimizer has not stepped yet
+        return
+    self._buf_steps.append(step)
+    self._buf_time.append(time.time())
+    self._buf_lr.append(self._pending_lr_wd[0])
+    self._buf_wd.append(self._pending_lr_wd[1])
+    self._buf_vals.append(self._micro / self._n_micro)
+    self._micro, self._n_micro, self._last_step = None, 0, step
+    if step % self.cfg.monitors.flush_every_n_steps == 0:
         self.flush_metrics()
 
-    # --- metric stream -------------------------------------------------------------------------------------------
-    def flush_metrics(self) -> None:
-        "Copy the device buffer to the host once, write its rows to the sink, check for divergence."
-        if not self._buf_steps and not self._buf_val_rows:
-            return
-        spe = self.steps_per_epoch or 1
-        frames = []
-        if self._buf_steps:
-            vals = torch.stack(self._buf_vals).double().cpu().numpy()  # the one host copy
-            steps = np.asarray(self._buf_steps, dtype=np.int64)
-            n = len(steps)
-            loss, acc = vals[:, 0], vals[:, 1]
-            value = np.stack([loss, loss / LN2, acc, self._buf_lr, self._buf_wd], 1).ravel()
-            frames.append(metric_frame(np.repeat(steps, 5), np.repeat(steps / spe, 5), np.tile(BATCH_METRICS, n),
-                                       value, np.repeat(self._buf_time, 5)))
-            bad = ~np.isfinite(loss)
-            if bad.any() and self.diverged is None:
-                k = int(np.argmax(bad))
-                self.diverged = (int(steps[k]), float(loss[k]))
-                if self._trainer is not None:
-                    self.trainer.should_stop = True
-        if self._buf_val_rows:
-            vv = torch.stack([r[2] for r in self._buf_val_rows]).double().cpu().numpy()
-            steps = np.asarray([r[0] for r in self._buf_val_rows], dtype=np.int64)
-            frames.append(metric_frame(np.repeat(steps, 3), np.repeat(steps / spe, 3), np.tile(VAL_METRICS, len(steps)),
-                                       vv.ravel(), np.repeat([r[1] for r in self._buf_val_rows], 3)))
-        micro, n_micro = self._micro, self._n_micro
-        self._reset_buffers()
-        self._micro, self._n_micro = micro, n_micro
-        if self.sink is not None:
-            self.sink.write(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
-            self.sink.flush()
+# %% ../nbs/06_module.ipynb #edda4f4d
+@patch
+def on_validation_epoch_start(self: LitClassifier):
+    "Reset the validation sums."
+    self._val_sum = None
 
-    def on_train_end(self):
-        "Flush the rows still buffered."
-        self.flush_metrics()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        "Flush first (the checkpoint never holds unwritten rows), then save the stream state (divergence, last step)."
-        self.flush_metrics()
-        checkpoint["lls_stream"] = {"diverged": self.diverged, "last_step": self._last_step,
-                                    "steps_per_epoch": self.steps_per_epoch}
+@patch
+def validation_step(self: LitClassifier, batch, batch_idx):
+    "Add the batch's summed loss, correct count and size to the validation sums (on the device)."
+    x, y = batch
+    logits = self(x)
+    v = torch.stack([self.loss_fn(logits, y, "sum").to(torch.float32),
+                     (logits.argmax(1) == y).sum().to(torch.float32),
+                     torch.full((), len(y), dtype=torch.float32, device=y.device)])
+    self._val_sum = v if self._val_sum is None else self._val_sum + v
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        "Restore the stream state saved by `on_save_checkpoint`, so a resumed run continues exactly."
-        st = checkpoint.get("lls_stream", {})
-        self.diverged = st.get("diverged")
-        self._last_step = st.get("last_step", 0)
-        self.steps_per_epoch = st.get("steps_per_epoch", self.steps_per_epoch)
+
+@patch
+def on_validation_epoch_end(self: LitClassifier):
+    "Log `loss_val_nats` for checkpointing; buffer the validation rows and flush (not during the sanity check)."
+    if self._val_sum is None:
+        return
+    loss = self._val_sum[0] / self._val_sum[2]
+    acc = self._val_sum[1] / self._val_sum[2]
+    self.log("loss_val_nats", loss, prog_bar=True)  # epoch-level: one sync per validation, for ModelCheckpoint
+    if self.trainer.sanity_checking:
+        return
+    self._buf_val_rows.append((self.trainer.global_step, time.time(), torch.stack([loss, loss / LN2, acc])))
+    self.flush_metrics()
+
+# %% ../nbs/06_module.ipynb #b153c5aa
+@patch
+def flush_metrics(self: LitClassifier) -> None:
+    "Copy the device buffer to the host once, write its rows to the sink, check for divergence."
+    if not self._buf_steps and not self._buf_val_rows:
+        return
+    spe = self.steps_per_epoch or 1
+    frames = []
+    if self._buf_steps:
+        vals = torch.stack(self._buf_vals).double().cpu().numpy()  # the one host copy
+        steps = np.asarray(self._buf_steps, dtype=np.int64)
+        n = len(steps)
+        loss, acc = vals[:, 0], vals[:, 1]
+        value = np.stack([loss, loss / LN2, acc, self._buf_lr, self._buf_wd], 1).ravel()
+        frames.append(metric_frame(np.repeat(steps, 5), np.repeat(steps / spe, 5), np.tile(BATCH_METRICS, n),
+                                   value, np.repeat(self._buf_time, 5)))
+        bad = ~np.isfinite(loss)
+        if bad.any() and self.diverged is None:
+            k = int(np.argmax(bad))
+            self.diverged = (int(steps[k]), float(loss[k]))
+            if self._trainer is not None:
+                self.trainer.should_stop = True
+    if self._buf_val_rows:
+        vv = torch.stack([r[2] for r in self._buf_val_rows]).double().cpu().numpy()
+        steps = np.asarray([r[0] for r in self._buf_val_rows], dtype=np.int64)
+        frames.append(metric_frame(np.repeat(steps, 3), np.repeat(steps / spe, 3), np.tile(VAL_METRICS, len(steps)),
+                                   vv.ravel(), np.repeat([r[1] for r in self._buf_val_rows], 3)))
+    micro, n_micro = self._micro, self._n_micro
+    self._reset_buffers()
+    self._micro, self._n_micro = micro, n_micro
+    if self.sink is not None:
+        self.sink.write(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+        self.sink.flush()
+
+
+@patch
+def on_train_end(self: LitClassifier):
+    "Flush the rows still buffered."
+    self.flush_metrics()
+
+# %% ../nbs/06_module.ipynb #4d33dccb
+@patch
+def on_save_checkpoint(self: LitClassifier, checkpoint: dict) -> None:
+    "Flush first (the checkpoint never holds unwritten rows), then save the stream state (divergence, last step)."
+    self.flush_metrics()
+    checkpoint["lls_stream"] = {"diverged": self.diverged, "last_step": self._last_step,
+                                "steps_per_epoch": self.steps_per_epoch}
+
+
+@patch
+def on_load_checkpoint(self: LitClassifier, checkpoint: dict) -> None:
+    "Restore the stream state saved by `on_save_checkpoint`, so a resumed run continues exactly."
+    st = checkpoint.get("lls_stream", {})
+    self.diverged = st.get("diverged")
+    self._last_step = st.get("last_step", 0)
+    self.steps_per_epoch = st.get("steps_per_epoch", self.steps_per_epoch)
+
+# %% ../nbs/06_module.ipynb #f680876f
+def resolve_precision(cfg: ExperimentConfig, device=None) -> str:
+    "The Lightning precision `cfg.trainer.precision` means on `device` (default: the config's); `ConfigError` if it cannot run there."
+    from loss_lin_slope.config import ConfigError
+    from loss_lin_slope.data import resolve_device
+
+    device = resolve_device(cfg) if device is None else torch.device(device)
+    p, cuda = cfg.trainer.precision, device.type == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    if p == "auto":
+        return "bf16-mixed" if bf16 else "32-true"
+    if p == "16-mixed" and device.type == "cpu":
+        raise ConfigError("trainer.precision", p, "16-mixed needs a GPU; on a CPU use auto, 32-true or bf16-mixed")
+    if p == "bf16-mixed" and cuda and not bf16:
+        raise ConfigError("trainer.precision", p, "this GPU has no native bf16 (compute capability < 8.0); "
+                          "use auto, 32-true or 16-mixed")
+    return p
+
+# %% ../nbs/06_module.ipynb #7f9af5ce
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        ip = get_ipython()
+        return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+    except Exception:
+        return False
+
+
+def _interactive() -> bool:
+    "Show progress bars? `LLS_PROGRESS_BAR=0/1` decides; else yes on a terminal or in Jupyter, never under nbdev_test."
+    env = os.environ.get("LLS_PROGRESS_BAR")
+    if env in ("0", "1"):
+        return env == "1"
+    if os.environ.get("IN_TEST"):
+        return False
+    return sys.stdout.isatty() or _in_notebook()
 
 # %% ../nbs/06_module.ipynb #e1dedad6
 def make_trainer(cfg: ExperimentConfig, callbacks=(), **trainer_kwargs) -> L.Trainer:
@@ -318,7 +364,7 @@ def make_trainer(cfg: ExperimentConfig, callbacks=(), **trainer_kwargs) -> L.Tra
         torch.backends.cudnn.benchmark = t.cudnn_benchmark
     return trainer
 
-
+# %% ../nbs/06_module.ipynb #9e15f07d
 def train(cfg: ExperimentConfig, callbacks=(), sink=None, ckpt_path=None, datamodule=None, **trainer_kwargs):
     "Seed everything, build data + `LitClassifier` + Trainer from `cfg`, fit (resuming from `ckpt_path`). → (trainer, module)"
     resolve_precision(cfg)  # a precision this machine cannot run fails before any data are made
@@ -328,21 +374,3 @@ def train(cfg: ExperimentConfig, callbacks=(), sink=None, ckpt_path=None, datamo
     trainer = make_trainer(cfg, callbacks=callbacks, **trainer_kwargs)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, module
-
-# %% ../nbs/06_module.ipynb #f680876f
-def resolve_precision(cfg: ExperimentConfig, device=None) -> str:
-    "The Lightning precision `cfg.trainer.precision` means on `device` (default: the config's); `ConfigError` if it cannot run there."
-    from loss_lin_slope.config import ConfigError
-    from loss_lin_slope.data import resolve_device
-
-    device = resolve_device(cfg) if device is None else torch.device(device)
-    p, cuda = cfg.trainer.precision, device.type == "cuda"
-    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
-    if p == "auto":
-        return "bf16-mixed" if bf16 else "32-true"
-    if p == "16-mixed" and device.type == "cpu":
-        raise ConfigError("trainer.precision", p, "16-mixed needs a GPU; on a CPU use auto, 32-true or bf16-mixed")
-    if p == "bf16-mixed" and cuda and not bf16:
-        raise ConfigError("trainer.precision", p, "this GPU has no native bf16 (compute capability < 8.0); "
-                          "use auto, 32-true or 16-mixed")
-    return p
