@@ -49,7 +49,7 @@ def main():
     from loss_lin_slope.config import make_config
     from loss_lin_slope.data import build_datamodule
     from loss_lin_slope.model import resnet18_cifar
-    from loss_lin_slope.module import MemorySink, build_optimizer, lr_multiplier, train
+    from loss_lin_slope.module import MemorySink, build_optimizer, build_scheduler, train
 
     n_steps = args.warmup + args.steps
     cfg = make_config(width_mult=0.125, batch_size=args.batch, n_train=args.batch * n_steps, n_val=args.batch,
@@ -78,7 +78,7 @@ def main():
         model = resnet18_cifar(10, cfg.model.width_mult, cfg.model.norm_type).train()
         opt = build_optimizer(model.parameters(), cfg)
         total, warm = dm.steps_per_epoch * cfg.trainer.max_epochs, cfg.schedule.warmup_epochs * dm.steps_per_epoch
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_multiplier(k, warm, total))
+        sched = build_scheduler(opt, warm, total)
         buf, t = [], []
         for x, y in dm.train_dataloader():
             t.append(now())

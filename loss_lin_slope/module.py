@@ -77,7 +77,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: float, total
                     eta_min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
     "`LambdaLR` with multiplier η(s)/η = `slopes.schedule_lr(s + 1, 1, W, T, eta_min_ratio)` at optimizer step `s`."
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda k: float(schedule_lr([k + 1], 1.0, warmup_steps, total_steps, eta_min_ratio)[0]))
+        optimizer, lambda k: float(schedule_lr(k + 1, 1.0, warmup_steps, total_steps, eta_min_ratio)))
 
 # %% ../nbs/06_module.ipynb #ae72e0c0
 def build_optimizer(params, cfg: ExperimentConfig) -> torch.optim.Optimizer:
