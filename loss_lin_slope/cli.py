@@ -329,19 +329,9 @@ def _slurm_extra_item(s: str) -> str:
         raise ArgError(f"{s!r}: {e.allowed}") from None
     return s
 
-# %% ../nbs/23_cli.ipynb #13333eca
-def _add_exec_args(p, defaults: bool):
-    from loss_lin_slope.run import LOGGERS
-    D = DEFAULT_RESOURCES if defaults else {}
-    dflt = lambda k: f" (default {D[k]:g})" if D else ""
-    g = p.add_argument_group("execution")
-    g.add_argument("--executor", choices=("slurm", "local"), default="local" if defaults else None,
-                   help="SLURM job array through submitit, or a local bounded pool" +
-                        (" (default: local)" if defaults else " (default: as submitted)"))
-    g.add_argument("--workers-per-gpu", type=int, default=None, metavar="N", help="local: concurrent jobs per GPU (CPU-only: in "
-                   f"total){' (default 1)' if defaults else ''}")
-    g.add_argument("--gpus", type=_gpus_arg, default=None, metavar="LIST", help="local: GPU indices, e.g. 0,1, or 'none' "
-                   "(default: CUDA_VISIBLE_DEVICES or nvidia-smi)")
+# %% ../nbs/23_cli.ipynb #371debf2
+def _add_slurm_site_args(g):
+    "The site-specific SLURM options (free text, one line each, checked before any work)."
     g.add_argument("--partition", type=_slurm_text("--partition"), default=None, metavar="NAME", help="slurm: partition")
     g.add_argument("--account", type=_slurm_text("--account"), default=None, metavar="NAME",
                    help="slurm: account to charge (sbatch --account)")
@@ -358,6 +348,11 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--slurm-extra", type=_slurm_extra_item, nargs="+", action="extend", default=None,
                    metavar="KEY=VALUE", help="slurm: any other #SBATCH option, e.g. mail-type=END or a bare flag "
                                              "like requeue (submitit's additional_parameters)")
+
+# %% ../nbs/23_cli.ipynb #4dca92ab
+def _add_slurm_size_args(g, D: dict):
+    "What each SLURM run asks for: time, memory, CPUs, GPUs, parallelism, requeues and setup lines (`D`: the defaults shown)."
+    dflt = lambda k: f" (default {D[k]:g})" if D else ""
     g.add_argument("--time", dest="time_min", type=float, default=None, metavar="MIN",
                    help=f"slurm: time limit per run in minutes{dflt('time_min')}")
     g.add_argument("--mem", dest="mem_gb", type=float, default=None, metavar="GB",
@@ -371,6 +366,23 @@ def _add_exec_args(p, defaults: bool):
     g.add_argument("--max-requeues", type=int, default=None, metavar="N", help="slurm: requeues after timeouts (default 3)")
     g.add_argument("--setup", nargs="+", action="extend", metavar="CMD", default=None,
                    help="slurm: shell lines run before the job (e.g. 'module load cuda')")
+
+# %% ../nbs/23_cli.ipynb #4bf53376
+def _add_exec_args(p, defaults: bool):
+    "The execution options of `lls sweep submit` (with the defaults) and `recover` (without: as submitted)."
+    from loss_lin_slope.run import LOGGERS
+
+    D = DEFAULT_RESOURCES if defaults else {}
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("slurm", "local"), default="local" if defaults else None,
+                   help="SLURM job array through submitit, or a local bounded pool" +
+                        (" (default: local)" if defaults else " (default: as submitted)"))
+    g.add_argument("--workers-per-gpu", type=int, default=None, metavar="N", help="local: concurrent jobs per GPU (CPU-only: in "
+                   f"total){' (default 1)' if defaults else ''}")
+    g.add_argument("--gpus", type=_gpus_arg, default=None, metavar="LIST", help="local: GPU indices, e.g. 0,1, or 'none' "
+                   "(default: CUDA_VISIBLE_DEVICES or nvidia-smi)")
+    _add_slurm_site_args(g)
+    _add_slurm_size_args(g, D)
     g.add_argument("--notebook", default=None, metavar="PATH", help="the job notebook (default: the train.ipynb shipped with the "
                    "package, which in a checkout is nbs/train.ipynb)")
     g.add_argument("--logger", choices=LOGGERS, default=None,
