@@ -257,13 +257,46 @@ def _unqueue_unstarted(ledger: Ledger, specs: list[dict], started: set):
                 e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
                 e["history"] = e["history"][:-1]
 
+# %% ../nbs/13_executors.ipynb #823a0f85
+def _watch_pool(specs: list[dict], events, threads: list, procs: dict, results: dict, desc: str, progress: bool):
+    """Collect the finished runs from `events` into `results` (run_id → state) until every run of `specs` is done or
+    no slot is left; a tqdm bar, or without one a line per finished run."""
+    import queue
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(specs), desc=desc, unit="run", disable=not progress, file=sys.stderr) as bar:
+        while len(results) < len(specs):
+            try:
+                rid, state = events.get(timeout=0.5)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads):
+                    break
+                continue
+            results[rid] = state
+            bar.update(1)
+            failed = sum(s != "completed" for s in results.values())
+            bar.set_postfix(running=len(procs), failed=failed, refresh=False)
+            if not progress:  # no bar (a log file, not a terminal): one line per finished run
+                print(f"{desc}: {len(results)}/{len(specs)} finished, {failed} not completed — {rid}: {state}",
+                      file=sys.stderr, flush=True)
+
+# %% ../nbs/13_executors.ipynb #3c3b455e
+def _stop_jobs(procs: dict, lock, threads: list):
+    "SIGTERM every running job's process group (the job passes it on to its kernel), then wait for the slots to end."
+    with lock:
+        running = dict(procs)
+    for p in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=90)
+
 # %% ../nbs/13_executors.ipynb #e918368d
 def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus: list[int] | None = None,
               progress: bool = True) -> dict[str, str]:
     "Run `specs` (highest priority first) in a bounded pool; returns run_id → final state."
     import queue
-
-    from tqdm import tqdm
 
     slots = local_slots(workers_per_gpu, gpus)
     todo, lock, stop = list(specs), threading.Lock(), threading.Event()
@@ -308,30 +341,10 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
         t.start()
     desc = f"{ledger.name} [{len(slots)} slot{'s' * (len(slots) > 1)}]"
     try:
-        with tqdm(total=len(specs), desc=desc, unit="run", disable=not progress, file=sys.stderr) as bar:
-            while len(results) < len(specs):
-                try:
-                    rid, state = events.get(timeout=0.5)
-                except queue.Empty:
-                    if not any(t.is_alive() for t in threads):
-                        break
-                    continue
-                results[rid] = state
-                bar.update(1)
-                failed = sum(s != "completed" for s in results.values())
-                bar.set_postfix(running=len(procs), failed=failed, refresh=False)
-                if not progress:  # no bar (a log file, not a terminal): one line per finished run
-                    print(f"{desc}: {len(results)}/{len(specs)} finished, {failed} not completed — {rid}: {state}",
-                          file=sys.stderr, flush=True)
+        _watch_pool(specs, events, threads, procs, results, desc, progress)
     except KeyboardInterrupt:
         stop.set()
-        with lock:
-            running = dict(procs)
-        for p in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for t in threads:
-            t.join(timeout=90)
+        _stop_jobs(procs, lock, threads)
         _unqueue_unstarted(ledger, specs, started)  # runs that never started go back to pending
         raise
     finally:
