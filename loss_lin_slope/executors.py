@@ -292,6 +292,34 @@ def _stop_jobs(procs: dict, lock, threads: list):
     for t in threads:
         t.join(timeout=90)
 
+# %% ../nbs/13_executors.ipynb #4fbbb640
+def _pool_worker(gpu: int | None, ledger: Ledger, todo: list, lock, stop, started: set, procs: dict, events,
+                 threads_per_job: str):
+    """One slot of the local pool: take the next run of `todo` until none is left or `stop` is set, run its job
+    process on `gpu`, record start and end in the ledger and put `(run_id, state)` on `events`."""
+    while True:
+        with lock:
+            if stop.is_set() or not todo:
+                return
+            spec = todo.pop(0)
+            rid = spec["params"]["name"]
+            started.add(rid)
+            order = len(started)  # dispatch order: 1, 2, … (highest priority first)
+        env = _job_process_env(spec, gpu, threads_per_job)
+        _mark_running(ledger, rid, gpu, order)
+        with open(spec["log"], "ab") as log:
+            p = subprocess.Popen([sys.executable, "-c", _JOB_MAIN, spec["spec_path"]], env=env, cwd=spec["cwd"],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            with lock:
+                procs[rid] = p
+            rc = p.wait()
+        summary = read_json(Path(spec["run_dir"]) / "summary.json")
+        state = _final_state(rc, summary)
+        _mark_ended(ledger, rid, rc, state)
+        with lock:
+            procs.pop(rid, None)
+        events.put((rid, state))
+
 # %% ../nbs/13_executors.ipynb #e918368d
 def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus: list[int] | None = None,
               progress: bool = True) -> dict[str, str]:
@@ -303,30 +331,6 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
     procs, started, results, events = {}, set(), {}, queue.Queue()
     threads_per_job = str(max(1, (os.cpu_count() or 1) // len(slots)))
 
-    def worker(gpu):
-        while True:
-            with lock:
-                if stop.is_set() or not todo:
-                    return
-                spec = todo.pop(0)
-                rid = spec["params"]["name"]
-                started.add(rid)
-                order = len(started)  # dispatch order: 1, 2, … (highest priority first)
-            env = _job_process_env(spec, gpu, threads_per_job)
-            _mark_running(ledger, rid, gpu, order)
-            with open(spec["log"], "ab") as log:
-                p = subprocess.Popen([sys.executable, "-c", _JOB_MAIN, spec["spec_path"]], env=env, cwd=spec["cwd"],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                with lock:
-                    procs[rid] = p
-                rc = p.wait()
-            summary = read_json(Path(spec["run_dir"]) / "summary.json")
-            state = _final_state(rc, summary)
-            _mark_ended(ledger, rid, rc, state)
-            with lock:
-                procs.pop(rid, None)
-            events.put((rid, state))
-
     def on_signal(signum, frame):  # installed explicitly: a pool started in the background inherits SIGINT ignored
         if not stop.is_set():
             raise PoolInterrupted(signum)
@@ -335,7 +339,8 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
     prev_handlers = {}
     if threading.current_thread() is threading.main_thread():
         prev_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    threads = [threading.Thread(target=worker, args=(g,), daemon=True, name=f"lls-slot-{i}")
+    threads = [threading.Thread(target=_pool_worker, name=f"lls-slot-{i}", daemon=True,
+                                args=(g, ledger, todo, lock, stop, started, procs, events, threads_per_job))
                for i, g in enumerate(slots)]
     for t in threads:
         t.start()
