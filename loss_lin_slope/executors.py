@@ -27,7 +27,7 @@ __all__ = ['KERNEL_START_TRIES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS', 'SCHED_
            'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local',
            'check_slurm_value', 'check_slurm_extra', 'slurm_parameters', 'sbatch_preview', 'submit_slurm',
            'parse_sacct', 'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'default_notebook',
-           'SubmitError']
+           'make_spec', 'run_resources', 'SubmitError', 'launch']
 
 # %% ../nbs/13_executors.ipynb #91bdabab
 _REQUEUING = threading.Event()
@@ -90,9 +90,26 @@ def _without_env(*names: str):
     finally:
         os.environ.update(saved)
 
-# %% ../nbs/13_executors.ipynb #b9608f11
+# %% ../nbs/13_executors.ipynb #abc02fb5
 KERNEL_START_TRIES = 3  # a kernel that dies before its first reply is started again (see below), at most this often
 
+def _execute_notebook(pm, spec: dict, run_dir: Path, params: dict):
+    """`pm` (papermill) runs the notebook into `run_dir/train.ipynb`; a kernel that died before its first reply is
+    started again (see `run_job`)."""
+    for start in range(KERNEL_START_TRIES):
+        try:
+            with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
+                pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params,
+                                    cwd=spec.get("cwd"), kernel_name=_kernel_name(spec["notebook"]),
+                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+            break
+        except RuntimeError as e:  # the kernel died before running a cell: nothing of the run was touched
+            if "Kernel died before replying to kernel_info" not in str(e) or start + 1 == KERNEL_START_TRIES:
+                raise
+            _record_event(spec, "kernel_start_retry", error=f"{type(e).__name__}: {e}"[-500:])
+            time.sleep(1.0 + start)
+
+# %% ../nbs/13_executors.ipynb #b9608f11
 def run_job(spec: dict) -> dict:
     """Execute the train notebook for one run (the body of every job, SLURM or local). A kernel that dies at start
     (jupyter_client picks its ports before the kernel binds them, so a concurrent process can take one: "Address
@@ -107,18 +124,7 @@ def run_job(spec: dict) -> dict:
     _record_event(spec, "start", executor=spec.get("executor"), resume_from=str(ckpt) if params.get("resume") and
                  ckpt.exists() else None, **_job_env())
     try:
-        for start in range(KERNEL_START_TRIES):
-            try:
-                with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
-                    pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params,
-                                        cwd=spec.get("cwd"), kernel_name=_kernel_name(spec["notebook"]),
-                                        progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
-                break
-            except RuntimeError as e:  # the kernel died before running a cell: nothing of the run was touched
-                if "Kernel died before replying to kernel_info" not in str(e) or start + 1 == KERNEL_START_TRIES:
-                    raise
-                _record_event(spec, "kernel_start_retry", error=f"{type(e).__name__}: {e}"[-500:])
-                time.sleep(1.0 + start)
+        _execute_notebook(pm, spec, run_dir, params)
     except BaseException as e:
         if not _REQUEUING.is_set():
             status = (read_json(run_dir / "summary.json", {}) or {}).get("status")
@@ -213,54 +219,117 @@ def _final_state(rc: int | None, summary: dict | None) -> str:
     st = (summary or {}).get("status")
     return st if st in ("completed", "diverged", "interrupted", "failed") else "failed"
 
+# %% ../nbs/13_executors.ipynb #35e604fd
+def _job_process_env(spec: dict, gpu: int | None, threads_per_job: str) -> dict:
+    "The environment of a local job process: its job id, its GPU (or, on CPU, its share of the cores)."
+    env = dict(os.environ, LLS_LOCAL_JOB_ID=spec["job_id"], PYTHONUNBUFFERED="1")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    else:
+        env.setdefault("OMP_NUM_THREADS", threads_per_job)
+    return env
+
+# %% ../nbs/13_executors.ipynb #82e53af4
+def _mark_running(ledger: Ledger, rid: str, gpu: int | None, order: int):
+    "Ledger: the run started now, on `gpu`, as the `order`-th run the pool dispatched."
+    t0 = time.time()
+    with ledger.update() as d:
+        e = d["runs"][rid]
+        e["state"], e["history"][-1]["started"] = "running", t0
+        e["history"][-1].update(gpu=gpu, dispatch=order)
+
+def _mark_ended(ledger: Ledger, rid: str, rc: int | None, state: str):
+    "Ledger: the run's job process ended with exit code `rc`, the run in `state`."
+    with ledger.update() as d:
+        e = d["runs"][rid]
+        e["state"] = state
+        e["reason"] = None if state == "completed" else f"exit code {rc}"
+        e["history"][-1].update(ended=time.time(), returncode=rc, state=state)
+
+# %% ../nbs/13_executors.ipynb #a2f86a9a
+def _unqueue_unstarted(ledger: Ledger, specs: list[dict], started: set):
+    "Ledger: the runs of `specs` the pool never started go back to `pending` (their unused attempt removed)."
+    with ledger.update() as d:
+        for spec in specs:
+            rid = spec["params"]["name"]
+            e = d["runs"][rid]
+            if rid not in started and e["state"] == "queued":
+                e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
+                e["history"] = e["history"][:-1]
+
+# %% ../nbs/13_executors.ipynb #823a0f85
+def _watch_pool(specs: list[dict], events, threads: list, procs: dict, results: dict, desc: str, progress: bool):
+    """Collect the finished runs from `events` into `results` (run_id → state) until every run of `specs` is done or
+    no slot is left; a tqdm bar, or without one a line per finished run."""
+    import queue
+
+    from tqdm import tqdm
+
+    with tqdm(total=len(specs), desc=desc, unit="run", disable=not progress, file=sys.stderr) as bar:
+        while len(results) < len(specs):
+            try:
+                rid, state = events.get(timeout=0.5)
+            except queue.Empty:
+                if not any(t.is_alive() for t in threads):
+                    break
+                continue
+            results[rid] = state
+            bar.update(1)
+            failed = sum(s != "completed" for s in results.values())
+            bar.set_postfix(running=len(procs), failed=failed, refresh=False)
+            if not progress:  # no bar (a log file, not a terminal): one line per finished run
+                print(f"{desc}: {len(results)}/{len(specs)} finished, {failed} not completed — {rid}: {state}",
+                      file=sys.stderr, flush=True)
+
+# %% ../nbs/13_executors.ipynb #3c3b455e
+def _stop_jobs(procs: dict, lock, threads: list):
+    "SIGTERM every running job's process group (the job passes it on to its kernel), then wait for the slots to end."
+    with lock:
+        running = dict(procs)
+    for p in running.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for t in threads:
+        t.join(timeout=90)
+
+# %% ../nbs/13_executors.ipynb #4fbbb640
+def _pool_worker(gpu: int | None, ledger: Ledger, todo: list, lock, stop, started: set, procs: dict, events,
+                 threads_per_job: str):
+    """One slot of the local pool: take the next run of `todo` until none is left or `stop` is set, run its job
+    process on `gpu`, record start and end in the ledger and put `(run_id, state)` on `events`."""
+    while True:
+        with lock:
+            if stop.is_set() or not todo:
+                return
+            spec = todo.pop(0)
+            rid = spec["params"]["name"]
+            started.add(rid)
+            order = len(started)  # dispatch order: 1, 2, … (highest priority first)
+        env = _job_process_env(spec, gpu, threads_per_job)
+        _mark_running(ledger, rid, gpu, order)
+        with open(spec["log"], "ab") as log:
+            p = subprocess.Popen([sys.executable, "-c", _JOB_MAIN, spec["spec_path"]], env=env, cwd=spec["cwd"],
+                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            with lock:
+                procs[rid] = p
+            rc = p.wait()
+        summary = read_json(Path(spec["run_dir"]) / "summary.json")
+        state = _final_state(rc, summary)
+        _mark_ended(ledger, rid, rc, state)
+        with lock:
+            procs.pop(rid, None)
+        events.put((rid, state))
+
 # %% ../nbs/13_executors.ipynb #e918368d
 def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus: list[int] | None = None,
               progress: bool = True) -> dict[str, str]:
     "Run `specs` (highest priority first) in a bounded pool; returns run_id → final state."
     import queue
 
-    from tqdm import tqdm
-
     slots = local_slots(workers_per_gpu, gpus)
     todo, lock, stop = list(specs), threading.Lock(), threading.Event()
     procs, started, results, events = {}, set(), {}, queue.Queue()
     threads_per_job = str(max(1, (os.cpu_count() or 1) // len(slots)))
-
-    def worker(gpu):
-        while True:
-            with lock:
-                if stop.is_set() or not todo:
-                    return
-                spec = todo.pop(0)
-                rid = spec["params"]["name"]
-                started.add(rid)
-                order = len(started)  # dispatch order: 1, 2, … (highest priority first)
-            env = dict(os.environ, LLS_LOCAL_JOB_ID=spec["job_id"], PYTHONUNBUFFERED="1")
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            else:
-                env.setdefault("OMP_NUM_THREADS", threads_per_job)
-            t0 = time.time()
-            with ledger.update() as d:
-                e = d["runs"][rid]
-                e["state"], e["history"][-1]["started"] = "running", t0
-                e["history"][-1].update(gpu=gpu, dispatch=order)
-            with open(spec["log"], "ab") as log:
-                p = subprocess.Popen([sys.executable, "-c", _JOB_MAIN, spec["spec_path"]], env=env, cwd=spec["cwd"],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-                with lock:
-                    procs[rid] = p
-                rc = p.wait()
-            summary = read_json(Path(spec["run_dir"]) / "summary.json")
-            state = _final_state(rc, summary)
-            with ledger.update() as d:
-                e = d["runs"][rid]
-                e["state"] = state
-                e["reason"] = None if state == "completed" else f"exit code {rc}"
-                e["history"][-1].update(ended=time.time(), returncode=rc, state=state)
-            with lock:
-                procs.pop(rid, None)
-            events.put((rid, state))
 
     def on_signal(signum, frame):  # installed explicitly: a pool started in the background inherits SIGINT ignored
         if not stop.is_set():
@@ -270,43 +339,18 @@ def run_local(ledger: Ledger, specs: list[dict], workers_per_gpu: int = 1, gpus:
     prev_handlers = {}
     if threading.current_thread() is threading.main_thread():
         prev_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    threads = [threading.Thread(target=worker, args=(g,), daemon=True, name=f"lls-slot-{i}")
+    threads = [threading.Thread(target=_pool_worker, name=f"lls-slot-{i}", daemon=True,
+                                args=(g, ledger, todo, lock, stop, started, procs, events, threads_per_job))
                for i, g in enumerate(slots)]
     for t in threads:
         t.start()
     desc = f"{ledger.name} [{len(slots)} slot{'s' * (len(slots) > 1)}]"
     try:
-        with tqdm(total=len(specs), desc=desc, unit="run", disable=not progress, file=sys.stderr) as bar:
-            while len(results) < len(specs):
-                try:
-                    rid, state = events.get(timeout=0.5)
-                except queue.Empty:
-                    if not any(t.is_alive() for t in threads):
-                        break
-                    continue
-                results[rid] = state
-                bar.update(1)
-                failed = sum(s != "completed" for s in results.values())
-                bar.set_postfix(running=len(procs), failed=failed, refresh=False)
-                if not progress:  # no bar (a log file, not a terminal): one line per finished run
-                    print(f"{desc}: {len(results)}/{len(specs)} finished, {failed} not completed — {rid}: {state}",
-                          file=sys.stderr, flush=True)
+        _watch_pool(specs, events, threads, procs, results, desc, progress)
     except KeyboardInterrupt:
         stop.set()
-        with lock:
-            running = dict(procs)
-        for p in running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for t in threads:
-            t.join(timeout=90)
-        with ledger.update() as d:  # runs that never started go back to pending
-            for spec in specs:
-                rid = spec["params"]["name"]
-                e = d["runs"][rid]
-                if rid not in started and e["state"] == "queued":
-                    e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
-                    e["history"] = e["history"][:-1]
+        _stop_jobs(procs, lock, threads)
+        _unqueue_unstarted(ledger, specs, started)  # runs that never started go back to pending
         raise
     finally:
         for s, h in prev_handlers.items():
@@ -522,7 +566,7 @@ def default_notebook(name: str = "train.ipynb") -> Path:
     return Path(str(resources.files("loss_lin_slope").joinpath("notebooks").joinpath(name)))
 
 # %% ../nbs/13_executors.ipynb #6c0d7cbd
-def _make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: bool, executor: str) -> dict:
+def make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: bool, executor: str) -> dict:
     "The job spec of one run: notebook, run directory, papermill parameters, record/log paths."
     p = dict(entry["params"])
     p["overrides"] = json.dumps(p.get("overrides") or {}, sort_keys=True)
@@ -537,7 +581,7 @@ def _make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: boo
             "priority": entry.get("priority", 0)}
 
 # %% ../nbs/13_executors.ipynb #2b7581fe
-def _run_resources(resources: dict, entry: dict) -> dict:
+def run_resources(resources: dict, entry: dict) -> dict:
     """The resources of one run: the sweep's `resources`, with the run's own time limit and at least the memory
     request of its latest host-RAM adjustment (an adjusted run is never resubmitted with less)."""
     res = {**resources, **{k: v for k, v in (entry.get("resources") or {}).items() if k == "time_min"}}
@@ -570,9 +614,52 @@ class SubmitError(RuntimeError):
         super().__init__(msg)
         self.ids = ids
 
+# %% ../nbs/13_executors.ipynb #746b47bc
+def _item_spec(ledger: Ledger, d: dict, rid: str, resume: bool, executor: str, resources: dict, notebook: Path,
+               cwd: Path) -> tuple[str, dict, dict]:
+    "`(run_id, spec, resources)` of one run to launch: its own resources (`run_resources`) and job spec."
+    e = d["runs"][rid]
+    res = run_resources(resources, e)
+    spec = make_spec(ledger, rid, e, notebook, cwd, resume, executor)
+    if res.get("logger"):  # how the run reports, not what it computes: not part of the config or run_id
+        from loss_lin_slope.run import check_logger
+
+        spec["params"]["logger"] = check_logger(res["logger"])
+    return rid, spec, res
+
+# %% ../nbs/13_executors.ipynb #45289a8a
+def _submit_arrays(ledger: Ledger, d: dict, specs: list[tuple[str, dict, dict]], notes: dict, ids: dict):
+    """`sbatch` one array per (time limit, memory request), recording each in `d` and `ids` as it goes in; on a failure
+    the error goes into `d["errors"]` and `SubmitError` carries the `ids` submitted so far."""
+    groups = {}
+    for rid, spec, res in specs:
+        groups.setdefault((float(res["time_min"]), float(res.get("mem_gb") or 0)), []).append((rid, spec, res))
+    for group in groups.values():
+        try:
+            job_ids = submit_slurm(ledger, [s for _, s, _ in group], group[0][2])
+        except (OSError, subprocess.SubprocessError, RuntimeError) as e:  # submitit: FailedJobError
+            d.setdefault("errors", []).append({"time": time.time(), "error": str(e)[-2000:]})
+            raise SubmitError(f"sbatch failed after {len(ids)} of {len(specs)} runs: {e}", ids) from e
+        for (rid, spec, res), jid in zip(group, job_ids):
+            ids[rid] = jid
+            _mark_submitted(d["runs"][rid], "slurm", jid, res, spec, note=notes[rid])
+
+# %% ../nbs/13_executors.ipynb #8f93d19d
+def _record_local(d: dict, specs: list[tuple[str, dict, dict]], notes: dict, ids: dict):
+    "Give each local run a job id owned by this process, write its spec file and record it in `d` as submitted."
+    import psutil
+
+    me = psutil.Process()
+    owner = {"host": socket.gethostname(), "pid": me.pid, "created": me.create_time()}
+    for rid, spec, res in specs:
+        jid = f"local-{me.pid}-{spec['params']['attempt']}-{len(ids)}"
+        spec["job_id"] = ids[rid] = jid
+        write_json(spec["spec_path"], spec)
+        _mark_submitted(d["runs"][rid], "local", jid, res, spec, owner=owner, note=notes[rid])
+
 # %% ../nbs/13_executors.ipynb #6082b73e
-def _launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], executor: str, resources: dict,
-           notebook=None, cwd=None) -> tuple[list[dict], dict]:
+def launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], executor: str, resources: dict,
+          notebook=None, cwd=None) -> tuple[list[dict], dict]:
     """Record and (for SLURM) submit `items` = [(run_id, resume, note)] of ledger dict `d`, which the caller holds
     under the lock and writes back. Returns the specs and run_id → job id. Local specs are run afterwards by
     `run_local`. If `sbatch` fails, the arrays already submitted stay recorded in `d` and `SubmitError` is raised
@@ -585,38 +672,12 @@ def _launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], 
     items = sorted(items, key=lambda it: -d["runs"][it[0]].get("priority", 0))
     notes = {rid: note for rid, _, note in items}
     for rid, resume, _ in items:
-        e = d["runs"][rid]
-        res = _run_resources(resources, e)
-        spec = _make_spec(ledger, rid, e, notebook, cwd, resume, executor)
-        if res.get("logger"):  # how the run reports, not what it computes: not part of the config or run_id
-            from loss_lin_slope.run import check_logger
-
-            spec["params"]["logger"] = check_logger(res["logger"])
-        specs.append((rid, spec, res))
+        specs.append(_item_spec(ledger, d, rid, resume, executor, resources, notebook, cwd))
     (ledger.dir / JOBS).mkdir(parents=True, exist_ok=True)
     if executor == "slurm":
-        groups = {}
-        for rid, spec, res in specs:
-            groups.setdefault((float(res["time_min"]), float(res.get("mem_gb") or 0)), []).append((rid, spec, res))
-        for group in groups.values():
-            try:
-                job_ids = submit_slurm(ledger, [s for _, s, _ in group], group[0][2])
-            except (OSError, subprocess.SubprocessError, RuntimeError) as e:  # submitit: FailedJobError
-                d.setdefault("errors", []).append({"time": time.time(), "error": str(e)[-2000:]})
-                raise SubmitError(f"sbatch failed after {len(ids)} of {len(specs)} runs: {e}", ids) from e
-            for (rid, spec, res), jid in zip(group, job_ids):
-                ids[rid] = jid
-                _mark_submitted(d["runs"][rid], "slurm", jid, res, spec, note=notes[rid])
+        _submit_arrays(ledger, d, specs, notes, ids)
     elif executor == "local":
-        import psutil
-
-        me = psutil.Process()
-        owner = {"host": socket.gethostname(), "pid": me.pid, "created": me.create_time()}
-        for rid, spec, res in specs:
-            jid = f"local-{me.pid}-{spec['params']['attempt']}-{len(ids)}"
-            spec["job_id"] = ids[rid] = jid
-            write_json(spec["spec_path"], spec)
-            _mark_submitted(d["runs"][rid], "local", jid, res, spec, owner=owner, note=notes[rid])
+        _record_local(d, specs, notes, ids)
     else:
         raise ConfigError("executor", executor, "slurm or local")
     return [s for _, s, _ in specs], ids

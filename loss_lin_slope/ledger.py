@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from fastcore.basics import patch
+
 from . import config
 from .config import GRID, ConfigError, sweep_grid
 from .files import read_json, write_json
@@ -47,45 +49,51 @@ class Ledger:
         "Has the sweep been submitted (is there a ledger file)?"
         return self.path.exists()
 
-    def read(self) -> dict:
-        "The ledger as a dict (an empty one when the sweep has never been submitted)."
-        d = read_json(self.path)
-        if d is None and self.path.exists():
-            raise ConfigError("sweep", self.name, f"a readable ledger ({self.path} is not valid JSON)")
-        return d if d is not None else {"name": self.name, "grid": {}, "executor": {}, "runs": {}}
+# %% ../nbs/11_ledger.ipynb #6e2dab13
+@patch
+def read(self: Ledger) -> dict:
+    "The ledger as a dict (an empty one when the sweep has never been submitted)."
+    d = read_json(self.path)
+    if d is None and self.path.exists():
+        raise ConfigError("sweep", self.name, f"a readable ledger ({self.path} is not valid JSON)")
+    return d if d is not None else {"name": self.name, "grid": {}, "executor": {}, "runs": {}}
 
-    @contextlib.contextmanager
-    def lock(self):
-        "Exclusive lock on the sweep (re-entrant within a thread; other threads and processes wait)."
-        held = getattr(_tls, "held", None)
-        if held is None:
-            held = _tls.held = {}
-        key = str(self.path)
-        if held.get(key):
-            held[key] += 1
-            try:
-                yield
-            finally:
-                held[key] -= 1
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / ".sweep.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            held[key] = 1
-            try:
-                yield
-            finally:
-                held[key] = 0
-                fcntl.flock(f, fcntl.LOCK_UN)
+# %% ../nbs/11_ledger.ipynb #59d2e8f7
+@patch
+@contextlib.contextmanager
+def lock(self: Ledger):
+    "Exclusive lock on the sweep (re-entrant within a thread; other threads and processes wait)."
+    held = getattr(_tls, "held", None)
+    if held is None:
+        held = _tls.held = {}
+    key = str(self.path)
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    self.dir.mkdir(parents=True, exist_ok=True)
+    with open(self.dir / ".sweep.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        held[key] = 1
+        try:
+            yield
+        finally:
+            held[key] = 0
+            fcntl.flock(f, fcntl.LOCK_UN)
 
-    @contextlib.contextmanager
-    def update(self):
-        "Read-modify-write under the lock: `with ledger.update() as d: d['runs'][rid]['state'] = …`."
-        with self.lock():
-            d = self.read()
-            yield d
-            d["updated"] = time.time()
-            write_json(self.path, d)
+# %% ../nbs/11_ledger.ipynb #53371fe4
+@patch
+@contextlib.contextmanager
+def update(self: Ledger):
+    "Read-modify-write under the lock: `with ledger.update() as d: d['runs'][rid]['state'] = …`."
+    with self.lock():
+        d = self.read()
+        yield d
+        d["updated"] = time.time()
+        write_json(self.path, d)
 
 # %% ../nbs/11_ledger.ipynb #e48189d3
 TRAIN_PARAMS = ("epochs", "dataset", "batch_size", "width_mult", "data_dir", "n_train", "n_val", "max_steps")

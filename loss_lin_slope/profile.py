@@ -37,26 +37,12 @@ def _wait_barrier(barrier: str, timeout: float = 1800.0) -> None:
             raise TimeoutError(f"profile barrier {barrier}: no 'go' within {timeout:g} s")
         time.sleep(0.02)
 
-# %% ../nbs/16_profile.ipynb #91c1b43b
-def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, barrier: str | None = None,
-                    sync_every: int = 5, **overrides) -> dict:
-    """Peak memory and steps/s of `variant` over `steps` training steps after `warmup` (in this process). The device is
-    synchronised every `sync_every` steps (not every step: that would stall the launch queue); with `barrier` (a
-    directory) the timed steps start when the parent creates `barrier/go`. `marks`: synchronised (step, wall time)."""
-    import resource
-
+# %% ../nbs/16_profile.ipynb #2139df01
+def _clock(marks: list, start: int, n: int, sync_every: int, cuda: bool, barrier: str | None):
+    """A Lightning callback that appends `(step, time.time())` to `marks` at step `start`, every `sync_every` steps
+    after it and at the last step `n`, after a device synchronisation (at `start`, after the `barrier` too)."""
     import lightning as L
     import torch
-
-    from loss_lin_slope import data, module
-
-    n = steps + warmup
-    cfg = make_config(variant, **{"max_steps": n, "epochs": 1, **overrides})
-    dm = data.build_datamodule(cfg)
-    lit = module.LitClassifier(cfg, sink=module.MemorySink())
-    marks = []  # (optimizer steps done, time.time()) after a device synchronisation
-    cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
-    start = max(warmup, 1)
 
     class Clock(L.Callback):
         def on_train_batch_end(self, trainer, *a, **k):
@@ -69,9 +55,33 @@ def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, bar
                 _wait_barrier(barrier)
             marks.append((s, time.time()))
 
+    return Clock()
+
+# %% ../nbs/16_profile.ipynb #91c1b43b
+def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, barrier: str | None = None,
+                    sync_every: int = 5, **overrides) -> dict:
+    """Peak memory and steps/s of `variant` over `steps` training steps after `warmup` (in this process). The device is
+    synchronised every `sync_every` steps (not every step: that would stall the launch queue); with `barrier` (a
+    directory) the timed steps start when the parent creates `barrier/go`. `marks`: synchronised (step, wall time)."""
+    import resource
+
+    import torch
+
+    from loss_lin_slope import data, module
+
+    n = steps + warmup
+    cfg = make_config(variant, **{"max_steps": n, "epochs": 1, **overrides})
+    dm = data.build_datamodule(cfg)
+    lit = module.LitClassifier(cfg, sink=module.MemorySink())
+    marks = []  # (optimizer steps done, time.time()) after a device synchronisation
+    cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    start = max(warmup, 1)
+
+    clock = _clock(marks, start, n, sync_every, cuda, barrier)
+
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    trainer = module.make_trainer(cfg, callbacks=[Clock()], logger=False, enable_checkpointing=False,
+    trainer = module.make_trainer(cfg, callbacks=[clock], logger=False, enable_checkpointing=False,
                                   enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                                   num_sanity_val_steps=0, max_steps=n)
     trainer.fit(lit, datamodule=dm)
@@ -123,12 +133,47 @@ def aggregate_rate(mark_lists) -> tuple[float, float]:
         return float("nan"), 0.0
     return sum(_rate_in(m, lo, hi) for m in mark_lists), hi - lo
 
+# %% ../nbs/16_profile.ipynb #39b47fa0
+def _concurrent_results(k: int, variant: str, steps: int, warmup: int, timeout: float, overrides: dict) -> list[dict]:
+    """`profile_variant` results of `k` fresh processes started at once, released together through a file barrier in a
+    temporary directory (`ready.<pid>` … `go`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lls-profile-") as bar:
+        arg = json.dumps({"variant": variant, "steps": steps, "warmup": warmup, "barrier": bar, **overrides})
+        logs = [open(Path(bar, f"log.{i}"), "w+") for i in range(k)]
+        procs = [subprocess.Popen([sys.executable, "-c", _PROFILE_MAIN, arg], stdout=f, stderr=subprocess.STDOUT,
+                                  text=True) for f in logs]
+        deadline = time.time() + timeout
+        try:
+            while (len(list(Path(bar).glob("ready.*"))) < k and all(p.poll() is None for p in procs)
+                   and time.time() < deadline):
+                time.sleep(0.05)
+            Path(bar, "go").touch()  # release them together
+            for p in procs:
+                p.wait(max(1.0, deadline - time.time()))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        results = []
+        for p, f in zip(procs, logs):
+            f.seek(0)
+            out = f.read()
+            f.close()
+            line = next((ln for ln in out.splitlines() if ln.startswith("LLS_PROFILE ")), None)
+            if p.returncode != 0 or line is None:
+                tail = out.strip().splitlines()[-5:]
+                raise RuntimeError(f"profiling {k} concurrent {variant} runs failed (exit {p.returncode}): "
+                                   + " | ".join(tail))
+            results.append(json.loads(line[len("LLS_PROFILE "):]))
+    return results
+
 # %% ../nbs/16_profile.ipynb #b4101872
 def profile_concurrency(variant: str = "base", workers=(1, 2, 3, 4, 6), steps: int = 30, warmup: int = 5,
                         timeout: float = 900, **overrides) -> list[dict]:
     "For each k in `workers`: k fresh processes train `variant` at once on this machine's (first) device; aggregate steps/s."
-    import tempfile
-
     ks = list(workers)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
         raise ConfigError("workers", ks, "a non-empty list of integers ≥ 1")
@@ -138,35 +183,7 @@ def profile_concurrency(variant: str = "base", workers=(1, 2, 3, 4, 6), steps: i
     make_config(variant, **overrides)  # a bad override fails here, before any process starts
     rows = []
     for k in ks:
-        with tempfile.TemporaryDirectory(prefix="lls-profile-") as bar:
-            arg = json.dumps({"variant": variant, "steps": steps, "warmup": warmup, "barrier": bar, **overrides})
-            logs = [open(Path(bar, f"log.{i}"), "w+") for i in range(k)]
-            procs = [subprocess.Popen([sys.executable, "-c", _PROFILE_MAIN, arg], stdout=f, stderr=subprocess.STDOUT,
-                                      text=True) for f in logs]
-            deadline = time.time() + timeout
-            try:
-                while (len(list(Path(bar).glob("ready.*"))) < k and all(p.poll() is None for p in procs)
-                       and time.time() < deadline):
-                    time.sleep(0.05)
-                Path(bar, "go").touch()  # release them together
-                for p in procs:
-                    p.wait(max(1.0, deadline - time.time()))
-            finally:
-                for p in procs:
-                    if p.poll() is None:
-                        p.kill()
-                        p.wait()
-            results = []
-            for p, f in zip(procs, logs):
-                f.seek(0)
-                out = f.read()
-                f.close()
-                line = next((ln for ln in out.splitlines() if ln.startswith("LLS_PROFILE ")), None)
-                if p.returncode != 0 or line is None:
-                    tail = out.strip().splitlines()[-5:]
-                    raise RuntimeError(f"profiling {k} concurrent {variant} runs failed (exit {p.returncode}): "
-                                       + " | ".join(tail))
-                results.append(json.loads(line[len("LLS_PROFILE "):]))
+        results = _concurrent_results(k, variant, steps, warmup, timeout, overrides)
         agg, window = aggregate_rate([r["marks"] for r in results])
         r0 = results[0]
         rows.append({"variant": variant, "workers": k, "device": r0["device"], "memory": r0["memory"],

@@ -13,14 +13,19 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, make_config
-from .executors import SubmitError, _launch, detect_gpus, run_local, sacct_states
+from .executors import SubmitError, detect_gpus, launch, run_local, sacct_states
 from .files import read_json, write_json
 from .ledger import ACTIVE, DEFAULT_RESOURCES, JOBS, Ledger
-from .status import _owner_alive, reconcile_run
+from .status import owner_alive, reconcile_run
 
 # %% auto #0
 __all__ = ['FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'RECOVERABLE', 'classify_failure', 'plan_adjustment',
            'apply_adjustment', 'recover_sweep']
+
+# %% ../nbs/15_recover.ipynb #0793d8ce
+def _line_of(text: str, pos: int) -> str:
+    a, b = text.rfind("\n", 0, pos) + 1, text.find("\n", pos)
+    return text[a: b if b >= 0 else None].strip()[:200]
 
 # %% ../nbs/15_recover.ipynb #5a28500c
 FAILURE_KINDS = ("oom", "host_oom", "timeout", "divergence", "node_failure", "other")
@@ -37,6 +42,7 @@ _PATTERNS = {
 _STATE_KIND = {"OUT_OF_MEMORY": "host_oom", "TIMEOUT": "timeout", "DEADLINE": "timeout", "NODE_FAIL": "node_failure",
                "BOOT_FAIL": "node_failure"}
 
+# %% ../nbs/15_recover.ipynb #494b8c6d
 def classify_failure(summary: dict | None = None, sched_states=(), text: str = "") -> tuple[str, str]:
     """`(kind, evidence)` for a failed run: kind ∈ FAILURE_KINDS (`oom`: GPU memory, `host_oom`: host RAM); the
     evidence is the scheduler state or the log line that decided."""
@@ -75,11 +81,6 @@ def classify_failure(summary: dict | None = None, sched_states=(), text: str = "
                                                                     isinstance(fail, dict) and fail.get("reason")
                                                                     else "")
 
-# %% ../nbs/15_recover.ipynb #0793d8ce
-def _line_of(text: str, pos: int) -> str:
-    a, b = text.rfind("\n", 0, pos) + 1, text.find("\n", pos)
-    return text[a: b if b >= 0 else None].strip()[:200]
-
 # %% ../nbs/15_recover.ipynb #511f1c52
 DIVERGENCE_POLICIES = ("clip", "skip")
 
@@ -87,6 +88,63 @@ MAX_MEM_GB = 256.0
 
 def _gb(x: float) -> str:
     return f"{x:g} GB"
+
+# %% ../nbs/15_recover.ipynb #f9c5579f
+def _adjust_gpu_oom(kind: str, p: dict, ov: dict) -> tuple[dict | None, str]:
+    "GPU out of memory: half the batch, twice the accumulation, started over (see above)."
+    bs = int(ov.get("data.batch_size", p.get("batch_size")))
+    acc = int(ov.get("trainer.accumulate_grad_batches", 1))
+    if bs < 2:
+        return None, "GPU out of memory at batch size 1: nothing left to halve"
+    change = {"data.batch_size": [bs, bs // 2], "trainer.accumulate_grad_batches": [acc, acc * 2]}
+    note = f"GPU memory: batch {bs} → {bs // 2} with accumulation {acc} → {acc * 2} (effective batch {bs * acc})"
+    if bs % 2:
+        note += f"; odd batch: effective batch becomes {bs // 2 * acc * 2}"
+    return {"kind": kind, "change": change, "resume": False}, note
+
+# %% ../nbs/15_recover.ipynb #f2e17d7c
+def _adjust_host_oom(kind: str, entry: dict, p: dict, res: dict, ov: dict, mem_factor: float, max_mem_gb: float,
+                     mem_gb: float | None) -> tuple[dict | None, str]:
+    "Host RAM out of memory: a larger `--mem` request (× `mem_factor`, at most `max_mem_gb`, or `mem_gb`), same batch."
+    bs = ov.get("data.batch_size", p.get("batch_size"))
+    keep = f"batch {bs} kept (halving it does not shrink host memory), resume from last.ckpt"
+    if entry.get("executor") == "local":
+        return ({"kind": kind, "change": {}, "resume": True},
+                "host RAM out of memory on the local executor: no --mem request to raise; resubmit unchanged, "
+                "resume — if it recurs, run fewer jobs at once (--workers-per-gpu)")
+    old = float(res.get("mem_gb") or 0)
+    auto = min(float(max_mem_gb), math.ceil(old * mem_factor * 1024) / 1024) if old else 0.0
+    new = max(auto, float(mem_gb or 0))
+    if not new:
+        return None, ("host RAM out of memory with no --mem request recorded: rerun recover with --mem GB "
+                      "(SLURM killed the task at the partition's default)")
+    if new <= old:
+        return None, (f"host RAM out of memory at --mem {_gb(old)}, the cap (--max-mem {_gb(max_mem_gb)}): "
+                      "raise --max-mem or pass a larger --mem, or find what holds the memory "
+                      "(sacct -o MaxRSS,ReqMem)")
+    return ({"kind": kind, "change": {"mem_gb": [old or None, new]}, "resume": True},
+            f"host RAM: --mem {_gb(old) if old else 'default'} → {_gb(new)}, {keep}")
+
+# %% ../nbs/15_recover.ipynb #d4eb6f0a
+def _adjust_timeout(kind: str, res: dict, time_factor: float) -> tuple[dict | None, str]:
+    "Timeout: `time × time_factor`, resumed."
+    t = float(res.get("time_min") or 0)
+    if not t:
+        return {"kind": kind, "change": {}, "resume": True}, "resume from last.ckpt"
+    new = int(math.ceil(t * time_factor))
+    return {"kind": kind, "change": {"time_min": [t, new]}, "resume": True}, f"time {t:g} → {new} min, resume"
+
+# %% ../nbs/15_recover.ipynb #6ca5df3a
+def _adjust_divergence(kind: str, p: dict, ov: dict, divergence_policy: str) -> tuple[dict | None, str]:
+    "Divergence: the policy (`clip`: gradient clipping at 1.0 and start over; `skip`: leave it)."
+    if divergence_policy == "skip":
+        return None, "divergence policy 'skip': the run stays diverged"
+    cfg = make_config(p["variant"], **{k: v for k, v in ov.items()})
+    clip = cfg.trainer.gradient_clip_val
+    if clip is not None and clip <= 1.0:
+        return None, f"already clipped at {clip:g}: the divergence stands (lr is never changed)"
+    return ({"kind": kind, "change": {"trainer.gradient_clip_val": [clip, 1.0]}, "resume": False},
+            f"gradient clipping {clip} → 1.0, start over")
 
 # %% ../nbs/15_recover.ipynb #237c200d
 def plan_adjustment(kind: str, entry: dict, divergence_policy: str = "clip", time_factor: float = 2.0,
@@ -98,49 +156,13 @@ def plan_adjustment(kind: str, entry: dict, divergence_policy: str = "clip", tim
     p, res = entry["params"], entry.get("resources") or {}
     ov = dict(p.get("overrides") or {})
     if kind == "oom":
-        bs = int(ov.get("data.batch_size", p.get("batch_size")))
-        acc = int(ov.get("trainer.accumulate_grad_batches", 1))
-        if bs < 2:
-            return None, "GPU out of memory at batch size 1: nothing left to halve"
-        change = {"data.batch_size": [bs, bs // 2], "trainer.accumulate_grad_batches": [acc, acc * 2]}
-        note = f"GPU memory: batch {bs} → {bs // 2} with accumulation {acc} → {acc * 2} (effective batch {bs * acc})"
-        if bs % 2:
-            note += f"; odd batch: effective batch becomes {bs // 2 * acc * 2}"
-        return {"kind": kind, "change": change, "resume": False}, note
+        return _adjust_gpu_oom(kind, p, ov)
     if kind == "host_oom":
-        bs = ov.get("data.batch_size", p.get("batch_size"))
-        keep = f"batch {bs} kept (halving it does not shrink host memory), resume from last.ckpt"
-        if entry.get("executor") == "local":
-            return ({"kind": kind, "change": {}, "resume": True},
-                    "host RAM out of memory on the local executor: no --mem request to raise; resubmit unchanged, "
-                    "resume — if it recurs, run fewer jobs at once (--workers-per-gpu)")
-        old = float(res.get("mem_gb") or 0)
-        auto = min(float(max_mem_gb), math.ceil(old * mem_factor * 1024) / 1024) if old else 0.0
-        new = max(auto, float(mem_gb or 0))
-        if not new:
-            return None, ("host RAM out of memory with no --mem request recorded: rerun recover with --mem GB "
-                          "(SLURM killed the task at the partition's default)")
-        if new <= old:
-            return None, (f"host RAM out of memory at --mem {_gb(old)}, the cap (--max-mem {_gb(max_mem_gb)}): "
-                          "raise --max-mem or pass a larger --mem, or find what holds the memory "
-                          "(sacct -o MaxRSS,ReqMem)")
-        return ({"kind": kind, "change": {"mem_gb": [old or None, new]}, "resume": True},
-                f"host RAM: --mem {_gb(old) if old else 'default'} → {_gb(new)}, {keep}")
+        return _adjust_host_oom(kind, entry, p, res, ov, mem_factor, max_mem_gb, mem_gb)
     if kind == "timeout":
-        t = float(res.get("time_min") or 0)
-        if not t:
-            return {"kind": kind, "change": {}, "resume": True}, "resume from last.ckpt"
-        new = int(math.ceil(t * time_factor))
-        return {"kind": kind, "change": {"time_min": [t, new]}, "resume": True}, f"time {t:g} → {new} min, resume"
+        return _adjust_timeout(kind, res, time_factor)
     if kind == "divergence":
-        if divergence_policy == "skip":
-            return None, "divergence policy 'skip': the run stays diverged"
-        cfg = make_config(p["variant"], **{k: v for k, v in ov.items()})
-        clip = cfg.trainer.gradient_clip_val
-        if clip is not None and clip <= 1.0:
-            return None, f"already clipped at {clip:g}: the divergence stands (lr is never changed)"
-        return ({"kind": kind, "change": {"trainer.gradient_clip_val": [clip, 1.0]}, "resume": False},
-                f"gradient clipping {clip} → 1.0, start over")
+        return _adjust_divergence(kind, p, ov, divergence_policy)
     return {"kind": kind, "change": {}, "resume": True}, "resubmit unchanged, resume from last.ckpt"
 
 # %% ../nbs/15_recover.ipynb #c7634e04
@@ -193,6 +215,68 @@ def _add_summary_adjustments(run_dir: Path, adjustments: list):
 # %% ../nbs/15_recover.ipynb #f8a24a4b
 RECOVERABLE = frozenset({"failed", "interrupted", "diverged"})
 
+# %% ../nbs/15_recover.ipynb #c938091f
+def _recovery_plan(ledger: Ledger, runs: dict, sched: dict, max_attempts: int, divergence_policy: str,
+                   time_factor: float, mem_factor: float, max_mem_gb: float, mem_gb: float | None) -> tuple[list, list]:
+    """`(rows, plan)`: a row for each recoverable run (kind, evidence, action, note) and, for those to resubmit,
+    `(run_id, adjustment, evidence, note)`."""
+    rows = []
+    plan = []
+    for rid, e in runs.items():
+        summary = read_json(ledger.dir / rid / "summary.json")
+        srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
+        alive = owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
+        state, reason = reconcile_run(e, summary, srec, alive)
+        if state not in RECOVERABLE:
+            continue
+        states = [srec["state"], *srec["steps"]] if srec else []
+        kind, evidence = classify_failure(summary, states, _stderr_tail(ledger, rid, e))
+        row = {"run_id": rid, "state": state, "kind": kind, "evidence": evidence, "attempts": e.get("attempts", 0)}
+        if e.get("attempts", 0) >= max_attempts:
+            row.update(action="give up", note=f"{e.get('attempts')} attempts (max {max_attempts})")
+        else:
+            adj, note = plan_adjustment(kind, e, divergence_policy, time_factor, mem_factor, max_mem_gb, mem_gb)
+            row.update(action="resubmit" if adj else "leave", note=note)
+            if adj:
+                plan.append((rid, adj, evidence, note))
+        rows.append(row)
+    return rows, plan
+
+# %% ../nbs/15_recover.ipynb #21f54d58
+def _resubmit(ledger: Ledger, d: dict, plan: list, executor: str | None, resources: dict | None, notebook
+              ) -> tuple[dict, SubmitError | None, list, dict | None]:
+    """Apply the planned adjustments to ledger dict `d` and launch the runs, grouped by executor; the adjustments of
+    the submitted runs go into their summaries, the others are put back as they were. Returns `(job ids, the
+    SubmitError or None, local specs, their resources)`."""
+    runs = d["runs"]
+    specs_local, local_res = [], None
+    base = {**DEFAULT_RESOURCES, **{k: v for k, v in (d.get("executor") or {}).items() if k != "kind"},
+            **{k: v for k, v in (resources or {}).items() if v is not None}}
+    by_exec, before = {}, {rid: copy.deepcopy(runs[rid]) for rid, *_ in plan}
+    for rid, adj, evidence, note in plan:
+        e = runs[rid]
+        apply_adjustment(e, adj, evidence)
+        ex = executor or e.get("executor") or (d.get("executor") or {}).get("kind", "local")
+        by_exec.setdefault(ex, []).append((rid, adj["resume"], f"recover: {adj['kind']} ({note})"))
+    ids, err = {}, None
+    for ex, items in by_exec.items():
+        try:
+            specs, got = launch(ledger, d, items, ex, base, notebook)
+        except SubmitError as e:
+            err = e
+            ids.update(e.ids)
+            break
+        ids.update(got)
+        if ex == "local":
+            specs_local, local_res = specs, base
+    for rid, old in before.items():
+        if rid in ids:  # submitted: the adjustment goes into the run's summary too
+            _add_summary_adjustments(ledger.dir / rid, runs[rid].get("adjustments") or [])
+        else:  # not submitted (sbatch failed): as it was, so the next recover does not adjust twice
+            runs[rid] = old
+    return ids, err, specs_local, local_res
+
+# %% ../nbs/15_recover.ipynb #39ccb172
 def recover_sweep(name: str, out_dir="runs", dry_run: bool = False, max_attempts: int = 3,
                   divergence_policy: str = "clip", time_factor: float = 2.0, executor: str | None = None,
                   resources: dict | None = None, notebook=None, scheduler: bool = True, progress: bool = True,
@@ -207,58 +291,16 @@ def recover_sweep(name: str, out_dir="runs", dry_run: bool = False, max_attempts
     ledger = Ledger(name, out_dir)
     if not ledger.exists():
         raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
-    rows, specs_local, local_res = [], [], None
     ctx = contextlib.nullcontext(ledger.read()) if dry_run else ledger.update()
     with ctx as d:
         runs = d["runs"]
         jids = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm"]
         sched = sacct_states(jids) if scheduler and jids else {}
-        plan = []
-        for rid, e in runs.items():
-            summary = read_json(ledger.dir / rid / "summary.json")
-            srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
-            alive = _owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
-            state, reason = reconcile_run(e, summary, srec, alive)
-            if state not in RECOVERABLE:
-                continue
-            states = [srec["state"], *srec["steps"]] if srec else []
-            kind, evidence = classify_failure(summary, states, _stderr_tail(ledger, rid, e))
-            row = {"run_id": rid, "state": state, "kind": kind, "evidence": evidence, "attempts": e.get("attempts", 0)}
-            if e.get("attempts", 0) >= max_attempts:
-                row.update(action="give up", note=f"{e.get('attempts')} attempts (max {max_attempts})")
-            else:
-                adj, note = plan_adjustment(kind, e, divergence_policy, time_factor, mem_factor, max_mem_gb,
-                                            (resources or {}).get("mem_gb"))
-                row.update(action="resubmit" if adj else "leave", note=note)
-                if adj:
-                    plan.append((rid, adj, evidence, note))
-            rows.append(row)
+        rows, plan = _recovery_plan(ledger, runs, sched, max_attempts, divergence_policy, time_factor, mem_factor,
+                                    max_mem_gb, (resources or {}).get("mem_gb"))
         if dry_run or not plan:
             return {"name": name, "rows": rows, "dry_run": dry_run, "job_ids": {}}
-        base = {**DEFAULT_RESOURCES, **{k: v for k, v in (d.get("executor") or {}).items() if k != "kind"},
-                **{k: v for k, v in (resources or {}).items() if v is not None}}
-        by_exec, before = {}, {rid: copy.deepcopy(runs[rid]) for rid, *_ in plan}
-        for rid, adj, evidence, note in plan:
-            e = runs[rid]
-            apply_adjustment(e, adj, evidence)
-            ex = executor or e.get("executor") or (d.get("executor") or {}).get("kind", "local")
-            by_exec.setdefault(ex, []).append((rid, adj["resume"], f"recover: {adj['kind']} ({note})"))
-        ids, err = {}, None
-        for ex, items in by_exec.items():
-            try:
-                specs, got = _launch(ledger, d, items, ex, base, notebook)
-            except SubmitError as e:
-                err = e
-                ids.update(e.ids)
-                break
-            ids.update(got)
-            if ex == "local":
-                specs_local, local_res = specs, base
-        for rid, old in before.items():
-            if rid in ids:  # submitted: the adjustment goes into the run's summary too
-                _add_summary_adjustments(ledger.dir / rid, runs[rid].get("adjustments") or [])
-            else:  # not submitted (sbatch failed): as it was, so the next recover does not adjust twice
-                runs[rid] = old
+        ids, err, specs_local, local_res = _resubmit(ledger, d, plan, executor, resources, notebook)
     if err is not None:
         raise err
     result = {"name": name, "rows": rows, "dry_run": False, "job_ids": ids}

@@ -22,7 +22,8 @@ from .ledger import ACTIVE, LEDGER_STATES, Ledger
 from .verify import RunCheck, check_run, run_fingerprint
 
 # %% auto #0
-__all__ = ['HOST_OOM_REASON', 'reconcile_run', 'run_checks', 'run_problems', 'sweep_status', 'format_status']
+__all__ = ['HOST_OOM_REASON', 'reconcile_run', 'run_checks', 'run_problems', 'owner_alive', 'sweep_status', 'current_states',
+           'format_status']
 
 # %% ../nbs/14_status.ipynb #3857eb16
 HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem request (OUT_OF_MEMORY)"
@@ -108,7 +109,7 @@ def run_problems(check) -> list[str]:
     return [str(i) for i in check.issues] + list(check.warnings)
 
 # %% ../nbs/14_status.ipynb #9b04af9c
-def _owner_alive(owner: dict | None) -> bool | None:
+def owner_alive(owner: dict | None) -> bool | None:
     "Whether the local pool process that owns a run still exists (None: unknown, e.g. another host)."
     if not owner or owner.get("host") != socket.gethostname():
         return None
@@ -139,26 +140,11 @@ def _run_seconds(entry: dict, summary: dict | None) -> float | None:
         return h["ended"] - h["started"]
     return None
 
-# %% ../nbs/14_status.ipynb #39a48bc7
-def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours: float = 1.0,
-                 write: bool = True, now: float | None = None) -> dict:
-    "Reconciled state, counts, progress, quality checks and alerts of a sweep (see above)."
-    ledger = Ledger(name, out_dir)
-    if not ledger.exists():
-        raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
-    d, now = ledger.read(), now or time.time()
-    runs = d["runs"]
-    sdir = str(ledger.dir)
-    from loss_lin_slope.run import dead_run_reason  # here, not at import: `run` imports numpy
-
-    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) if _valid_run_id(rid) else None
-                 for rid in runs}
-    live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
-            (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
-    sched = sacct_states(live) if scheduler and live else {}
-    waiting = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("job_id") and
-               e.get("state") in ACTIVE]
-    squeued = pending_reasons(waiting) if scheduler and waiting else {}
+# %% ../nbs/14_status.ipynb #b52b434d
+def _reconcile_runs(sdir: str, runs: dict, summaries: dict, sched: dict, squeued: dict, dead_run_reason
+                    ) -> tuple[dict, dict]:
+    """`(rows, changes)`: each run's `sweep_status` row (reconciled state and reason, job, Slurm pending reason) and
+    run_id → (ledger state, new state, reason) for the runs whose ledger record is out of date."""
     owners = {}
     out_runs, changes = {}, {}
     for rid, e in runs.items():
@@ -166,7 +152,7 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         alive = None
         if e.get("executor") == "local" and e.get("state") in ACTIVE:
             key = json.dumps(e.get("owner"), sort_keys=True)
-            alive = owners[key] if key in owners else owners.setdefault(key, _owner_alive(e.get("owner")))
+            alive = owners[key] if key in owners else owners.setdefault(key, owner_alive(e.get("owner")))
         s = summaries[rid]
         dead = dead_run_reason(os.path.join(sdir, rid), s) if isinstance(s, dict) and s.get("status") == "running" \
             else None
@@ -179,7 +165,12 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         live_rec = squeued.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
         if live_rec and live_rec["state"] == "PENDING":
             out_runs[rid]["pending_reason"] = live_rec["reason"]
-    # data quality of every run directory, by verify's checker (cached on the files it reads)
+    return out_runs, changes
+
+# %% ../nbs/14_status.ipynb #229a7bbc
+def _quality(ledger: Ledger, runs: dict, out_runs: dict) -> tuple[dict, list, list]:
+    """`(problems per run, runs with NaN, corrupt runs)` from verify's checks of every run directory (cached in
+    `.status-cache.json`); adds each checked run's `check` state and `epoch` to its row in `out_runs`."""
     cache_path = ledger.dir / ".status-cache.json"
     cache = read_json(cache_path, {}) or {}
     cache = cache if isinstance(cache, dict) else {}
@@ -188,7 +179,7 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     if cache_changed:
         with contextlib.suppress(OSError):  # a cache that cannot be written (a full disk) is only slower
             write_json(cache_path, cache, indent=None)
-    checks, nan_runs, corrupt, stuck = {}, [], [], []
+    checks, nan_runs, corrupt = {}, [], []
     for rid in bad_ids:
         checks[rid] = [f"run id {rid!r} in sweep.json is not a valid name: not read"]
         corrupt.append(rid)
@@ -202,6 +193,12 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
             corrupt.append(rid)
         out_runs[rid]["check"] = c.state
         out_runs[rid]["epoch"] = c.epochs_completed
+    return checks, nan_runs, corrupt
+
+# %% ../nbs/14_status.ipynb #a814c1e9
+def _stuck_runs(runs: dict, out_runs: dict, sched: dict, summaries: dict, now: float, stuck_hours: float) -> list:
+    "The running runs started more than `stuck_hours` ago and still before epoch 5 (see above)."
+    stuck = []
     for rid, r in out_runs.items():
         if r["state"] != "running":
             continue
@@ -213,13 +210,12 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
             ep = (summaries.get(rid) or {}).get("epochs_completed")
         if t0 and now - t0 > stuck_hours * 3600 and (ep is None or ep < 5):
             stuck.append(rid)
-    counts = {s: 0 for s in LEDGER_STATES}
-    per_variant = {}
-    for r in out_runs.values():
-        counts[r["state"]] += 1
-        per_variant.setdefault(r["variant"], {s: 0 for s in LEDGER_STATES})[r["state"]] += 1
-    finished = counts["completed"] + counts["failed"] + counts["diverged"]
-    fail_rate = counts["failed"] / finished if finished else 0.0
+    return stuck
+
+# %% ../nbs/14_status.ipynb #0164ce9e
+def _alerts(out_runs: dict, counts: dict, finished: int, fail_rate: float, stuck: list, stuck_hours: float,
+            nan_runs: list, corrupt: list) -> list[dict]:
+    "The alerts of `sweep_status`: failure rate, stuck runs, NaN, unschedulable queued jobs, corrupt data."
     alerts = []
     if fail_rate > 0.10:
         alerts.append({"kind": "failure_rate", "message": f"failure rate {fail_rate:.0%} > 10 % "
@@ -240,12 +236,51 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     if corrupt:
         alerts.append({"kind": "corrupt", "message": f"{len(corrupt)} run(s) with data faults (what `lls verify` calls "
                        "corrupt: unreadable files or wrong metrics); `lls verify` lists them", "runs": corrupt})
+    return alerts
+
+# %% ../nbs/14_status.ipynb #c9af1bd2
+def _eta(runs: dict, out_runs: dict, summaries: dict, counts: dict) -> tuple[float | None, float | None]:
+    "`(mean run seconds, ETA seconds)`: remaining runs × mean completed run time ÷ runs in flight (at least one)."
     secs = [s for rid, e in runs.items() if out_runs[rid]["state"] == "completed"
             for s in [_run_seconds(e, summaries[rid])] if s]
     remaining = counts["pending"] + counts["queued"] + counts["running"] + counts["interrupted"]
     mean = sum(secs) / len(secs) if secs else None
     eta = mean * remaining / max(1, counts["running"]) if mean is not None and remaining else (0.0 if not remaining
                                                                                                else None)
+    return mean, eta
+
+# %% ../nbs/14_status.ipynb #39a48bc7
+def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours: float = 1.0,
+                 write: bool = True, now: float | None = None) -> dict:
+    "Reconciled state, counts, progress, quality checks and alerts of a sweep (see above)."
+    ledger = Ledger(name, out_dir)
+    if not ledger.exists():
+        raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
+    d, now = ledger.read(), now or time.time()
+    runs = d["runs"]
+    sdir = str(ledger.dir)
+    from loss_lin_slope.run import dead_run_reason  # here, not at import: `run` imports numpy
+
+    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) if _valid_run_id(rid) else None
+                 for rid in runs}
+    live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
+            (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
+    sched = sacct_states(live) if scheduler and live else {}
+    waiting = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("job_id") and
+               e.get("state") in ACTIVE]
+    squeued = pending_reasons(waiting) if scheduler and waiting else {}
+    out_runs, changes = _reconcile_runs(sdir, runs, summaries, sched, squeued, dead_run_reason)
+    checks, nan_runs, corrupt = _quality(ledger, runs, out_runs)
+    stuck = _stuck_runs(runs, out_runs, sched, summaries, now, stuck_hours)
+    counts = {s: 0 for s in LEDGER_STATES}
+    per_variant = {}
+    for r in out_runs.values():
+        counts[r["state"]] += 1
+        per_variant.setdefault(r["variant"], {s: 0 for s in LEDGER_STATES})[r["state"]] += 1
+    finished = counts["completed"] + counts["failed"] + counts["diverged"]
+    fail_rate = counts["failed"] / finished if finished else 0.0
+    alerts = _alerts(out_runs, counts, finished, fail_rate, stuck, stuck_hours, nan_runs, corrupt)
+    mean, eta = _eta(runs, out_runs, summaries, counts)
     if write and changes:
         with ledger.update() as fresh:
             for rid, (old, state, reason) in changes.items():
@@ -258,7 +293,7 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
             "failure_rate": fail_rate, "checks": checks, "alerts": alerts, "runs": out_runs}
 
 # %% ../nbs/14_status.ipynb #91290293
-def _current_states(ledger: Ledger, d: dict, scheduler: bool = True) -> dict[str, str]:
+def current_states(ledger: Ledger, d: dict, scheduler: bool = True) -> dict[str, str]:
     "run_id → reconciled state for the runs of ledger dict `d` (one sacct call for live SLURM runs)."
     runs = d["runs"]
     live = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("state") in ACTIVE]
@@ -270,7 +305,7 @@ def _current_states(ledger: Ledger, d: dict, scheduler: bool = True) -> dict[str
             continue
         summary = read_json(ledger.dir / rid / "summary.json")
         srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
-        alive = _owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
+        alive = owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
         out[rid] = reconcile_run(e, summary, srec, alive)[0]
     return out
 

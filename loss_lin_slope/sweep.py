@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 
 from .config import ConfigError
-from .executors import SubmitError, _launch, detect_gpus, run_local, sbatch_preview
+from .executors import SubmitError, detect_gpus, launch, run_local, sbatch_preview
 from .ledger import DEFAULT_RESOURCES, JOBS, Ledger, merge_grid, plan_runs, select_runs
-from .status import _current_states
+from .status import current_states
 
 # %% auto #0
 __all__ = ['submit_sweep']
@@ -43,7 +43,7 @@ def submit_sweep(name: str, variants=None, lrs=None, wds=None, seeds=None, param
     ctx = contextlib.nullcontext(ledger.read()) if dry_run else ledger.update()
     with ctx as d:
         merge_grid(d, grid, planned)
-        states = _current_states(ledger, d, scheduler) if d["runs"] else {}
+        states = current_states(ledger, d, scheduler) if d["runs"] else {}
         todo, skipped = select_runs(states, list(planned), force)
         result = {"name": name, "executor": executor, "planned": len(planned), "submit": todo, "skipped": skipped,
                   "states": {rid: states.get(rid, "pending") for rid in planned},
@@ -59,7 +59,7 @@ def submit_sweep(name: str, variants=None, lrs=None, wds=None, seeds=None, param
         items = [(rid, not force, "force" if force else None) for rid in todo]
         err = None
         try:
-            specs, ids = _launch(ledger, d, items, executor, res, notebook) if todo else ([], {})
+            specs, ids = launch(ledger, d, items, executor, res, notebook) if todo else ([], {})
         except SubmitError as e:  # record the arrays that did go in, then fail
             err, specs, ids = e, [], e.ids
         result["job_ids"] = ids
