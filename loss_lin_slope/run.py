@@ -25,17 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastcore.basics import patch
 
 from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
+from .files import atomic_write_bytes, atomic_write_text, json_default
 
 # %% auto #0
 __all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'LOGGERS',
-           'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'atomic_write_bytes',
-           'atomic_write_text', 'chunk_name', 'live_chunks', 'compact_chunks', 'MetricStore', 'read_metrics',
-           'write_summary', 'read_summary', 'run_dir', 'stored_config', 'find_checkpoint', 'checkpoint_step',
-           'archive_attempt', 'prepare_run_dir', 'RunLocked', 'RunLock', 'lock_state', 'dead_run_reason',
-           'check_logger', 'LiveCurves', 'live_sink', 'check_startable', 'notebook_config', 'RunInterrupted',
-           'run_experiment', 'show_summary', 'plot_loss']
+           'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'metric_schema', 'chunk_name',
+           'live_chunks', 'MetricStore', 'read_metrics', 'compact_chunks', 'write_summary', 'read_summary', 'run_dir',
+           'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt', 'prepare_run_dir', 'RunLocked',
+           'RunLock', 'lock_state', 'dead_run_reason', 'check_logger', 'LiveCurves', 'live_sink', 'check_startable',
+           'notebook_config', 'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
 
 # %% ../nbs/08_run.ipynb #104d4753
 log = logging.getLogger(__name__)
@@ -45,42 +46,7 @@ STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
 
 FINAL_STATUSES = ("completed", "diverged")
 
-METRIC_COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
-
 # %% ../nbs/08_run.ipynb #3ed254e6
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
-    "Write `data` to `path` atomically (temporary file in the same directory + `os.replace`)."
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # a full disk (ENOSPC), an I/O error, a signal: leave no stray temporary file behind
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> Path:
-    "Write `text` (UTF-8) to `path` atomically."
-    return atomic_write_bytes(path, text.encode(), fsync=fsync)
-
-
-def _json_default(o):
-    if isinstance(o, Path):
-        return str(o)
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def _finite_or_none(x):
     "JSON has no NaN/inf: store them as null."
     if isinstance(x, float) and not math.isfinite(x):
@@ -97,18 +63,20 @@ def _clean(o):
         o = o.item()
     return _finite_or_none(o)
 
+# %% ../nbs/08_run.ipynb #e461c6bb
+METRIC_COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
+"The long-format metric columns and their pandas dtypes (`time`: Unix seconds)."
+
+# %% ../nbs/08_run.ipynb #1a6b131c
+def metric_schema(time: bool = True):
+    "The pyarrow schema of the long-format metric chunks (`METRIC_COLUMNS`'s columns); `time=False`: without `time`."
+    import pyarrow as pa
+
+    fields = [("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()), ("value", pa.float64()),
+              ("time", pa.float64())]
+    return pa.schema([f for f in fields if time or f[0] != "time"])
+
 # %% ../nbs/08_run.ipynb #9339b5dc
-def _as_metric_frame(df):
-    "Validate and normalise a long-format metrics DataFrame (columns and dtypes of `METRIC_COLUMNS`)."
-    import pandas as pd
-
-    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"metric rows need columns {list(METRIC_COLUMNS)}; missing {missing}")
-    out = pd.DataFrame({c: df[c].to_numpy() for c in METRIC_COLUMNS})
-    return out.astype(METRIC_COLUMNS)
-
-
 def _chunk_key(name: str) -> tuple[int, bool] | None:
     "`(sequence, compacted)` of a chunk's file name (`chunk-000012.parquet`, `chunk-000012.all.parquet`), else None."
     if not (name.startswith("chunk-") and name.endswith(".parquet")):
@@ -118,12 +86,12 @@ def _chunk_key(name: str) -> tuple[int, bool] | None:
     mid = mid[:-len(".all")] if compacted else mid
     return (int(mid), compacted) if mid.isdigit() else None
 
-
+# %% ../nbs/08_run.ipynb #09b8bcd9
 def chunk_name(seq: int, compacted: bool = False) -> str:
     "The file name of chunk `seq`: `chunk-000012.parquet`, or `chunk-000012.all.parquet` for a compacted one."
     return f"chunk-{int(seq):06d}{'.all' if compacted else ''}.parquet"
 
-
+# %% ../nbs/08_run.ipynb #1b4a99db
 def _chunk_files(metrics_dir) -> tuple[list[Path], list[Path]]:
     "`(live, superseded)` chunk files of `metrics_dir`, live ones in write order (see `live_chunks`)."
     try:
@@ -135,57 +103,50 @@ def _chunk_files(metrics_dir) -> tuple[list[Path], list[Path]]:
     live = sorted((s, not c, p) for s, c, p in keyed if s > base or (c and s == base))
     return [p for *_, p in live], sorted(p for s, c, p in keyed if not (s > base or (c and s == base)))
 
-
+# %% ../nbs/08_run.ipynb #a56d4581
 def live_chunks(metrics_dir) -> list[Path]:
     """The chunk files a reader reads, in write order: a compacted `chunk-N.all.parquet` supersedes every chunk with
     sequence ≤ N (older `.all` files included), so only the newest `.all` and the chunks after it are live."""
     return _chunk_files(metrics_dir)[0]
 
-
-def _fsync_dir(path) -> None:
-    "Make a rename or unlink in `path` durable (no-op where directories cannot be opened)."
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def compact_chunks(metrics_dir, fsync: bool = True) -> Path | None:
-    """Merge the live chunks of `metrics_dir` into one `chunk-N.all.parquet` (N: the last chunk's sequence), rows
-    sorted by `(metric, step)` (stable: a duplicate keeps its first copy first), written atomically; then delete
-    the chunks it supersedes. Returns its path (None: no chunks). A crash at any point leaves a directory that
-    `live_chunks` reads exactly once."""
-    import io
-
+# %% ../nbs/08_run.ipynb #0098842c
+def _read_chunks(paths):
+    import pandas as pd
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    metrics_dir = Path(metrics_dir)
-    live, old = _chunk_files(metrics_dir)
-    if not live:
-        return None
-    seq, compacted = _chunk_key(live[-1].name)
-    if len(live) == 1 and compacted:
-        target = live[0]
-    else:
-        schema = _SCHEMA()
-        t = pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in live])
-        t = t.take(pc.sort_indices(t, sort_keys=[("metric", "ascending"), ("step", "ascending")]))
-        buf = io.BytesIO()
-        pq.write_table(t, buf)
-        target = atomic_write_bytes(metrics_dir / chunk_name(seq, compacted=True), buf.getvalue(), fsync=fsync)
-        if fsync:
-            _fsync_dir(metrics_dir)  # the new file is durable before anything it replaces is deleted
-        old = old + live
-    for p in old:
-        if p != target:
-            p.unlink(missing_ok=True)
-    return target
+    if not paths:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in METRIC_COLUMNS.items()})
+    schema = metric_schema()
+    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in paths]
+    return pa.concat_tables(tables).to_pandas().astype(METRIC_COLUMNS)
 
+# %% ../nbs/08_run.ipynb #69ad6ca7
+def _tidy(df, wide: bool = False, metrics=None):
+    if metrics is not None:
+        df = df[df["metric"].isin(list(metrics))]
+    df = df.drop_duplicates(["metric", "step"], keep="first")
+    df = df.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
+    if not wide:
+        return df
+    w = df.pivot(index="step", columns="metric", values="value")
+    w.columns.name = None
+    epoch = df.groupby("step")["epoch"].first()
+    w.insert(0, "epoch", epoch)
+    return w.reset_index()
 
+# %% ../nbs/08_run.ipynb #ce3e14ae
+def _as_metric_frame(df):
+    "Validate and normalise a long-format metrics DataFrame (columns and dtypes of `METRIC_COLUMNS`)."
+    import pandas as pd
+
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"metric rows need columns {list(METRIC_COLUMNS)}; missing {missing}")
+    out = pd.DataFrame({c: df[c].to_numpy() for c in METRIC_COLUMNS})
+    return out.astype(METRIC_COLUMNS)
+
+# %% ../nbs/08_run.ipynb #07de00b2
 class MetricStore:
     "Parquet-chunked, crash-safe, exactly-once store of long-format metric rows (the run's sink)."
 
@@ -211,126 +172,152 @@ class MetricStore:
         "The live chunk files, in write order (`live_chunks`)."
         return live_chunks(self.path)
 
-    def _index(self, df):
-        for metric, g in df.groupby("metric", sort=False):
-            seen = self._seen.setdefault(metric, set())
-            steps = g["step"].to_numpy()
-            new = np.array([s not in seen for s in steps.tolist()], dtype=bool) if seen else np.ones(len(g), bool)
-            g = g[new]
-            g = g[~g["step"].duplicated()]
-            seen.update(g["step"].tolist())
-            if metric in self._kept:
-                self._kept[metric].update(zip(g["step"].tolist(), zip(g["epoch"].tolist(), g["value"].tolist())))
-            yield g
-
-    def write(self, df) -> int:
-        "Buffer the rows of `df` not stored yet; returns how many were kept."
-        import pandas as pd
-
-        if df is None or len(df) == 0:
-            return 0
-        df = _as_metric_frame(df)
-        parts = list(self._index(df))
-        kept = sum(len(p) for p in parts)
-        self.rows_dropped += len(df) - kept
-        if kept:
-            self._buffer.append(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0])
-        return kept
-
-    @property
-    def pending(self) -> int:
-        "Rows buffered and not yet flushed."
-        return sum(len(b) for b in self._buffer)
-
-    def flush(self) -> Path | None:
-        "Write the buffered rows as one new chunk (atomically); returns its path, or None if nothing was buffered."
-        import io
-
-        import pandas as pd
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not self._buffer:
-            return None
-        df = pd.concat(self._buffer, ignore_index=True)
-        table = pa.Table.from_pandas(df, schema=_SCHEMA(), preserve_index=False)
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        self._seq += 1
-        path = atomic_write_bytes(self.path / chunk_name(self._seq), buf.getvalue(), fsync=self.fsync)
-        self._buffer = []
-        return path
-
-    def compact(self) -> Path | None:
-        "Flush, then merge all chunks into one `chunk-N.all.parquet` (`compact_chunks`); returns its path."
-        self.flush()
-        return compact_chunks(self.path, fsync=self.fsync)
-
-    def steps(self, metric: str) -> set[int]:
-        "Steps stored or buffered for `metric`."
-        return set(self._seen.get(metric, ()))
-
-    def series(self, metric: str):
-        "`(steps, epochs, values)` numpy arrays, sorted by step, of a metric in `keep`."
-        d = self._kept[metric]
-        steps = np.array(sorted(d), dtype=np.int64)
-        ev = np.array([d[s] for s in steps.tolist()], dtype=np.float64).reshape(-1, 2)
-        return steps, ev[:, 0], ev[:, 1]
-
-    def read(self, wide: bool = False, metrics: Iterable[str] | None = None):
-        "All rows (stored and buffered) as one tidy DataFrame; `wide=True`: one row per step, a column per metric."
-        import pandas as pd
-
-        parts = [_read_chunks(self.chunks())] + list(self._buffer)
-        df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        return _tidy(df, wide=wide, metrics=metrics)
-
     def __len__(self) -> int:
         return sum(len(s) for s in self._seen.values())
 
     def __repr__(self) -> str:
         return f"MetricStore({str(self.path)!r}, rows={len(self)}, chunks={len(self.chunks())}, pending={self.pending})"
 
+# %% ../nbs/08_run.ipynb #fde5eee6
+@patch
+def _index(self: MetricStore, df):
+    for metric, g in df.groupby("metric", sort=False):
+        seen = self._seen.setdefault(metric, set())
+        steps = g["step"].to_numpy()
+        new = np.array([s not in seen for s in steps.tolist()], dtype=bool) if seen else np.ones(len(g), bool)
+        g = g[new]
+        g = g[~g["step"].duplicated()]
+        seen.update(g["step"].tolist())
+        if metric in self._kept:
+            self._kept[metric].update(zip(g["step"].tolist(), zip(g["epoch"].tolist(), g["value"].tolist())))
+        yield g
 
-def _SCHEMA():
-    import pyarrow as pa
+# %% ../nbs/08_run.ipynb #cf075456
+@patch
+def write(self: MetricStore, df) -> int:
+    "Buffer the rows of `df` not stored yet; returns how many were kept."
+    import pandas as pd
 
-    return pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()),
-                      ("value", pa.float64()), ("time", pa.float64())])
+    if df is None or len(df) == 0:
+        return 0
+    df = _as_metric_frame(df)
+    parts = list(self._index(df))
+    kept = sum(len(p) for p in parts)
+    self.rows_dropped += len(df) - kept
+    if kept:
+        self._buffer.append(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0])
+    return kept
 
 
-def _read_chunks(paths):
+@patch(as_prop=True)
+def pending(self: MetricStore) -> int:
+    "Rows buffered and not yet flushed."
+    return sum(len(b) for b in self._buffer)
+
+# %% ../nbs/08_run.ipynb #f1e0ad0a
+@patch
+def flush(self: MetricStore) -> Path | None:
+    "Write the buffered rows as one new chunk (atomically); returns its path, or None if nothing was buffered."
+    import io
+
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not paths:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in METRIC_COLUMNS.items()})
-    schema = _SCHEMA()
-    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in paths]
-    return pa.concat_tables(tables).to_pandas().astype(METRIC_COLUMNS)
+    if not self._buffer:
+        return None
+    df = pd.concat(self._buffer, ignore_index=True)
+    table = pa.Table.from_pandas(df, schema=metric_schema(), preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    self._seq += 1
+    path = atomic_write_bytes(self.path / chunk_name(self._seq), buf.getvalue(), fsync=self.fsync)
+    self._buffer = []
+    return path
+
+# %% ../nbs/08_run.ipynb #0ff85d44
+@patch
+def steps(self: MetricStore, metric: str) -> set[int]:
+    "Steps stored or buffered for `metric`."
+    return set(self._seen.get(metric, ()))
 
 
-def _tidy(df, wide: bool = False, metrics=None):
-    if metrics is not None:
-        df = df[df["metric"].isin(list(metrics))]
-    df = df.drop_duplicates(["metric", "step"], keep="first")
-    df = df.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
-    if not wide:
-        return df
-    w = df.pivot(index="step", columns="metric", values="value")
-    w.columns.name = None
-    epoch = df.groupby("step")["epoch"].first()
-    w.insert(0, "epoch", epoch)
-    return w.reset_index()
+@patch
+def series(self: MetricStore, metric: str):
+    "`(steps, epochs, values)` numpy arrays, sorted by step, of a metric in `keep`."
+    d = self._kept[metric]
+    steps = np.array(sorted(d), dtype=np.int64)
+    ev = np.array([d[s] for s in steps.tolist()], dtype=np.float64).reshape(-1, 2)
+    return steps, ev[:, 0], ev[:, 1]
 
+# %% ../nbs/08_run.ipynb #20a89741
+@patch
+def read(self: MetricStore, wide: bool = False, metrics: Iterable[str] | None = None):
+    "All rows (stored and buffered) as one tidy DataFrame; `wide=True`: one row per step, a column per metric."
+    import pandas as pd
 
+    parts = [_read_chunks(self.chunks())] + list(self._buffer)
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    return _tidy(df, wide=wide, metrics=metrics)
+
+# %% ../nbs/08_run.ipynb #a1d2a077
 def read_metrics(path: str | os.PathLike, wide: bool = False, metrics: Iterable[str] | None = None):
     "Read the metrics of a run directory (or its `metrics/` folder) as one tidy DataFrame (live chunks only)."
     path = Path(path)
     if (path / "metrics").is_dir():
         path = path / "metrics"
     return _tidy(_read_chunks(live_chunks(path)), wide=wide, metrics=metrics)
+
+# %% ../nbs/08_run.ipynb #37238db4
+def _fsync_dir(path) -> None:
+    "Make a rename or unlink in `path` durable (no-op where directories cannot be opened)."
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+# %% ../nbs/08_run.ipynb #418d0874
+def compact_chunks(metrics_dir, fsync: bool = True) -> Path | None:
+    """Merge the live chunks of `metrics_dir` into one `chunk-N.all.parquet` (N: the last chunk's sequence), rows
+    sorted by `(metric, step)` (stable: a duplicate keeps its first copy first), written atomically; then delete
+    the chunks it supersedes. Returns its path (None: no chunks). A crash at any point leaves a directory that
+    `live_chunks` reads exactly once."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    metrics_dir = Path(metrics_dir)
+    live, old = _chunk_files(metrics_dir)
+    if not live:
+        return None
+    seq, compacted = _chunk_key(live[-1].name)
+    if len(live) == 1 and compacted:
+        target = live[0]
+    else:
+        schema = metric_schema()
+        t = pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in live])
+        t = t.take(pc.sort_indices(t, sort_keys=[("metric", "ascending"), ("step", "ascending")]))
+        buf = io.BytesIO()
+        pq.write_table(t, buf)
+        target = atomic_write_bytes(metrics_dir / chunk_name(seq, compacted=True), buf.getvalue(), fsync=fsync)
+        if fsync:
+            _fsync_dir(metrics_dir)  # the new file is durable before anything it replaces is deleted
+        old = old + live
+    for p in old:
+        if p != target:
+            p.unlink(missing_ok=True)
+    return target
+
+# %% ../nbs/08_run.ipynb #80bb6195
+@patch
+def compact(self: MetricStore) -> Path | None:
+    "Flush, then merge all chunks into one `chunk-N.all.parquet` (`compact_chunks`); returns its path."
+    self.flush()
+    return compact_chunks(self.path, fsync=self.fsync)
 
 # %% ../nbs/08_run.ipynb #db6cc7bd
 SUMMARY_FIELDS = (
@@ -340,14 +327,19 @@ SUMMARY_FIELDS = (
     "peak_mem_bytes", "failure", "diverged", "attempt", "adjustments", "retries", "history", "checkpoints",
     "started_at", "updated_at", "finished_at", "host", "device", "versions",
 )
+"The fields of `summary.json` (the table above)."
 
+# %% ../nbs/08_run.ipynb #7ed445f1
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
 
+# %% ../nbs/08_run.ipynb #90f30718
 def write_summary(path: str | os.PathLike, summary: dict) -> Path:
     "Write `summary` as JSON atomically (NaN/inf → null)."
-    text = json.dumps(_clean(summary), indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(_clean(summary), indent=2, default=json_default, allow_nan=False)
     return atomic_write_text(path, text + "\n")
 
-
+# %% ../nbs/08_run.ipynb #1cd60382
 def read_summary(path: str | os.PathLike) -> dict | None:
     "The summary of a run directory (or a `summary.json` path); None if there is none."
     path = Path(path)
@@ -358,16 +350,12 @@ def read_summary(path: str | os.PathLike) -> dict | None:
     except FileNotFoundError:
         return None
 
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-
 # %% ../nbs/08_run.ipynb #133ce0e2
 def run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs") -> Path:
     "The run directory of `cfg`: `out_dir/<sweep>/<run_id>`."
     return Path(out_dir) / cfg.sweep / cfg.run_id
 
-
+# %% ../nbs/08_run.ipynb #cd467e03
 def stored_config(path: str | os.PathLike) -> ExperimentConfig | None:
     "The config stored in a run directory (None if absent or unreadable)."
     p = Path(path) / "config.yaml"
@@ -376,7 +364,18 @@ def stored_config(path: str | os.PathLike) -> ExperimentConfig | None:
     except (FileNotFoundError, ConfigError, ValueError):
         return None
 
+# %% ../nbs/08_run.ipynb #fb04f4f2
+def checkpoint_step(p: str | os.PathLike) -> int | None:
+    "The `global_step` stored in a Lightning checkpoint, or None if it does not load."
+    try:
+        import torch
 
+        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # tensors and containers: runs no code
+        return int(ckpt["global_step"]) if "state_dict" in ckpt and "loops" in ckpt else None
+    except Exception:
+        return None
+
+# %% ../nbs/08_run.ipynb #ef553899
 def find_checkpoint(path: str | os.PathLike) -> Path | None:
     "The checkpoint to resume from: `checkpoints/last.ckpt` if it loads, else the newest loadable `*.ckpt`."
     ck = Path(path) / "checkpoints"
@@ -391,18 +390,7 @@ def find_checkpoint(path: str | os.PathLike) -> Path | None:
         log.warning("checkpoint %s is unreadable; trying an older one", p)
     return None
 
-
-def checkpoint_step(p: str | os.PathLike) -> int | None:
-    "The `global_step` stored in a Lightning checkpoint, or None if it does not load."
-    try:
-        import torch
-
-        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)  # tensors and containers: runs no code
-        return int(ckpt["global_step"]) if "state_dict" in ckpt and "loops" in ckpt else None
-    except Exception:
-        return None
-
-
+# %% ../nbs/08_run.ipynb #7a3a5bc8
 def archive_attempt(path: str | os.PathLike) -> Path | None:
     "Move the current attempt's files to `attempts/<k>/` (k = 1, 2, …); returns that folder (None if nothing to move)."
     path = Path(path)
@@ -416,7 +404,7 @@ def archive_attempt(path: str | os.PathLike) -> Path | None:
         shutil.move(str(p), str(dest / p.name))
     return dest
 
-
+# %% ../nbs/08_run.ipynb #2b1c1581
 def prepare_run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", resume: bool = True):
     """Decide how a start of `cfg` proceeds and prepare the directory.
     Returns `(path, action, checkpoint, previous_summary)`, `action` ∈ new | resume | restart | done."""
@@ -455,7 +443,7 @@ class RunLocked(RuntimeError):
                          f"{h.get('host', '?')} (started {h.get('started_at', '?')}): not starting a second writer; "
                          "wait for it to end, or stop that process first")
 
-
+# %% ../nbs/08_run.ipynb #db3ff353
 def _read_lock_record(fd: int) -> dict:
     try:
         text = os.pread(fd, LOCK_BYTES, 0).decode("utf-8", "replace").strip().strip("\x00")
@@ -464,7 +452,7 @@ def _read_lock_record(fd: int) -> dict:
     except (OSError, ValueError):
         return {}
 
-
+# %% ../nbs/08_run.ipynb #f08ec509
 class RunLock:
     "The exclusive writer lock of a run directory (`path/.lock`), held from `acquire()` until `release()`."
 
@@ -475,53 +463,61 @@ class RunLock:
         self.previous: dict = {}  # the record the last holder left
         self.record: dict = {}
 
-    def acquire(self, **info) -> RunLock:
-        "Take the lock (creating the directory) or raise `RunLocked`; `info` goes into the holder record."
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_lock_record(fd)
-            os.close(fd)
-            raise RunLocked(self.path, holder) from None
-        self.fd, self.previous = fd, _read_lock_record(fd)
-        self.record = {"pid": os.getpid(), "host": platform.node(), "started_at": _now(), **info}
-        try:
-            self._write()
-        except OSError:  # a full disk: the lock is held all the same
-            log.warning("could not write the holder record of %s", self.file)
-        return self
-
-    def _write(self) -> None:
-        data = json.dumps(_clean(self.record), default=_json_default).encode()[:LOCK_BYTES - 1]
-        os.pwrite(self.fd, data + b" " * (LOCK_BYTES - len(data)), 0)  # same size every time: rewritten in place
-
-    def note(self, **info) -> None:
-        "Add `info` (e.g. `failure=...`) to the holder record, in place; never raises."
-        if self.fd is None:
-            return
-        self.record.update(info)
-        try:
-            self._write()
-        except OSError as e:
-            log.warning("could not update %s: %r", self.file, e)
-
-    def release(self) -> None:
-        "Drop the lock (idempotent)."
-        if self.fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
     def __enter__(self):
         return self.acquire() if self.fd is None else self
 
     def __exit__(self, *exc):
         self.release()
 
+# %% ../nbs/08_run.ipynb #4498e5f8
+@patch
+def acquire(self: RunLock, **info) -> RunLock:
+    "Take the lock (creating the directory) or raise `RunLocked`; `info` goes into the holder record."
+    self.path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(self.file, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_lock_record(fd)
+        os.close(fd)
+        raise RunLocked(self.path, holder) from None
+    self.fd, self.previous = fd, _read_lock_record(fd)
+    self.record = {"pid": os.getpid(), "host": platform.node(), "started_at": _now(), **info}
+    try:
+        self._write()
+    except OSError:  # a full disk: the lock is held all the same
+        log.warning("could not write the holder record of %s", self.file)
+    return self
 
+
+@patch
+def _write(self: RunLock) -> None:
+    data = json.dumps(_clean(self.record), default=json_default).encode()[:LOCK_BYTES - 1]
+    os.pwrite(self.fd, data + b" " * (LOCK_BYTES - len(data)), 0)  # same size every time: rewritten in place
+
+# %% ../nbs/08_run.ipynb #dd5e2213
+@patch
+def note(self: RunLock, **info) -> None:
+    "Add `info` (e.g. `failure=...`) to the holder record, in place; never raises."
+    if self.fd is None:
+        return
+    self.record.update(info)
+    try:
+        self._write()
+    except OSError as e:
+        log.warning("could not update %s: %r", self.file, e)
+
+
+@patch
+def release(self: RunLock) -> None:
+    "Drop the lock (idempotent)."
+    if self.fd is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+# %% ../nbs/08_run.ipynb #4c255cb7
 def lock_state(path: str | os.PathLike) -> tuple[bool | None, dict]:
     "`(held, record)` of a run directory's lock: held True/False, None when there is no `.lock` (an older run)."
     try:
@@ -539,7 +535,7 @@ def lock_state(path: str | os.PathLike) -> tuple[bool | None, dict]:
     finally:
         os.close(fd)
 
-
+# %% ../nbs/08_run.ipynb #1950bdf3
 def dead_run_reason(path: str | os.PathLike, summary: dict | None = None) -> str | None:
     """Why a run whose `summary.json` says `running` is dead: nobody holds its lock (None when it is alive, not
     `running`, or has no lock file). The reason the last holder recorded (`RunLock.note(failure=…)`) is included."""
@@ -554,7 +550,6 @@ def dead_run_reason(path: str | os.PathLike, summary: dict | None = None) -> str
     if rec.get("failure"):
         why += f"; it recorded: {rec['failure']}"
     return why
-
 
 # %% ../nbs/08_run.ipynb #c16b0002
 LOGGERS = ("tensorboard", "csv")
@@ -595,32 +590,38 @@ class LiveCurves:
             self.logger = CSVLogger(save_dir=str(run_dir), name="csv")
         self.rows_logged = 0
 
-    def write(self, df) -> int:
-        "Buffer the rows in the store (`MetricStore.write`)."
-        return self.store.write(df)
-
-    def flush(self) -> Path | None:
-        "Flush the store; then log the rows it wrote to the logger, one `log_metrics` call per step."
-        import pandas as pd
-
-        rows = pd.concat(self.store._buffer, ignore_index=True) if self.store._buffer else None
-        path = self.store.flush()
-        if rows is not None and len(rows):
-            for step, g in rows.sort_values("step", kind="stable").groupby("step", sort=False):
-                self.logger.log_metrics(dict(zip(g["metric"].tolist(), g["value"].tolist())), step=int(step))
-            self.logger.save()
-            self.rows_logged += len(rows)
-        return path
-
-    def compact(self) -> Path | None:
-        "Flush (through the logger), then compact the store."
-        self.flush()
-        return self.store.compact()
-
     def __getattr__(self, name):
         return getattr(self.store, name)
 
+# %% ../nbs/08_run.ipynb #744737db
+@patch
+def write(self: LiveCurves, df) -> int:  # noqa: F811 (a method, by @patch)
+    "Buffer the rows in the store (`MetricStore.write`)."
+    return self.store.write(df)
 
+
+@patch
+def flush(self: LiveCurves) -> Path | None:  # noqa: F811
+    "Flush the store; then log the rows it wrote to the logger, one `log_metrics` call per step."
+    import pandas as pd
+
+    rows = pd.concat(self.store._buffer, ignore_index=True) if self.store._buffer else None
+    path = self.store.flush()
+    if rows is not None and len(rows):
+        for step, g in rows.sort_values("step", kind="stable").groupby("step", sort=False):
+            self.logger.log_metrics(dict(zip(g["metric"].tolist(), g["value"].tolist())), step=int(step))
+        self.logger.save()
+        self.rows_logged += len(rows)
+    return path
+
+
+@patch
+def compact(self: LiveCurves) -> Path | None:  # noqa: F811
+    "Flush (through the logger), then compact the store."
+    self.flush()
+    return self.store.compact()
+
+# %% ../nbs/08_run.ipynb #9f0b57d6
 def live_sink(store: MetricStore, logger: str | None, run_dir: str | os.PathLike):
     "`store` itself when `logger` is none, else a `LiveCurves` in front of it."
     kind = check_logger(logger)
@@ -636,10 +637,12 @@ NOTEBOOK_PARAMETERS: dict[str, Any] = {
 }
 "The papermill parameters of `nbs/train.ipynb` and their defaults."
 
+# %% ../nbs/08_run.ipynb #44c53834
 CONFIG_PARAMETERS = ("lr", "weight_decay", "seed", "epochs", "dataset", "batch_size", "width_mult", "data_dir",
                      "sweep", "n_train", "n_val", "max_steps")
 "Notebook parameters passed to `make_config` (besides `variant`, `overrides` and `name`)."
 
+# %% ../nbs/08_run.ipynb #92f19c5a
 TINY_PARAMETERS: dict[str, Any] = {
     "epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 128, "n_val": 64,
     "overrides": json.dumps({"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs": 1,
@@ -649,7 +652,7 @@ TINY_PARAMETERS: dict[str, Any] = {
 }
 "A run of a few seconds on a CPU (what `nbs/train.ipynb` runs under `nbdev_test`)."
 
-
+# %% ../nbs/08_run.ipynb #c5791274
 def _param_key(key: str) -> str:
     "The notebook parameter that sets a config key (`optim.lr` → `lr`), else the key itself."
     rev = {FLAT_KEYS.get(p, p): p for p in CONFIG_PARAMETERS}
@@ -668,7 +671,7 @@ def _json_param(name: str, value, kind: type):
             return v
     raise ConfigError(name, value, f"a JSON {'list' if kind is list else 'object'} string")
 
-
+# %% ../nbs/08_run.ipynb #22e9fba1
 def check_startable(cfg: ExperimentConfig) -> ExperimentConfig:
     """Refuse a config that cannot train, before any run directory exists: CIFAR-10 files absent (and no download
     asked for), or fewer training images than one batch. Raises `ConfigError` naming the notebook parameter."""
@@ -685,7 +688,7 @@ def check_startable(cfg: ExperimentConfig) -> ExperimentConfig:
             raise ConfigError("data_dir", d.data_dir, str(e)) from None
     return cfg
 
-
+# %% ../nbs/08_run.ipynb #407f0acd
 def _same(a, b) -> bool:
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) | isinstance(b, bool):
         return float(a) == float(b)
@@ -707,7 +710,7 @@ def _check_overrides(overrides: dict, named: dict, raw) -> dict:
             out[k] = v
     return out
 
-
+# %% ../nbs/08_run.ipynb #354cbba7
 def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, Any]]:
     """Validate the notebook's parameters → `(cfg, options)`; options: out_dir, resume, attempt, adjustments, logger.
     Unknown names and bad values raise `ConfigError` naming the parameter."""
@@ -742,7 +745,6 @@ def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, 
     return cfg, {"out_dir": p["out_dir"], "resume": p["resume"], "attempt": p["attempt"], "adjustments": adjustments,
                  "logger": logger}
 
-
 # %% ../nbs/08_run.ipynb #f251aa83
 class RunInterrupted(RuntimeError):
     "The run stopped on a signal (its checkpoint and `summary.json` say where); rerun the same job to resume."
@@ -759,7 +761,7 @@ def _signame(signum) -> str:
     except (ValueError, TypeError):
         return str(signum)
 
-
+# %% ../nbs/08_run.ipynb #5c63a66f
 class _ExitGate:
     "Stands in for `os` in ipykernel's parent poller: on the parent's death, stop the run and let it save first."
 
@@ -776,7 +778,7 @@ class _ExitGate:
             self._done.wait(self._grace)
         self._real._exit(code)
 
-
+# %% ../nbs/08_run.ipynb #77981f83
 @contextlib.contextmanager
 def _survive_parent_death(on_parent_death, done: threading.Event, grace_s: float = 120.0):
     pp = sys.modules.get("ipykernel.parentpoller")
@@ -790,7 +792,34 @@ def _survive_parent_death(on_parent_death, done: threading.Event, grace_s: float
     finally:
         pp.os = real
 
+# %% ../nbs/08_run.ipynb #d49d32f2
+def _install(signals, handler) -> dict:
+    if threading.current_thread() is not threading.main_thread():
+        log.warning("not in the main thread: no signal handlers installed")
+        return {}
+    return {s: signal.signal(s, handler) for s in signals}
 
+
+def _restore(prev: dict) -> None:
+    for s, h in prev.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+# %% ../nbs/08_run.ipynb #d011ac5f
+def _signal_handler(stop, finishing: threading.Event):
+    "The run's handler: stop training at the next batch boundary; before training, stop now; once stopping, ignore."
+
+    def on_signal(signum, frame):
+        if stop.active:  # training: stop at the next batch boundary
+            stop.request(signum)
+        elif finishing.is_set() or stop.signum is not None:
+            log.warning("%s ignored: the run is already stopping", _signame(signum))
+        else:  # before training: nothing to save, stop now
+            stop.request(signum)
+            raise RunInterrupted(signum)
+
+    return on_signal
+
+# %% ../nbs/08_run.ipynb #440f5e4c
 @contextlib.contextmanager
 def _run_log(path: Path, header: str):
     "Append Lightning's and this package's log records to `run.log` for the duration."
@@ -812,7 +841,7 @@ def _run_log(path: Path, header: str):
             lg.setLevel(lvl)
         handler.close()
 
-
+# %% ../nbs/08_run.ipynb #07f459b0
 def _peak_mem(device) -> int | None:
     try:
         import torch
@@ -829,7 +858,7 @@ def _peak_mem(device) -> int | None:
     except Exception:
         return None
 
-
+# %% ../nbs/08_run.ipynb #5b44b2de
 def _versions() -> dict:
     """Versions of Python, torch, Lightning and this package: the imported module's `__version__` (torch's has its
     build tag, `2.5.1+cu124`), else the installed distribution's (the first summary is written before Lightning is
@@ -847,7 +876,7 @@ def _versions() -> dict:
         out[name] = None if v is None else str(v)
     return out
 
-
+# %% ../nbs/08_run.ipynb #812057a4
 def _fit_numbers(cfg: ExperimentConfig, store: MetricStore, epochs_completed: float, final: bool) -> dict:
     "Headline numbers of the training loss so far (`slopes.fit_summary`); alpha_early only once its window has ended."
     from loss_lin_slope import slopes
@@ -871,7 +900,7 @@ def _fit_numbers(cfg: ExperimentConfig, store: MetricStore, epochs_completed: fl
         out["fit"] = {k: v for k, v in fs.items() if isinstance(v, (int, float, str, type(None)))}
     return out
 
-
+# %% ../nbs/08_run.ipynb #5b07de81
 class _Run:
     "State of one start of a run: directory, store, summary, and the trainer/module once they exist."
 
@@ -893,58 +922,234 @@ class _Run:
         except Exception as e:  # the chunks stay as they are, readers read them
             log.warning("could not compact the metric chunks in %s: %r", self.store.path, e)
 
-    def update(self, status: str | None = None, final: bool = False, **extra) -> dict:
-        s = self.summary
-        if status:
-            s["status"] = status
-        tr = self.trainer or getattr(self.stop, "trainer", None)
-        mod = self.module or getattr(self.stop, "pl_module", None)
-        spe = getattr(mod, "steps_per_epoch", None) or s.get("steps_per_epoch")
-        if tr is not None:
-            s["steps_completed"] = int(tr.global_step)
-        if spe:
-            s["steps_per_epoch"] = int(spe)
-            s["epochs_completed"] = (s.get("steps_completed") or 0) / spe
-        vs, ve, vv = self.store.series("loss_val_nats")
-        ok = np.isfinite(vv)
-        if ok.any():
-            i = int(np.flatnonzero(ok)[np.argmin(vv[ok])])
-            s["best_val_ce"], s["best_val_epoch"] = float(vv[i]), float(ve[i])
-        try:
-            s.update(_fit_numbers(self.cfg, self.store, s.get("epochs_completed") or 0.0, final))
-        except Exception as e:  # never let a summary statistic kill a run
-            log.warning("fit_summary failed: %r", e)
-        s["wall_time_s"] = self.wall_before + (time.time() - self.t0)
-        s["steps_per_s"] = s["steps_completed"] / s["wall_time_s"] if s.get("steps_completed") else None
-        if mod is not None:
-            s["device"] = str(mod.device)
-            s["peak_mem_bytes"] = _peak_mem(mod.device)
-        if self.ckpt is not None:
-            s["checkpoints"] = self.ckpt.checkpoint_paths(root=self.path)
-        s.update(extra)
-        s["versions"] = _versions()  # (torch and Lightning are imported after the first summary)
-        s["updated_at"] = _now()
-        write_summary(self.path / "summary.json", s)
-        return s
+# %% ../nbs/08_run.ipynb #a1a5d2ca
+@patch
+def _progress(self: _Run, s: dict):
+    "Steps and epochs done, and the best validation loss so far, into the summary `s`; returns the module (or None)."
+    tr = self.trainer or getattr(self.stop, "trainer", None)
+    mod = self.module or getattr(self.stop, "pl_module", None)
+    spe = getattr(mod, "steps_per_epoch", None) or s.get("steps_per_epoch")
+    if tr is not None:
+        s["steps_completed"] = int(tr.global_step)
+    if spe:
+        s["steps_per_epoch"] = int(spe)
+        s["epochs_completed"] = (s.get("steps_completed") or 0) / spe
+    vs, ve, vv = self.store.series("loss_val_nats")
+    ok = np.isfinite(vv)
+    if ok.any():
+        i = int(np.flatnonzero(ok)[np.argmin(vv[ok])])
+        s["best_val_ce"], s["best_val_epoch"] = float(vv[i]), float(ve[i])
+    return mod
+
+# %% ../nbs/08_run.ipynb #222b9798
+@patch
+def update(self: _Run, status: str | None = None, final: bool = False, **extra) -> dict:
+    s = self.summary
+    if status:
+        s["status"] = status
+    mod = self._progress(s)
+    try:
+        s.update(_fit_numbers(self.cfg, self.store, s.get("epochs_completed") or 0.0, final))
+    except Exception as e:  # never let a summary statistic kill a run
+        log.warning("fit_summary failed: %r", e)
+    s["wall_time_s"] = self.wall_before + (time.time() - self.t0)
+    s["steps_per_s"] = s["steps_completed"] / s["wall_time_s"] if s.get("steps_completed") else None
+    if mod is not None:
+        s["device"] = str(mod.device)
+        s["peak_mem_bytes"] = _peak_mem(mod.device)
+    if self.ckpt is not None:
+        s["checkpoints"] = self.ckpt.checkpoint_paths(root=self.path)
+    s.update(extra)
+    s["versions"] = _versions()  # (torch and Lightning are imported after the first summary)
+    s["updated_at"] = _now()
+    write_summary(self.path / "summary.json", s)
+    return s
+
+# %% ../nbs/08_run.ipynb #8ed75060
+def _report_done(cfg, path, prev, say) -> dict:
+    "A completed or diverged run is not trained again: say so, and return its summary."
+    st = prev.get("status")
+    extra = (f" at step {prev['diverged']['step']} (training loss {prev['diverged']['value']}); not retraining"
+             if st == "diverged" and prev.get("diverged") else "")
+    say(f"run {cfg.run_id} is already {st}{extra}: {path.resolve()}")
+    return prev
+
+# %% ../nbs/08_run.ipynb #95833fa8
+def _previous_history(cfg, prev: dict, lock: RunLock, say) -> list[dict]:
+    "The earlier starts' records; a start that left `running` behind is marked as interrupted (it died)."
+    history = [dict(h) for h in prev.get("history", [])]
+    if prev.get("status") == "running":  # we hold the lock: whoever wrote `running` is gone without a word
+        dead = "died while running: no end recorded" + (f"; it recorded: {lock.previous['failure']}"
+                                                        if lock.previous.get("failure") else "")
+        if history:
+            history[-1]["outcome"] = f"interrupted ({dead})"
+        say(f"run {cfg.run_id}: the previous start {dead}; treating it as interrupted")
+        log.warning("previous start of %s %s", cfg.run_id, dead)
+    return history
+
+# %% ../nbs/08_run.ipynb #e623db95
+def _first_summary(cfg, path, prev: dict, history: list, from_step, attempt, adjustments) -> dict:
+    "The summary of a start before training (`status` running, every `SUMMARY_FIELDS` field present)."
+    return {
+        "status": "running", "run_id": cfg.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
+        "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": str(path.resolve()),
+        **dict.fromkeys(("best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch",
+                         "burn_in_loss", "burn_in_epoch")),
+        "steps_completed": from_step or 0, "epochs_completed": None,
+        "steps_per_epoch": prev.get("steps_per_epoch"), "wall_time_s": 0.0, "steps_per_s": None,
+        "peak_mem_bytes": None, "failure": None, "diverged": None, "attempt": int(attempt),
+        "adjustments": list(adjustments) or list(prev.get("adjustments") or []), "retries": len(history) - 1,
+        "history": history, "checkpoints": {"last": None, "best": None, "top_k": []},
+        "started_at": history[-1]["started_at"], "updated_at": _now(), "finished_at": None,
+        "host": platform.node(), "device": None, "versions": _versions(),
+    }
+
+# %% ../nbs/08_run.ipynb #bf035f83
+def _open_run(cfg, path, action, ckpt, prev, lock, attempt, adjustments, logger, say) -> _Run:
+    "Record this start (history, first summary) and open the run's store; returns the `_Run`."
+    prev = prev or {}
+    history = _previous_history(cfg, prev, lock, say)
+    from_step = checkpoint_step(ckpt) if ckpt is not None else None
+    history.append({"attempt": attempt, "action": action, "started_at": _now(), "from_step": from_step})
+    summary = _first_summary(cfg, path, prev, history, from_step, attempt, adjustments)
+    wall_before = float(prev.get("wall_time_s") or 0.0) if action == "resume" else 0.0
+    store = MetricStore(path / "metrics", keep=("loss_train_nats", "loss_val_nats", "lr"))
+    store = live_sink(store, logger, path)  # `logger`: live curves (see "Live curves" above); the store stays the truth
+    run = _Run(cfg, path, store, summary, wall_before)
+    run.update("running")
+    say(f"run {cfg.run_id}: {action}" + (f" from {ckpt.name} (step {from_step})" if ckpt else "") + f" in {path}")
+    return run
+
+# %% ../nbs/08_run.ipynb #c49354a1
+def _cluster_plugins() -> dict:
+    "Under SLURM: `SLURMEnvironment(auto_requeue=False)` (the sweep's submitit requeues, not Lightning)."
+    try:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        if SLURMEnvironment.detect():
+            return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
+    except Exception:
+        pass
+    return {}
 
 
-def _install(signals, handler) -> dict:
-    if threading.current_thread() is not threading.main_thread():
-        log.warning("not in the main thread: no signal handlers installed")
-        return {}
-    return {s: signal.signal(s, handler) for s in signals}
+def _trainer_kw(path, trainer_kwargs: dict) -> dict:
+    kw = dict(default_root_dir=str(path), logger=False, enable_progress_bar=False)
+    kw.update(_cluster_plugins())
+    kw.update(trainer_kwargs)
+    return kw
 
+# %% ../nbs/08_run.ipynb #a69112e1
+def _stoppers(path, signals, run: _Run):
+    "The run's `GracefulStop` (signals) and `RunCheckpoint`, both flushing the metrics before they save."
+    from loss_lin_slope.callbacks import GracefulStop, RunCheckpoint
 
-def _restore(prev: dict) -> None:
-    for s, h in prev.items():
-        signal.signal(s, h if h is not None else signal.SIG_DFL)
+    stop = GracefulStop(path / "checkpoints" / "last.ckpt", signals=signals, before_save=[run.flush])
+    ck = RunCheckpoint(path / "checkpoints", before_save=[run.flush], after_save=[lambda t, m: run.update()])
+    run.ckpt, run.stop = ck, stop
+    return stop, ck
 
+# %% ../nbs/08_run.ipynb #ca8f072b
+def _train(lls_module, cfg, cbs, store, ckpt, stop, run, kw):
+    return lls_module.train(cfg, callbacks=cbs, sink=store, ckpt_path=str(ckpt) if ckpt else None, **kw)
 
+# %% ../nbs/08_run.ipynb #29b985be
+def _record_end(run: _Run, cfg, path, module, say) -> dict:
+    "Training ended normally: the run `completed`, or `diverged` when the module found a non-finite loss."
+    if module.diverged is not None:
+        step, value = module.diverged
+        reason = f"non-finite training loss {value} at step {step}"
+        run.update("diverged", final=True, diverged={"step": int(step), "value": str(value)},
+                   failure={"reason": reason, "traceback": None}, finished_at=_now())
+        say(f"run {cfg.run_id} diverged: {reason}. Not retried: {path}")
+        log.warning("diverged: %s", reason)
+    else:
+        run.update("completed", final=True, finished_at=_now())
+        say(f"run {cfg.run_id} completed: {path}")
+    return run.summary
+
+# %% ../nbs/08_run.ipynb #eb257150
 def _reason(e: BaseException) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0][:500]}" if text else type(e).__name__
 
+# %% ../nbs/08_run.ipynb #282971ea
+def _record_interruption(run: _Run, lock: RunLock, cfg, stop, e: BaseException, signum, say) -> str:
+    "Mark the run `interrupted` (lock record first); returns the message of the `RunInterrupted` to raise."
+    saved = stop.saved
+    where = f"checkpoint {saved}" if saved else "no new checkpoint"
+    why = f"signal {_signame(signum)}" if signum else f"{type(e).__name__}"
+    lock.note(failure=f"interrupted by {why}")
+    try:
+        run.update("interrupted", failure={"reason": why, "traceback": None})
+    except OSError as e2:  # a full disk: the lock record keeps the reason
+        log.error("could not record the interruption in summary.json: %r", e2)
+    msg = (f"run {cfg.run_id} interrupted by {_signame(signum) if signum else type(e).__name__} at "
+           f"step {run.summary.get('steps_completed')} ({where}); rerun the same job to resume")
+    log.warning(msg)
+    say(msg)
+    return msg
 
+# %% ../nbs/08_run.ipynb #71203dba
+def _record_failure(run: _Run, lock: RunLock, cfg, e: BaseException) -> None:
+    "Mark the run `failed` with the traceback of `e` (call it while handling `e`); the lock record keeps the reason."
+    tb = traceback.format_exc()
+    lock.note(failure=_reason(e))
+    try:
+        run.update("failed", failure={"reason": _reason(e), "traceback": tb}, finished_at=_now())
+    except OSError as e2:  # a full disk: the lock record keeps the reason, the next start reports it
+        log.error("could not record the failure in summary.json: %r", e2)
+    log.error("run %s failed:\n%s", cfg.run_id, tb)
+
+# %% ../nbs/08_run.ipynb #c8638756
+def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose, lock,
+                    logger=None, **trainer_kwargs) -> dict:
+    say = print if verbose else (lambda *a, **k: None)
+    path, action, ckpt, prev = prepare_run_dir(cfg, out_dir, resume)
+    if action == "done":
+        return _report_done(cfg, path, prev, say)
+    run = _open_run(cfg, path, action, ckpt, prev, lock, attempt, adjustments, logger, say)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from loss_lin_slope import module as lls_module
+    from loss_lin_slope.callbacks import monitor_callbacks
+
+    stop, ck = _stoppers(path, signals, run)
+    finishing = threading.Event()  # the outcome is being recorded: later signals must not interrupt that
+    on_signal = _signal_handler(stop, finishing)
+    done = threading.Event()
+    kw = _trainer_kw(path, trainer_kwargs)
+    cbs = [*monitor_callbacks(cfg), *callbacks, stop, ck]
+    prev_handlers = {}
+    try:
+        with _run_log(path / "run.log", f"{_now()} attempt {attempt}: {action} {cfg.run_id}"), \
+                _survive_parent_death(lambda: _thread.interrupt_main(signal.SIGTERM), done, grace_s):
+            prev_handlers = _install(signals, on_signal)
+            log.info("run %s: %s (checkpoint %s)", cfg.run_id, action, ckpt)
+            try:
+                trainer, module = _train(lls_module, cfg, cbs, run.store, ckpt, stop, run, kw)
+                finishing.set()
+                run.trainer, run.module = trainer, module
+                run.flush()
+                run.compact()
+                return _record_end(run, cfg, path, module, say)
+            except BaseException as e:
+                finishing.set()
+                interrupted = isinstance(e, (RunInterrupted, SIGTERMException, KeyboardInterrupt, SystemExit))
+                signum = stop.signum if stop.signum is not None else getattr(e, "signum", None)
+                with contextlib.suppress(Exception):
+                    run.flush()
+                run.compact()
+                if interrupted:
+                    msg = _record_interruption(run, lock, cfg, stop, e, signum, say)
+                    raise RunInterrupted(signum, msg) from (None if isinstance(e, RunInterrupted) else e)
+                _record_failure(run, lock, cfg, e)
+                raise
+    finally:
+        _restore(prev_handlers)
+        done.set()
+
+# %% ../nbs/08_run.ipynb #2c83a488
 def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", resume: bool = True, attempt: int = 1,
                    adjustments: Iterable = (), callbacks: Iterable = (),
                    signals=(signal.SIGTERM, signal.SIGINT, signal.SIGUSR2), grace_s: float = 120.0,
@@ -964,145 +1169,6 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
     finally:
         lock.release()
 
-
-def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose, lock,
-                    logger=None, **trainer_kwargs) -> dict:
-    say = print if verbose else (lambda *a, **k: None)
-    path, action, ckpt, prev = prepare_run_dir(cfg, out_dir, resume)
-    if action == "done":
-        st = prev.get("status")
-        extra = (f" at step {prev['diverged']['step']} (training loss {prev['diverged']['value']}); not retraining"
-                 if st == "diverged" and prev.get("diverged") else "")
-        say(f"run {cfg.run_id} is already {st}{extra}: {path.resolve()}")
-        return prev
-    prev = prev or {}
-    history = [dict(h) for h in prev.get("history", [])]
-    if prev.get("status") == "running":  # we hold the lock: whoever wrote `running` is gone without a word
-        dead = "died while running: no end recorded" + (f"; it recorded: {lock.previous['failure']}"
-                                                        if lock.previous.get("failure") else "")
-        if history:
-            history[-1]["outcome"] = f"interrupted ({dead})"
-        say(f"run {cfg.run_id}: the previous start {dead}; treating it as interrupted")
-        log.warning("previous start of %s %s", cfg.run_id, dead)
-    from_step = checkpoint_step(ckpt) if ckpt is not None else None
-    history.append({"attempt": attempt, "action": action, "started_at": _now(), "from_step": from_step})
-    summary = {
-        "status": "running", "run_id": cfg.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
-        "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": str(path.resolve()),
-        **dict.fromkeys(("best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch",
-                         "burn_in_loss", "burn_in_epoch")),
-        "steps_completed": from_step or 0, "epochs_completed": None,
-        "steps_per_epoch": prev.get("steps_per_epoch"), "wall_time_s": 0.0, "steps_per_s": None,
-        "peak_mem_bytes": None, "failure": None, "diverged": None, "attempt": int(attempt),
-        "adjustments": list(adjustments) or list(prev.get("adjustments") or []), "retries": len(history) - 1,
-        "history": history, "checkpoints": {"last": None, "best": None, "top_k": []},
-        "started_at": history[-1]["started_at"], "updated_at": _now(), "finished_at": None,
-        "host": platform.node(), "device": None, "versions": _versions(),
-    }
-    wall_before = float(prev.get("wall_time_s") or 0.0) if action == "resume" else 0.0
-    store = MetricStore(path / "metrics", keep=("loss_train_nats", "loss_val_nats", "lr"))
-    store = live_sink(store, logger, path)  # `logger`: live curves (see "Live curves" below); the store stays the truth
-    run = _Run(cfg, path, store, summary, wall_before)
-    run.update("running")
-    say(f"run {cfg.run_id}: {action}" + (f" from {ckpt.name} (step {from_step})" if ckpt else "") + f" in {path}")
-
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from loss_lin_slope import module as lls_module
-    from loss_lin_slope.callbacks import GracefulStop, RunCheckpoint, monitor_callbacks
-
-    stop = GracefulStop(path / "checkpoints" / "last.ckpt", signals=signals, before_save=[run.flush])
-    ck = RunCheckpoint(path / "checkpoints", before_save=[run.flush], after_save=[lambda t, m: run.update()])
-    run.ckpt, run.stop = ck, stop
-
-    finishing = threading.Event()  # the outcome is being recorded: later signals must not interrupt that
-
-    def on_signal(signum, frame):
-        if stop.active:  # training: stop at the next batch boundary
-            stop.request(signum)
-        elif finishing.is_set() or stop.signum is not None:
-            log.warning("%s ignored: the run is already stopping", _signame(signum))
-        else:  # before training: nothing to save, stop now
-            stop.request(signum)
-            raise RunInterrupted(signum)
-
-    done = threading.Event()
-    kw = dict(default_root_dir=str(path), logger=False, enable_progress_bar=False)
-    kw.update(_cluster_plugins())
-    kw.update(trainer_kwargs)
-    cbs = [*monitor_callbacks(cfg), *callbacks, stop, ck]
-    prev_handlers = {}
-    try:
-        with _run_log(path / "run.log", f"{_now()} attempt {attempt}: {action} {cfg.run_id}"), \
-                _survive_parent_death(lambda: _thread.interrupt_main(signal.SIGTERM), done, grace_s):
-            prev_handlers = _install(signals, on_signal)
-            log.info("run %s: %s (checkpoint %s)", cfg.run_id, action, ckpt)
-            try:
-                trainer, module = _train(lls_module, cfg, cbs, store, ckpt, stop, run, kw)
-                finishing.set()
-                run.trainer, run.module = trainer, module
-                run.flush()
-                run.compact()
-                if module.diverged is not None:
-                    step, value = module.diverged
-                    reason = f"non-finite training loss {value} at step {step}"
-                    run.update("diverged", final=True, diverged={"step": int(step), "value": str(value)},
-                               failure={"reason": reason, "traceback": None}, finished_at=_now())
-                    say(f"run {cfg.run_id} diverged: {reason}. Not retried: {path}")
-                    log.warning("diverged: %s", reason)
-                else:
-                    run.update("completed", final=True, finished_at=_now())
-                    say(f"run {cfg.run_id} completed: {path}")
-                return run.summary
-            except BaseException as e:
-                finishing.set()
-                interrupted = isinstance(e, (RunInterrupted, SIGTERMException, KeyboardInterrupt, SystemExit))
-                signum = stop.signum if stop.signum is not None else getattr(e, "signum", None)
-                with contextlib.suppress(Exception):
-                    run.flush()
-                run.compact()
-                if interrupted:
-                    saved = stop.saved
-                    where = f"checkpoint {saved}" if saved else "no new checkpoint"
-                    why = f"signal {_signame(signum)}" if signum else f"{type(e).__name__}"
-                    lock.note(failure=f"interrupted by {why}")
-                    try:
-                        run.update("interrupted", failure={"reason": why, "traceback": None})
-                    except OSError as e2:  # a full disk: the lock record keeps the reason
-                        log.error("could not record the interruption in summary.json: %r", e2)
-                    msg = (f"run {cfg.run_id} interrupted by {_signame(signum) if signum else type(e).__name__} at "
-                           f"step {run.summary.get('steps_completed')} ({where}); rerun the same job to resume")
-                    log.warning(msg)
-                    say(msg)
-                    raise RunInterrupted(signum, msg) from (None if isinstance(e, RunInterrupted) else e)
-                tb = traceback.format_exc()
-                lock.note(failure=_reason(e))
-                try:
-                    run.update("failed", failure={"reason": _reason(e), "traceback": tb}, finished_at=_now())
-                except OSError as e2:  # a full disk: the lock record keeps the reason, the next start reports it
-                    log.error("could not record the failure in summary.json: %r", e2)
-                log.error("run %s failed:\n%s", cfg.run_id, tb)
-                raise
-    finally:
-        _restore(prev_handlers)
-        done.set()
-
-
-def _cluster_plugins() -> dict:
-    "Under SLURM: `SLURMEnvironment(auto_requeue=False)` (the sweep's submitit requeues, not Lightning)."
-    try:
-        from lightning.fabric.plugins.environments import SLURMEnvironment
-
-        if SLURMEnvironment.detect():
-            return {"plugins": [SLURMEnvironment(auto_requeue=False)]}
-    except Exception:
-        pass
-    return {}
-
-
-def _train(lls_module, cfg, cbs, store, ckpt, stop, run, kw):
-    return lls_module.train(cfg, callbacks=cbs, sink=store, ckpt_path=str(ckpt) if ckpt else None, **kw)
-
 # %% ../nbs/08_run.ipynb #824b7e42
 HEADLINE = ("status", "run_id", "steps_completed", "epochs_completed", "best_val_ce", "best_val_epoch", "alpha_early",
             "alpha_full", "r_squared", "knee_epoch", "burn_in_loss", "burn_in_epoch", "wall_time_s", "steps_per_s",
@@ -1120,7 +1186,7 @@ def show_summary(summary: dict):
         d["failure"] = summary["failure"].get("reason")
     return pd.Series(d, name="summary", dtype=object)
 
-
+# %% ../nbs/08_run.ipynb #f928e4de
 def plot_loss(path: str | os.PathLike, ax=None, smooth: int = 50):
     "Log-log training loss of the run at `path` with burn-in, the `alpha_full` fit and the validation loss."
     import matplotlib.pyplot as plt
