@@ -4,7 +4,7 @@ Both sides apply the same transforms to the same uint8 CIFAR-shaped images and p
 batch: RandomResizedCrop(32, scale=(0.08, 1), ratio=(3/4, 4/3)) + RandomHorizontalFlip + ToTensor + Normalize
 (CIFAR mean/std), batch 128. The PIL side is what a `torchvision.datasets.CIFAR10` + DataLoader pipeline does per
 image in `__getitem__` (`Image.fromarray` then the transforms) plus the collate `torch.stack`; the batched side is
-`loss_lin_slope.data.augment` (crop parameters for the whole batch, one `roi_align`, flip, normalise). Both run in
+`loss_lin_slope.loaders.augment` (crop parameters for the whole batch, one `roi_align`, flip, normalise). Both run in
 this process on the same number of threads (default 1: a per-core comparison), timed with the process's CPU time
 (`time.process_time`; on a shared machine wall-clock time also counts other people's jobs; both are printed).
 Target: ratio ≥ 5.
@@ -31,7 +31,7 @@ def main():
     from PIL import Image
     from torchvision import transforms as T
 
-    from loss_lin_slope.data import CIFAR_MEAN, CIFAR_STD, augment, make_synthetic
+    from loss_lin_slope.loaders import CIFAR_MEAN, CIFAR_STD, augment, make_synthetic
 
     x, _ = make_synthetic(args.n)
     x_hwc = x.permute(0, 2, 3, 1).contiguous().numpy()  # how torchvision's CIFAR10 stores images

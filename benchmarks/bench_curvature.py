@@ -19,7 +19,7 @@ CIFAR-shaped data -- and one 32-example batch:
    torch thread (the default) the clock is this thread's CPU time, so other load on the machine does
    not distort the ratio.
 3. Relative trace error of Hutch++ / Hutchinson at an equal budget of B HVPs (report): both are
-   unbiased (tested against exact Hessians in nbs/02_curvature.ipynb), so the RMS error is the
+   unbiased (tested against exact Hessians in nbs/04_curvature.ipynb), so the RMS error is the
    standard deviation over seeds and the ratio needs no exact trace; `--exact-trace` computes the
    exact trace from n unit-vector HVPs (slow) and uses it instead.
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from loss_lin_slope import curvature, noise
-from loss_lin_slope.data import augment, make_synthetic, normalize
+from loss_lin_slope.loaders import augment, make_synthetic, normalize
 from loss_lin_slope.model import resnet18_cifar
 
 STUDY = dict(epochs=50, steps_per_epoch=391, curvature_every=500, noise_every_epochs=2, noise_batches=8)

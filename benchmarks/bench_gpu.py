@@ -57,7 +57,7 @@ from lightning.pytorch.callbacks import Callback
 
 from loss_lin_slope.callbacks import monitor_callbacks
 from loss_lin_slope.config import GRID, VARIANTS, ConfigError, make_config
-from loss_lin_slope.data import SyntheticDataModule
+from loss_lin_slope.loaders import SyntheticDataModule
 from loss_lin_slope.module import MemorySink, resolve_precision, train
 from loss_lin_slope.profile import profile_concurrency, recommend_workers_per_gpu
 

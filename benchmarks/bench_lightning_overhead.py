@@ -47,7 +47,7 @@ def main():
     import torch.nn.functional as F
 
     from loss_lin_slope.config import make_config
-    from loss_lin_slope.data import build_datamodule
+    from loss_lin_slope.loaders import build_datamodule
     from loss_lin_slope.model import resnet18_cifar
     from loss_lin_slope.module import MemorySink, build_optimizer, build_scheduler, train
 

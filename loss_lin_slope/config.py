@@ -126,7 +126,7 @@ class MonitorConfig:
     curvature_every_n_steps: int = 500
     curvature_samples: typing.Optional[int] = None  # fixed probe set: images of the training set (null: see below)
     subsample_ratio: typing.Optional[float] = None  # or a share of the training set (the plan's 0.1); both null: one
-    # training batch (data.batch_size images), the size the cost budget allows (measured in 02_curvature)
+    # training batch (data.batch_size images), the size the cost budget allows (measured in 04_curvature)
     curvature_micro_batch_size: typing.Optional[int] = None  # HVP micro-batch; null: data.batch_size (the optimizer's)
     max_batch_size: int = 1024  # memory cap on the curvature micro-batch
     curvature_bn_mode: str = "train"  # BatchNorm during curvature: each micro-batch's statistics | running ("eval")

@@ -67,11 +67,11 @@ def profile_variant(variant: str = "base", steps: int = 10, warmup: int = 3, bar
 
     import torch
 
-    from loss_lin_slope import data, module
+    from loss_lin_slope import loaders, module
 
     n = steps + warmup
     cfg = make_config(variant, **{"max_steps": n, "epochs": 1, **overrides})
-    dm = data.build_datamodule(cfg)
+    dm = loaders.build_datamodule(cfg)
     lit = module.LitClassifier(cfg, sink=module.MemorySink())
     marks = []  # (optimizer steps done, time.time()) after a device synchronisation
     cuda = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")

@@ -22,7 +22,7 @@ def _require_data(params: dict | None, overrides: dict | None) -> None:
     p, o = params or {}, overrides or {}
     if p.get("dataset", "synthetic") != "cifar10" or o.get("data.download") or o.get("download"):
         return
-    from loss_lin_slope.data import require_cifar10
+    from loss_lin_slope.loaders import require_cifar10
 
     try:
         require_cifar10(p.get("data_dir", "data"))

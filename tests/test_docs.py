@@ -119,7 +119,7 @@ def test_proc_nbs_processes_every_notebook_without_errors(site):
         nb = json.loads(p.read_text())
         first = nb["cells"][0]
         assert first["cell_type"] == "raw" and "title:" in "".join(first["source"]), p.name
-    ref = json.loads((site["proc"] / "01_slopes.ipynb").read_text())  # show_doc output for exported names
+    ref = json.loads((site["proc"] / "03_slopes.ipynb").read_text())  # show_doc output for exported names
     assert any("show_doc(loglog_fit)" in "".join(c["source"]) for c in ref["cells"] if c["cell_type"] == "code")
 
 

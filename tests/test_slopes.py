@@ -1,7 +1,7 @@
 """Property tests (hypothesis) for `loss_lin_slope.slopes`: the log-log fit equals numpy.polyfit and statsmodels OLS,
 the streaming fit equals the batch functions under any chunking (burn-in index included) and resumes bit for bit from
 its state dict, the smoother equals pandas' rolling mean, the cumulative learning rate equals the summed schedule, and
-no public function raises on any dirty input. The example-based tests live in nbs/01_slopes.ipynb."""
+no public function raises on any dirty input. The example-based tests live in nbs/03_slopes.ipynb."""
 
 import json
 import math

@@ -7,7 +7,7 @@ To stay within a few minutes on 2 cores, one module fixture submits everything a
 soon as their moment comes (a USR2 mid-run, a scancel, a kill -9); the tests then check the outcomes:
 - `usr2`: 1 run (3 epochs) signalled with USR2 after its first checkpoint → requeued, resumed, completed;
 - `oom`:  1 run with --mem 0.5 GB → killed by Slurm for host RAM (OUT_OF_MEMORY) → recovered with a larger --mem,
-  batch kept (a GPU OOM, which would halve the batch, cannot be produced without a GPU: 09_sweep tests that path);
+  batch kept (a GPU OOM, which would halve the batch, cannot be produced without a GPU: 17_sweep tests that path);
 - `mini`: 8 runs submitted by two concurrent `lls sweep submit` → each submitted once; one run scancel'ed, the
   training process of another killed with SIGKILL → both recovered; all 8 complete; status agrees with sacct; resubmitting submits nothing.
 Every job is a papermill execution of the real `nbs/train.ipynb` (tiny synthetic config)."""

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from loss_lin_slope.config import make_config
-from loss_lin_slope.data import build_datamodule, write_fake_cifar10
+from loss_lin_slope.loaders import build_datamodule, write_fake_cifar10
 from loss_lin_slope.module import BATCH_METRICS, VAL_METRICS, LitClassifier, MemorySink, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
