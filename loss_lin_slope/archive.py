@@ -16,7 +16,7 @@ import yaml
 
 from . import config
 from .run import live_chunks
-from .verify import _YAML_LOADER, plan_sweep
+from .verify import load_yaml, plan_sweep
 
 # %% auto #0
 __all__ = ['RUN_ARCHIVE_FILES', 'best_checkpoint', 'CollectResult', 'collect_sweep', 'check_manifest']
@@ -93,7 +93,7 @@ def _variant_of(rid: str, path: Path, entry: dict | None) -> str:
     if not v:
         src = f"{rid}/config.yaml"
         try:
-            v = (yaml.load((path / "config.yaml").read_text(), Loader=_YAML_LOADER) or {}).get("variant")
+            v = (load_yaml((path / "config.yaml").read_text()) or {}).get("variant")
         except (OSError, yaml.YAMLError, AttributeError):
             v = None
     if v is None:

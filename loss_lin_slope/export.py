@@ -19,7 +19,7 @@ from . import config
 from .config import METRICS
 from .files import json_default
 from .ledger import read_ledger
-from .verify import LN2, RunCheck, RunData, RunMetrics, SweepCheck, _apply_plan, _missing, _pkg, check_run, default_workers, map_runs, plan_sweep, require_expected, run_fingerprint
+from .verify import LN2, RunCheck, RunData, RunMetrics, SweepCheck, apply_plan, check_run, default_workers, map_runs, missing_check, package_fn, plan_sweep, require_expected, run_fingerprint
 
 # %% auto #0
 __all__ = ['CURVE_FORM_NAMES', 'RUN_FIELDS', 'RESULT_COLUMNS', 'SERIES_FIELDS', 'SERIES_GROUPS', 'FILE_DESCRIPTIONS', 'schema_of',
@@ -392,10 +392,10 @@ def _reduce_task(task, fits: bool = True, series: bool = True, cache=None):
     "Check one planned run and reduce it to (RunCheck, runs row, series or None): what crosses processes."
     rid, path, entry, in_ledger = task
     if path is None:
-        c = _missing(rid, entry)
+        c = missing_check(rid, entry)
         return c, run_row(c), None
     c, fi, se = reduce_run(path, fits=fits, series=series, cache=cache, run_id=rid)
-    c = _apply_plan(c, task)
+    c = apply_plan(c, task)
     use = c.state == "complete" and c.in_ledger
     return c, run_row(c, fi), (se if series and use else None)
 
@@ -411,7 +411,7 @@ def build_dataset(sweep_dir, name: str | None = None, series: bool = True, fits:
     notes: list[str] = []
     plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
     workers = default_workers(len(plan)) if workers is None else workers
-    fn = functools.partial(_reduce_task if workers <= 1 else _pkg("export", "_reduce_task"), fits=fits, series=series,
+    fn = functools.partial(_reduce_task if workers <= 1 else package_fn("export", "_reduce_task"), fits=fits, series=series,
                            cache=cache_dir(cache))
     checks, rows, parts = [], [], {k: [] for k in SERIES_FIELDS}
     for c, row, ser in map_runs(fn, plan, workers):

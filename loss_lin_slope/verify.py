@@ -23,9 +23,9 @@ from .run import STATUSES, dead_run_reason, live_chunks, lock_state
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS', 'CHECK_STATES', 'VERIFY_COLUMNS', 'Cadence',
-           'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'check_run', 'find_run_dirs', 'SweepCheck',
-           'plan_sweep', 'iter_sweep', 'default_workers', 'map_runs', 'require_expected', 'verify_sweep', 'verify_rows',
-           'run_fingerprint']
+           'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'load_yaml', 'check_run', 'find_run_dirs',
+           'SweepCheck', 'plan_sweep', 'missing_check', 'apply_plan', 'iter_sweep', 'default_workers', 'map_runs',
+           'package_fn', 'require_expected', 'verify_sweep', 'verify_rows', 'run_fingerprint']
 
 # %% ../nbs/12_verify.ipynb #221570a9
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
@@ -253,13 +253,18 @@ class RunData:
     metrics: RunMetrics
     cadence: Cadence | None
 
-# %% ../nbs/12_verify.ipynb #5c2cbc11
+# %% ../nbs/12_verify.ipynb #e8b83de2
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20× faster than the pure-Python loader
 
+def load_yaml(text: str):
+    "Parse YAML safely (no tags that build objects), with libyaml's loader when it is installed."
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+# %% ../nbs/12_verify.ipynb #5c2cbc11
 def _read_config(path: Path, issues: list) -> ExperimentConfig | None:
     p = path / "config.yaml"
     try:
-        d = yaml.load(p.read_text(), Loader=_YAML_LOADER)  # = ExperimentConfig.from_yaml, with libyaml when present
+        d = load_yaml(p.read_text())  # = ExperimentConfig.from_yaml, with libyaml when present
         if not isinstance(d, dict):
             raise ValueError(f"not a mapping of config sections but {type(d).__name__}")
         return ExperimentConfig.from_dict(d)
@@ -565,7 +570,8 @@ def plan_sweep(sweep_dir, notes: list | None = None) -> list[tuple[str, Path | N
     return plan + [(r, p, None, False) for r, p in present.items() if r not in ledger["runs"]]
 
 # %% ../nbs/12_verify.ipynb #e7dabbee
-def _missing(rid: str, entry: dict | None) -> RunCheck:
+def missing_check(rid: str, entry: dict | None) -> RunCheck:
+    "The check of an expected run that has no run directory: state `missing`, what the ledger `entry` knows of it."
     e = entry or {}
     c = RunCheck(rid, "missing", variant=e.get("variant"), lr=e.get("lr"), weight_decay=e.get("weight_decay"),
                  seed=e.get("seed"), ledger_state=e.get("state"))
@@ -573,8 +579,9 @@ def _missing(rid: str, entry: dict | None) -> RunCheck:
                 f"attempts: {e.get('attempts', 'unknown')})")
     return c
 
+
 # %% ../nbs/12_verify.ipynb #d86807cb
-def _apply_plan(c: RunCheck, task) -> RunCheck:
+def apply_plan(c: RunCheck, task) -> RunCheck:
     "What the ledger adds to a run's check: in the ledger or not, its scheduler state, parameters if unreadable."
     _, _, entry, in_ledger = task
     c.in_ledger, c.ledger_state = in_ledger, (entry or {}).get("state")
@@ -589,9 +596,9 @@ def _apply_plan(c: RunCheck, task) -> RunCheck:
 def _check_planned(task, keep: bool):
     rid, path, entry, _ = task
     if path is None:
-        return _missing(rid, entry), None
+        return missing_check(rid, entry), None
     c, data = check_run(path, rid, keep=True)
-    return _apply_plan(c, task), (data if keep else None)
+    return apply_plan(c, task), (data if keep else None)
 
 # %% ../nbs/12_verify.ipynb #d3c8c8ca
 def iter_sweep(sweep_dir, keep: bool = True, notes: list | None = None):
@@ -624,7 +631,7 @@ def map_runs(fn, tasks: list, workers: int | None = None):
         yield from ex.map(fn, tasks, chunksize=max(1, min(8, len(tasks) // (4 * workers))))
 
 # %% ../nbs/12_verify.ipynb #abdb68be
-def _pkg(module: str, name: str):
+def package_fn(module: str, name: str):
     "The package's own function `module.name` (picklable by reference, unlike a notebook's)."
     import importlib
 
@@ -654,7 +661,7 @@ def verify_sweep(sweep_dir, name: str | None = None, workers: int | None = None)
     notes: list[str] = []
     plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
     workers = default_workers(len(plan)) if workers is None else workers
-    runs = list(map_runs(_verify_task if workers <= 1 else _pkg("verify", "_verify_task"), plan, workers))
+    runs = list(map_runs(_verify_task if workers <= 1 else package_fn("verify", "_verify_task"), plan, workers))
     ledger = read_ledger(sweep_dir)
     return SweepCheck(name or sweep_dir.name, str(sweep_dir), str(sweep_dir / "sweep.json") if ledger else None,
                       runs, notes, (ledger or {}).get("grid"))
