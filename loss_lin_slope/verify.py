@@ -9,15 +9,15 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
+from fastcore.basics import patch
 
 from . import config
-from .config import ExperimentConfig, METRICS
+from .config import METRICS, ExperimentConfig
 from .ledger import read_ledger
 from .run import STATUSES, dead_run_reason, live_chunks, lock_state
 
@@ -31,12 +31,6 @@ __all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS'
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
 
 TOLERANCE = {"val": 1}  # steps; other groups exact
-
-LN2 = math.log(2.0)
-
-BITS_PAIRS = (("loss_train_nats", "loss_train_bits"), ("loss_val_nats", "loss_val_bits"))
-
-BITS_TOL = 1e-6
 
 @dataclass(frozen=True)
 class Cadence:
@@ -58,34 +52,48 @@ class Cadence:
         return cls(int(steps_per_epoch), t.max_epochs, t.val_check_interval, m.curvature_every_n_steps,
                    m.noise_every_epochs, float(m.early_window[1]), m.curvature, m.noise, t.max_steps)
 
-    @property
-    def total_steps(self) -> int:
-        "Planned optimizer steps: `max_epochs × steps_per_epoch`, capped by `max_steps` when that is set."
-        n = self.steps_per_epoch * self.max_epochs
-        return min(n, self.max_steps) if self.max_steps > 0 else n
 
-    def steps(self, group: str, upto: int | None = None) -> np.ndarray:
-        "Sorted int64 steps of `group` up to `upto` (default: the whole run)."
-        S, M = self.steps_per_epoch, self.max_epochs
-        n = self.total_steps if upto is None else min(upto, self.total_steps)
-        ends = np.arange(1, M + 1, dtype=np.int64) * S
-        if group == "batch":
-            s = np.arange(1, n + 1, dtype=np.int64)
-        elif group == "val":
-            k = np.arange(1, int(round(M / self.val_check_interval)) + 1)
-            s = np.round(k * S * self.val_check_interval).astype(np.int64)
-        elif group == "curvature":
-            s = np.arange(self.curvature_every, n + 1, self.curvature_every, dtype=np.int64) if self.curvature \
-                else np.zeros(0, np.int64)
-        elif group == "noise":
-            s = ends[self.noise_every - 1::self.noise_every] if self.noise else np.zeros(0, np.int64)
-        elif group == "epoch":
-            s = ends
-        elif group == "epoch_after_window":
-            s = ends[math.ceil(self.early_end) - 1:]
-        else:
-            raise ValueError(f"group={group!r} is not one of {', '.join(GROUPS)}")
-        return s[s <= n]
+# %% ../nbs/12_verify.ipynb #9ab0fd7a
+@patch(as_prop=True)
+def total_steps(self: Cadence) -> int:
+    "Planned optimizer steps: `max_epochs × steps_per_epoch`, capped by `max_steps` when that is set."
+    n = self.steps_per_epoch * self.max_epochs
+    return min(n, self.max_steps) if self.max_steps > 0 else n
+
+
+# %% ../nbs/12_verify.ipynb #4b40bb53
+@patch
+def steps(self: Cadence, group: str, upto: int | None = None) -> np.ndarray:
+    "Sorted int64 steps of `group` up to `upto` (default: the whole run)."
+    S, M = self.steps_per_epoch, self.max_epochs
+    n = self.total_steps if upto is None else min(upto, self.total_steps)
+    ends = np.arange(1, M + 1, dtype=np.int64) * S
+    if group == "batch":
+        s = np.arange(1, n + 1, dtype=np.int64)
+    elif group == "val":
+        k = np.arange(1, int(round(M / self.val_check_interval)) + 1)
+        s = np.round(k * S * self.val_check_interval).astype(np.int64)
+    elif group == "curvature":
+        s = np.arange(self.curvature_every, n + 1, self.curvature_every, dtype=np.int64) if self.curvature \
+            else np.zeros(0, np.int64)
+    elif group == "noise":
+        s = ends[self.noise_every - 1::self.noise_every] if self.noise else np.zeros(0, np.int64)
+    elif group == "epoch":
+        s = ends
+    elif group == "epoch_after_window":
+        s = ends[math.ceil(self.early_end) - 1:]
+    else:
+        raise ValueError(f"group={group!r} is not one of {', '.join(GROUPS)}")
+    return s[s <= n]
+
+
+# %% ../nbs/12_verify.ipynb #15cf6517
+LN2 = math.log(2.0)
+
+BITS_PAIRS = (("loss_train_nats", "loss_train_bits"), ("loss_val_nats", "loss_val_bits"))
+
+BITS_TOL = 1e-6
+
 
 # %% ../nbs/12_verify.ipynb #9a73c1b6
 @dataclass
@@ -113,6 +121,8 @@ ISSUE_KINDS = {  # kind -> (GO/NO-GO condition it breaks, what it means)
     "frequency": ("frequency", "a metric is not logged at the steps its group requires (wrong frequency or absent)"),
 }
 
+
+# %% ../nbs/12_verify.ipynb #0ca65e30
 @dataclass
 class RunMetrics:
     "One run's metrics grouped by name: sorted unique steps with their epochs and values (first row kept)."
@@ -127,11 +137,15 @@ class RunMetrics:
     def __contains__(self, m):
         return m in self.steps
 
-    def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        "(steps, values) of `metric`; empty arrays when absent."
-        if metric not in self.steps:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return self.steps[metric], self.values[metric]
+
+# %% ../nbs/12_verify.ipynb #649d5b35
+@patch
+def series(self: RunMetrics, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    "(steps, values) of `metric`; empty arrays when absent."
+    if metric not in self.steps:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return self.steps[metric], self.values[metric]
+
 
 # %% ../nbs/12_verify.ipynb #c918eac1
 _COLUMNS = ("step", "epoch", "metric", "value")
@@ -223,26 +237,33 @@ class RunCheck:
     warnings: list[str] = field(default_factory=list)  # suspicious, not faults: loss > 10, lr = 0 mid-run, knee epoch
     perf: dict = field(default_factory=dict)  # wall_time_s, steps_per_s, peak_mem_bytes from summary.json
 
-    @property
-    def epochs_completed(self) -> float | None:
-        "steps_completed / steps_per_epoch (None when either is unknown)."
-        if self.steps_completed is None or not self.steps_per_epoch:
-            return None
-        return self.steps_completed / self.steps_per_epoch
 
-    def to_dict(self) -> dict:
-        "A JSON-ready dict (issues as dicts, `epochs_completed` included); `from_dict` inverts it."
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["issues"] = [{"kind": i.kind, "metrics": list(i.metrics), "detail": i.detail} for i in self.issues]
-        d["epochs_completed"] = self.epochs_completed
-        return d
+# %% ../nbs/12_verify.ipynb #5128f757
+@patch(as_prop=True)
+def epochs_completed(self: RunCheck) -> float | None:
+    "steps_completed / steps_per_epoch (None when either is unknown)."
+    if self.steps_completed is None or not self.steps_per_epoch:
+        return None
+    return self.steps_completed / self.steps_per_epoch
 
-    @classmethod
-    def from_dict(cls, d: dict) -> RunCheck:
-        "Inverse of `to_dict`."
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["issues"] = [Issue(i["kind"], i["detail"], tuple(i["metrics"])) for i in d.get("issues", [])]
-        return cls(**d)
+
+# %% ../nbs/12_verify.ipynb #6915b862
+@patch
+def to_dict(self: RunCheck) -> dict:
+    "A JSON-ready dict (issues as dicts, `epochs_completed` included); `from_dict` inverts it."
+    d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+    d["issues"] = [{"kind": i.kind, "metrics": list(i.metrics), "detail": i.detail} for i in self.issues]
+    d["epochs_completed"] = self.epochs_completed
+    return d
+
+
+# %% ../nbs/12_verify.ipynb #300d6cae
+@patch(cls_method=True)
+def from_dict(cls: RunCheck, d: dict) -> RunCheck:
+    "Inverse of `to_dict`."
+    d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+    d["issues"] = [Issue(i["kind"], i["detail"], tuple(i["metrics"])) for i in d.get("issues", [])]
+    return cls(**d)
 
 # %% ../nbs/12_verify.ipynb #7e96185f
 @dataclass
@@ -526,32 +547,40 @@ class SweepCheck:
     notes: list[str] = field(default_factory=list)
     grid: dict | None = None
 
-    @property
-    def counts(self) -> dict[str, int]:
-        "Runs per state (every state of `CHECK_STATES`, zeros included)."
-        c = {s: 0 for s in CHECK_STATES}
-        for r in self.runs:
-            c[r.state] += 1
-        return c
-
-    @property
-    def ok(self) -> bool:
-        "Every run complete and in the ledger (when there is one)."
-        return all(r.state == "complete" and r.in_ledger for r in self.runs)
-
-    def summary_line(self) -> str:
-        "One line: expected runs, counts per state, runs not in the ledger, and where the expected runs come from."
-        n_exp = sum(r.in_ledger for r in self.runs)
-        counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
-        extra = len(self.runs) - n_exp
-        src = f"ledger {self.ledger}" if self.ledger else "no ledger: expected = the run directories present"
-        return (f"{self.sweep}: {n_exp} expected runs: {counts or 'none'}"
-                + (f"; {extra} not in the ledger" if extra else "") + f" ({src})")
-
     def to_dict(self) -> dict:
         "A JSON-ready dict (what `lls verify --json` prints)."
         return {"sweep": self.sweep, "path": self.path, "ledger": self.ledger, "ok": self.ok,
                 "counts": self.counts, "notes": self.notes, "runs": [r.to_dict() for r in self.runs]}
+
+
+# %% ../nbs/12_verify.ipynb #9517e369
+@patch(as_prop=True)
+def counts(self: SweepCheck) -> dict[str, int]:
+    "Runs per state (every state of `CHECK_STATES`, zeros included)."
+    c = {s: 0 for s in CHECK_STATES}
+    for r in self.runs:
+        c[r.state] += 1
+    return c
+
+
+# %% ../nbs/12_verify.ipynb #946485a7
+@patch(as_prop=True)
+def ok(self: SweepCheck) -> bool:
+    "Every run complete and in the ledger (when there is one)."
+    return all(r.state == "complete" and r.in_ledger for r in self.runs)
+
+
+# %% ../nbs/12_verify.ipynb #5ca64435
+@patch
+def summary_line(self: SweepCheck) -> str:
+    "One line: expected runs, counts per state, runs not in the ledger, and where the expected runs come from."
+    n_exp = sum(r.in_ledger for r in self.runs)
+    counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+    extra = len(self.runs) - n_exp
+    src = f"ledger {self.ledger}" if self.ledger else "no ledger: expected = the run directories present"
+    return (f"{self.sweep}: {n_exp} expected runs: {counts or 'none'}"
+            + (f"; {extra} not in the ledger" if extra else "") + f" ({src})")
+
 
 # %% ../nbs/12_verify.ipynb #45f3e0d1
 def plan_sweep(sweep_dir, notes: list | None = None) -> list[tuple[str, Path | None, dict | None, bool]]:
