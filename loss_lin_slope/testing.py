@@ -195,6 +195,30 @@ def _chunk_edges(cfg: ExperimentConfig, S: int, n_done: int, chunk_epochs: int |
 def _finite_or_none(x):
     return None if x is None or not np.isfinite(x) else float(x)
 
+# %% ../nbs/18_testing.ipynb #825265eb
+def _summary_failure(kind: str | None, bs: np.ndarray, L: np.ndarray) -> tuple[dict | None, dict | None]:
+    "summary.json's `failure` and `diverged` for a run of fault `kind` (training loss `L` at steps `bs`)."
+    failure = diverged = None
+    if kind == "failed":
+        failure = {"reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
+                   "traceback": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory."}
+    elif kind == "diverged":
+        bad = int(bs[~np.isfinite(L)][0])
+        diverged = {"step": bad, "value": "nan"}
+        failure = {"reason": f"non-finite training loss nan at step {bad}", "traceback": None}
+    elif kind == "interrupted":
+        failure = {"reason": "signal SIGTERM", "traceback": None}
+    return failure, diverged
+
+
+def _summary_attempts(kind: str | None) -> tuple[list, list]:
+    "summary.json's `adjustments` and `history`: one attempt, or two for an `adjusted` run (restarted after an OOM)."
+    adjustments = ([{"attempt": 2, "kind": "oom", "change": {"batch_size": 64, "accumulate_grad_batches": 2}}]
+                   if kind == "adjusted" else [])
+    history = [{"attempt": a, "action": "new" if a == 1 else "restart", "started_at": None, "from_step": None}
+               for a in range(1, 2 + (kind == "adjusted"))]
+    return adjustments, history
+
 # %% ../nbs/18_testing.ipynb #80a30440
 def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints, t0) -> dict:
     "summary.json as `run.py` writes it (its `SUMMARY_FIELDS`)."
@@ -210,20 +234,8 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     final = status in ("completed", "diverged", "failed")
     fit = slopes.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
                              window=tuple(cfg.monitors.early_window), curve_forms=final)
-    failure = diverged = None
-    if kind == "failed":
-        failure = {"reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
-                   "traceback": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory."}
-    elif kind == "diverged":
-        bad = int(bs[~np.isfinite(L)][0])
-        diverged = {"step": bad, "value": "nan"}
-        failure = {"reason": f"non-finite training loss nan at step {bad}", "traceback": None}
-    elif kind == "interrupted":
-        failure = {"reason": "signal SIGTERM", "traceback": None}
-    adjustments = ([{"attempt": 2, "kind": "oom", "change": {"batch_size": 64, "accumulate_grad_batches": 2}}]
-                   if kind == "adjusted" else [])
-    history = [{"attempt": a, "action": "new" if a == 1 else "restart", "started_at": None, "from_step": None}
-               for a in range(1, 2 + (kind == "adjusted"))]
+    failure, diverged = _summary_failure(kind, bs, L)
+    adjustments, history = _summary_attempts(kind)
     fmt = lambda t: __import__("datetime").datetime.fromtimestamp(t, __import__("datetime").timezone.utc).isoformat()
     out = {
         "status": status, "run_id": job.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
