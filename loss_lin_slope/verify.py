@@ -383,8 +383,9 @@ def _step_issues(rm: RunMetrics, cad: Cadence, n_done: int, truncated: bool) -> 
         out.append(_join(freq, "frequency"))
     return out
 
-# %% ../nbs/12_verify.ipynb #cdf5dcaa
-def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]:
+# %% ../nbs/12_verify.ipynb #0b4c842a
+def _duplicate_issues(rm: RunMetrics) -> list[Issue]:
+    "A `duplicate_steps` issue for the (step, metric) pairs stored more than once."
     out = []
     if rm.duplicates:
         d = rm.duplicates
@@ -394,16 +395,27 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
         out.append(Issue("duplicate_steps", f"{n} rows stored twice, in {len(ms)} metrics"
                                             f" ({', '.join(ms[:3])}{', …' if len(ms) > 3 else ''}), steps {lo}…{hi}",
                          ms))
-    if check_nan:
-        nan = {}
-        for m, v in rm.values.items():
-            if m in config.NAN_ALLOWED:
-                continue
-            bad = ~np.isfinite(v)
-            if bad.any():
-                nan.setdefault(f"{int(bad.sum())} non-finite, first at step {int(rm.steps[m][bad][0])}", []).append(m)
-        if nan:
-            out.append(_join(nan, "nan"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #9ffe7467
+def _nan_issues(rm: RunMetrics) -> list[Issue]:
+    "A `nan` issue for non-finite values outside `config.NAN_ALLOWED`."
+    out = []
+    nan = {}
+    for m, v in rm.values.items():
+        if m in config.NAN_ALLOWED:
+            continue
+        bad = ~np.isfinite(v)
+        if bad.any():
+            nan.setdefault(f"{int(bad.sum())} non-finite, first at step {int(rm.steps[m][bad][0])}", []).append(m)
+    if nan:
+        out.append(_join(nan, "nan"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #02ad8349
+def _bits_issues(rm: RunMetrics) -> list[Issue]:
+    "A `bits` issue where `loss_*_bits` differs from `loss_*_nats / ln 2` by more than `BITS_TOL`."
+    out = []
     bits = {}
     for nats, b in BITS_PAIRS:
         if nats in rm and b in rm:
@@ -419,6 +431,12 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
                 bits.setdefault(f"{bad} rows differ from nats / ln 2 (max error {err.max():.2g})", []).append(b)
     if bits:
         out.append(_join(bits, "bits"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #425a5401
+def _range_issues(rm: RunMetrics) -> list[Issue]:
+    "A `range` issue for values a metric cannot take (a loss < 0, an accuracy outside [0, 1], lr < 0)."
+    out = []
     rng = {}
     for m, v in rm.values.items():
         fin = v[np.isfinite(v)]
@@ -433,14 +451,30 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
             rng.setdefault(f"min {lo:.4g} < 0", []).append(m)
     if rng:
         out.append(_join(rng, "range"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #496ecb99
+def _epoch_issues(rm: RunMetrics, S: int) -> list[Issue]:
+    "An `epoch` issue where the epoch column differs from step / `S`."
+    out = []
+    ep = {}
+    for m in rm.steps:
+        err = np.abs(rm.epochs[m] - rm.steps[m] / S)
+        if len(err) and err.max() > 1e-9 * max(1.0, float(np.abs(rm.epochs[m]).max())):
+            ep.setdefault(f"epoch ≠ step / {S} at {int((err > 1e-9).sum())} rows", []).append(m)
+    if ep:
+        out.append(_join(ep, "epoch"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #cdf5dcaa
+def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]:
+    out = _duplicate_issues(rm)
+    if check_nan:
+        out += _nan_issues(rm)
+    out += _bits_issues(rm)
+    out += _range_issues(rm)
     if S:
-        ep = {}
-        for m in rm.steps:
-            err = np.abs(rm.epochs[m] - rm.steps[m] / S)
-            if len(err) and err.max() > 1e-9 * max(1.0, float(np.abs(rm.epochs[m]).max())):
-                ep.setdefault(f"epoch ≠ step / {S} at {int((err > 1e-9).sum())} rows", []).append(m)
-        if ep:
-            out.append(_join(ep, "epoch"))
+        out += _epoch_issues(rm, S)
     return out
 
 # %% ../nbs/12_verify.ipynb #2242a6ad
@@ -465,6 +499,17 @@ def _classify(c: RunCheck, summary: dict | None) -> None:
     if data_issues and c.state in ("failed", "diverged"):
         c.reason += "; also " + "; ".join(str(i) for i in data_issues)
 
+# %% ../nbs/12_verify.ipynb #78b79360
+def _copy_run_fields(c: RunCheck, cfg: ExperimentConfig | None, s: dict) -> None:
+    "The run's parameters (from its config), performance, retries and adjustments (from its summary) into `c`."
+    if cfg:
+        c.variant, c.lr, c.weight_decay, c.seed = cfg.variant, cfg.optim.lr, cfg.optim.weight_decay, cfg.seed
+    c.perf = {k: s.get(k) for k in ("wall_time_s", "steps_per_s", "peak_mem_bytes")
+              if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)}
+    adj = s.get("adjustments") or []
+    c.retries, c.adjustments = int(s.get("retries") or 0), list(adj) if isinstance(adj, list) else [adj]
+    c.adjusted = bool(c.adjustments) or bool(s.get("adjusted"))
+
 # %% ../nbs/12_verify.ipynb #d58e0ff8
 def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck | tuple[RunCheck, RunData]:
     "Check one run directory (see above). With `keep=True` also return the `RunData` that was read."
@@ -476,13 +521,7 @@ def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck |
     issues += read_issues
     s = summary or {}
     c = RunCheck(run_id or path.name, "corrupt", status=s.get("status"), path=str(path))
-    if cfg:
-        c.variant, c.lr, c.weight_decay, c.seed = cfg.variant, cfg.optim.lr, cfg.optim.weight_decay, cfg.seed
-    c.perf = {k: s.get(k) for k in ("wall_time_s", "steps_per_s", "peak_mem_bytes")
-              if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)}
-    adj = s.get("adjustments") or []
-    c.retries, c.adjustments = int(s.get("retries") or 0), list(adj) if isinstance(adj, list) else [adj]
-    c.adjusted = bool(c.adjustments) or bool(s.get("adjusted"))
+    _copy_run_fields(c, cfg, s)
     S = s.get("steps_per_epoch") or _infer_spe(rm)
     if not s.get("steps_per_epoch"):
         c.notes.append("steps_per_epoch not in summary.json" + (f"; inferred {S} from the metrics" if S else ""))
