@@ -489,6 +489,19 @@ class ExportResult:
     check: SweepCheck
     n_rows: dict[str, int]
 
+# %% ../nbs/19_export.ipynb #ffd161f4
+def _write_table(t, path: Path, fmt: str) -> None:
+    "Write table `t` to `path` as Parquet or CSV, atomically (a `.tmp` file beside it, then renamed)."
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        pq.write_table(t, tmp)
+    else:
+        pacsv.write_csv(t, tmp)
+    os.replace(tmp, path)
+
 # %% ../nbs/19_export.ipynb #32f0684d
 def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, workers: int | None = None,
                  cache=None) -> ExportResult:
@@ -496,8 +509,6 @@ def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, 
     import time
 
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     from loss_lin_slope import __version__
 
@@ -516,12 +527,7 @@ def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, 
         meta = {**common, "description": FILE_DESCRIPTIONS[stem], "num_rows": str(t.num_rows)}
         t = t.cast(schemas[stem]).replace_schema_metadata(meta)
         path = out / f"{stem}.{fmt}"
-        tmp = path.with_name(path.name + ".tmp")
-        if fmt == "parquet":
-            pq.write_table(t, tmp)
-        else:
-            pacsv.write_csv(t, tmp)
-        os.replace(tmp, path)
+        _write_table(t, path, fmt)
         files[stem], n_rows[stem], written[stem] = path, t.num_rows, t.schema
     dd = out / "DATA_DICTIONARY.md"
     intro = (f"Sweep `{ds.check.sweep}` exported {common['created']} by loss_lin_slope {__version__}.\n\n"
