@@ -156,15 +156,12 @@ def _read_schema():
     return pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()),
                       ("value", pa.float64())])
 
-# %% ../nbs/12_verify.ipynb #7b2cc13f
-def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
-    "Read and group the metric chunks of `run_dir`; problems come back as issues, never as exceptions."
+# %% ../nbs/12_verify.ipynb #c9eb6f11
+def _read_tables(files: list[Path], rm: RunMetrics, issues: list) -> list:
+    "The chunks' tables (columns `_COLUMNS`); an unreadable chunk is an issue and marks `rm` incomplete."
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    files = live_chunks(Path(run_dir) / "metrics")
-    rm, issues = RunMetrics(files=len(files)), []
     schema, tables = _read_schema(), []
     for f in files:
         try:  # bytes → ParquetFile: ~5× less CPU per small file than pq.read_table(path) (no dataset layer)
@@ -175,6 +172,17 @@ def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
             msg = (str(e).splitlines() or [""])[0].replace(f"'{f}'", "").replace(str(f), "")
             issues.append(Issue("unreadable", f"{f.name}: {type(e).__name__}: {msg[:160]}"))
             rm.complete = False
+    return tables
+
+# %% ../nbs/12_verify.ipynb #7b2cc13f
+def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
+    "Read and group the metric chunks of `run_dir`; problems come back as issues, never as exceptions."
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    files = live_chunks(Path(run_dir) / "metrics")
+    rm, issues = RunMetrics(files=len(files)), []
+    tables = _read_tables(files, rm, issues)
     if not tables:
         if not files:
             issues.append(Issue("no_metrics", "metrics/ holds no chunk-*.parquet"))
