@@ -99,12 +99,9 @@ def _lr_schedule(steps: np.ndarray, S: int, cfg: ExperimentConfig) -> np.ndarray
     cos = eta + (lr - eta) * 0.5 * (1 + np.cos(np.pi * np.clip((e - w) / max(M - w, 1e-12), 0, 1)))
     return np.where(e < w, warm, cos)
 
-# %% ../nbs/18_testing.ipynb #e397cb83
-def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float,
-                 rng, kind: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    "{metric: (steps, values)} for one synthetic run up to step `n_done`."
-    cad = Cadence.from_config(cfg, S)
-    out = {}
+# %% ../nbs/18_testing.ipynb #eb418469
+def _batch_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Per-batch metrics: the training loss curve (blowing up for `diverged`), its bits, accuracy, lr and wd."
     steps = cad.steps("batch", n_done)
     e = steps / S
     L = _curve(shape, e, a) * np.exp(noise * rng.standard_normal(len(steps)))
@@ -117,6 +114,10 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     out["acc_train"] = (steps, np.clip(1 - L / 2.4 + 0.02 * rng.standard_normal(len(steps)), 0, 1))
     out["lr"] = (steps, _lr_schedule(steps, S, cfg))
     out["wd"] = (steps, np.full(len(steps), cfg.optim.weight_decay))
+
+# %% ../nbs/18_testing.ipynb #49f0f96b
+def _val_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Validation metrics (2× per epoch for a `frequency` fault): loss = 1.05 · curve + gap + drift, and the norms."
     vs = cad.steps("val", n_done)
     if kind == "frequency":
         vs = vs[1::2]  # 2× per epoch instead of 4×
@@ -127,6 +128,10 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     out["acc_val"] = (vs, np.clip(1 - V / 2.6, 0, 1))
     out["grad_norm_l2"] = (vs, 5 * np.sqrt(_curve(shape, ve, a)) * np.exp(0.1 * rng.standard_normal(len(vs))))
     out["weight_norm_l2"] = (vs, 30 + 5 * np.log1p(ve))
+
+# %% ../nbs/18_testing.ipynb #e1607077
+def _curvature_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Curvature monitor metrics: λ_max ∝ 1 / (curve + 0.1), the trace, the lr of the next step, the stability ratio."
     cs = cad.steps("curvature", n_done)
     lam = 20 / (_curve(shape, cs / S, a) + 0.1)
     clr = _lr_schedule(cs + 1, S, cfg)  # the lr of the next step
@@ -134,17 +139,37 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     for m, v in (("lambda_max", lam), ("hessian_trace", 50 * lam), ("curv_matvecs", np.full(len(cs), 30.0)),
                  ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs))), ("curv_lr", clr), ("stability_ratio", ratio)):
         out[m] = (cs, v)
+
+# %% ../nbs/18_testing.ipynb #80efd11b
+def _noise_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Gradient-noise monitor metrics, every `noise_every_epochs` epochs."
     ns = cad.steps("noise", n_done)
     Ln = _curve(shape, ns / S, a)
     for m, v in (("gradient_variance", 0.5 * Ln), ("grad_noise_scale", 100 / (Ln + 0.05)),
                  ("psd_tail", -1.2 + 0.05 * rng.standard_normal(len(ns))), ("residual_power", 0.01 * Ln)):
         out[m] = (ns, v)
+
+# %% ../nbs/18_testing.ipynb #39ce6226
+def _epoch_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "The epoch-end slopes: `loss_slope_full` (NaN before burn-in) and `loss_slope_5_15` (after the window)."
     es = cad.steps("epoch", n_done)
     Le = _curve(shape, es / S, a)
     full = np.where(Le <= cfg.monitors.slope_threshold, -a * (es / S) ** 3 / ((es / S) ** 3 + 0.343), np.nan)
     out["loss_slope_full"] = (es, full)
     ws = cad.steps("epoch_after_window", n_done)
     out["loss_slope_5_15"] = (ws, np.full(len(ws), -a))
+
+# %% ../nbs/18_testing.ipynb #e397cb83
+def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float,
+                 rng, kind: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    "{metric: (steps, values)} for one synthetic run up to step `n_done`."
+    cad = Cadence.from_config(cfg, S)
+    out = {}
+    _batch_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _val_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _curvature_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _noise_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _epoch_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
     return out
 
 # %% ../nbs/18_testing.ipynb #4e0f8c2a
