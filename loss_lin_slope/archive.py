@@ -16,7 +16,7 @@ import yaml
 
 from . import config
 from .run import live_chunks
-from .verify import _YAML_LOADER, plan_sweep
+from .verify import load_yaml, plan_sweep
 
 # %% auto #0
 __all__ = ['RUN_ARCHIVE_FILES', 'best_checkpoint', 'CollectResult', 'collect_sweep', 'check_manifest']
@@ -93,7 +93,7 @@ def _variant_of(rid: str, path: Path, entry: dict | None) -> str:
     if not v:
         src = f"{rid}/config.yaml"
         try:
-            v = (yaml.load((path / "config.yaml").read_text(), Loader=_YAML_LOADER) or {}).get("variant")
+            v = (load_yaml((path / "config.yaml").read_text()) or {}).get("variant")
         except (OSError, yaml.YAMLError, AttributeError):
             v = None
     if v is None:
@@ -102,6 +102,45 @@ def _variant_of(rid: str, path: Path, entry: dict | None) -> str:
         return config.check_name("variant", v)
     except config.ConfigError as e:
         raise ValueError(f"{src}: {e}; refusing to build an archive path from it") from None
+
+# %% ../nbs/20_archive.ipynb #1388a598
+def _archive_paths(plan: list) -> dict[str, Path]:
+    "run_id → `<variant>/<run_id>` for every present run of `plan`, each name checked before anything is copied."
+    rels = {}
+    for rid, path, entry, _ in plan:
+        try:
+            config.check_name("run_id", rid)
+        except config.ConfigError as e:
+            raise ValueError(f"sweep.json: {e}; refusing to build an archive path from it") from None
+        if path is not None:
+            rels[rid] = Path(_variant_of(rid, path, entry)) / rid
+    return rels
+
+# %% ../nbs/20_archive.ipynb #d07938d7
+def _run_sources(rid: str, path: Path, checkpoints: bool, notes: list) -> list[Path]:
+    "The files of one run that go into the archive: `RUN_ARCHIVE_FILES`, its live chunks, its best checkpoint."
+    srcs = [path / f for f in RUN_ARCHIVE_FILES if (path / f).is_file()]
+    srcs += live_chunks(path / "metrics")  # superseded leftovers of a killed compaction are not copied
+    if checkpoints:
+        best = best_checkpoint(path)
+        if best is None:
+            notes.append(f"{rid}: no best checkpoint found")
+        else:
+            srcs.append(best)
+    return srcs
+
+# %% ../nbs/20_archive.ipynb #3c5a1790
+def _write_manifest(root: Path, hashes: dict[str, str]) -> Path:
+    "Check every archived file against its source's hash, then write `MANIFEST.sha256` atomically."
+    bad = [r for r, h in hashes.items() if _sha256(root / r) != h]
+    if bad:
+        raise OSError(f"{len(bad)} archived files differ from their sources after copying "
+                      f"(first: {bad[0]}); no manifest written")
+    manifest = root / "MANIFEST.sha256"
+    tmp = manifest.with_name(manifest.name + ".part")
+    tmp.write_text("".join(f"{h}  {r}\n" for r, h in sorted(hashes.items())))
+    os.replace(tmp, manifest)
+    return manifest
 
 # %% ../nbs/20_archive.ipynb #39ee070e
 def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None = None) -> CollectResult:
@@ -115,14 +154,7 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
     plan = plan_sweep(sweep_dir, notes)
     hashes: dict[str, str] = {}
     copied = nbytes = runs = 0
-    rels = {}
-    for rid, path, entry, _ in plan:  # every archive path is checked before anything is copied
-        try:
-            config.check_name("run_id", rid)
-        except config.ConfigError as e:
-            raise ValueError(f"sweep.json: {e}; refusing to build an archive path from it") from None
-        if path is not None:
-            rels[rid] = Path(_variant_of(rid, path, entry)) / rid
+    rels = _archive_paths(plan)  # every archive path is checked before anything is copied
     if (sweep_dir / "sweep.json").exists():
         hashes["sweep.json"], c = _copy_hashed(sweep_dir / "sweep.json", root / "sweep.json")
         copied += c
@@ -131,28 +163,12 @@ def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None =
             notes.append(f"{rid}: no run directory, nothing to collect")
             continue
         runs += 1
-        rel = rels[rid]
-        srcs = [path / f for f in RUN_ARCHIVE_FILES if (path / f).is_file()]
-        srcs += live_chunks(path / "metrics")  # superseded leftovers of a killed compaction are not copied
-        if checkpoints:
-            best = best_checkpoint(path)
-            if best is None:
-                notes.append(f"{rid}: no best checkpoint found")
-            else:
-                srcs.append(best)
-        for src in srcs:
-            r = rel / src.relative_to(path)
+        for src in _run_sources(rid, path, checkpoints, notes):
+            r = rels[rid] / src.relative_to(path)
             hashes[r.as_posix()], c = _copy_hashed(src, root / r)
             copied += c
             nbytes += src.stat().st_size
-    bad = [r for r, h in hashes.items() if _sha256(root / r) != h]
-    if bad:
-        raise OSError(f"{len(bad)} archived files differ from their sources after copying "
-                      f"(first: {bad[0]}); no manifest written")
-    manifest = root / "MANIFEST.sha256"
-    tmp = manifest.with_name(manifest.name + ".part")
-    tmp.write_text("".join(f"{h}  {r}\n" for r, h in sorted(hashes.items())))
-    os.replace(tmp, manifest)
+    manifest = _write_manifest(root, hashes)
     return CollectResult(root, manifest, runs, len(hashes), copied, nbytes, notes)
 
 # %% ../nbs/20_archive.ipynb #208b3b11

@@ -44,6 +44,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 # %% ../nbs/02_cli_args.ipynb #bf07edeb
 def floats_arg(s: str) -> list[float]:
+    "`0.1,0.05` → [0.1, 0.05] (an argparse `type=`)."
     try:
         return [float(x) for x in s.split(",") if x]
     except ValueError:
@@ -51,6 +52,7 @@ def floats_arg(s: str) -> list[float]:
 
 # %% ../nbs/02_cli_args.ipynb #a88a4f6c
 def ints_arg(s: str) -> list[int]:
+    "`0,1,2` → [0, 1, 2] (an argparse `type=`)."
     try:
         return [int(x) for x in s.split(",") if x]
     except ValueError:
@@ -58,6 +60,7 @@ def ints_arg(s: str) -> list[int]:
 
 # %% ../nbs/02_cli_args.ipynb #ea332073
 def variants_arg(s: str) -> list[str]:
+    "`base,narrow` → ['base', 'narrow'], each one of `config.VARIANTS` (an argparse `type=`)."
     vs = [v for v in s.split(",") if v]
     for v in vs:
         if v not in VARIANTS:

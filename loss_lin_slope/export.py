@@ -15,26 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config
+from . import config, verify
 from .config import METRICS
 from .files import json_default
 from .ledger import read_ledger
-from loss_lin_slope.verify import (
-    LN2,
-    RunCheck,
-    RunData,
-    RunMetrics,
-    SweepCheck,
-    _apply_plan,
-    _missing,
-    _pkg,
-    check_run,
-    default_workers,
-    map_runs,
-    plan_sweep,
-    require_expected,
-    run_fingerprint,
-)
+from .verify import RunCheck, SweepCheck, check_run
 
 # %% auto #0
 __all__ = ['CURVE_FORM_NAMES', 'RUN_FIELDS', 'RESULT_COLUMNS', 'SERIES_FIELDS', 'SERIES_GROUPS', 'FILE_DESCRIPTIONS', 'schema_of',
@@ -206,7 +191,7 @@ def dataset_schemas() -> dict:
     return {"runs": schema_of(RUN_FIELDS), **{k: schema_of(v) for k, v in SERIES_FIELDS.items()}}
 
 # %% ../nbs/19_export.ipynb #f334bfe8
-def run_fits(data: RunData) -> dict:
+def run_fits(data: verify.RunData) -> dict:
     "slopes.fit_summary on the run's per-batch training loss, plus best_val_ce/epoch and `fit_notes`."
     from loss_lin_slope import slopes
 
@@ -259,7 +244,7 @@ def run_row(check: RunCheck, fits: dict | None = None) -> dict:
     return row
 
 # %% ../nbs/19_export.ipynb #56111a59
-def _wide(rm: RunMetrics, metrics, S: int) -> dict[str, np.ndarray]:
+def _wide(rm: verify.RunMetrics, metrics, S: int) -> dict[str, np.ndarray]:
     "Metrics of one group side by side on the union of their steps (NaN where one is absent)."
     steps = np.unique(np.concatenate([rm.series(m)[0] for m in metrics]))
     out = {"step": steps, "epoch": steps / S}
@@ -271,7 +256,7 @@ def _wide(rm: RunMetrics, metrics, S: int) -> dict[str, np.ndarray]:
     return out
 
 # %% ../nbs/19_export.ipynb #0e981f79
-def run_series(data: RunData) -> dict[str, dict[str, np.ndarray]]:
+def run_series(data: verify.RunData) -> dict[str, dict[str, np.ndarray]]:
     "The time series of one complete run: {file stem: {column: array}} (without run_id)."
     rm, cad = data.metrics, data.cadence
     S = cad.steps_per_epoch
@@ -289,7 +274,7 @@ def run_series(data: RunData) -> dict[str, dict[str, np.ndarray]]:
         return np.diff(c[edges]) / width
 
     lq = qmean(loss)
-    out["loss_trajectory"] = {"step": b, "epoch": b / S, "loss_train_nats": lq, "loss_train_bits": lq / LN2,
+    out["loss_trajectory"] = {"step": b, "epoch": b / S, "loss_train_nats": lq, "loss_train_bits": lq / verify.LN2,
                               "acc_train": qmean(acc) if len(acc) == len(st) else np.full(len(b), np.nan),
                               "lr": lr[b - 1] if len(lr) == len(st) else np.full(len(b), np.nan)}
     for stem, group in SERIES_GROUPS.items():
@@ -358,7 +343,7 @@ def reduce_run(path, fits: bool = True, series: bool = True, cache=None,
     path = Path(path)
     cdir = cache_dir(cache)
     if cdir is not None:
-        key = run_fingerprint(path)
+        key = verify.run_fingerprint(path)
         entry = cdir / "runs" / (hashlib.sha1(str(path.resolve()).encode()).hexdigest() + ".npz")
         hit = _read_cache_entry(entry, key)
         if hit is not None:
@@ -407,10 +392,10 @@ def _reduce_task(task, fits: bool = True, series: bool = True, cache=None):
     "Check one planned run and reduce it to (RunCheck, runs row, series or None): what crosses processes."
     rid, path, entry, in_ledger = task
     if path is None:
-        c = _missing(rid, entry)
+        c = verify.missing_check(rid, entry)
         return c, run_row(c), None
     c, fi, se = reduce_run(path, fits=fits, series=series, cache=cache, run_id=rid)
-    c = _apply_plan(c, task)
+    c = verify.apply_plan(c, task)
     use = c.state == "complete" and c.in_ledger
     return c, run_row(c, fi), (se if series and use else None)
 
@@ -424,12 +409,12 @@ def build_dataset(sweep_dir, name: str | None = None, series: bool = True, fits:
 
     sweep_dir = Path(sweep_dir)
     notes: list[str] = []
-    plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
-    workers = default_workers(len(plan)) if workers is None else workers
-    fn = functools.partial(_reduce_task if workers <= 1 else _pkg("export", "_reduce_task"), fits=fits, series=series,
+    plan = verify.require_expected(verify.plan_sweep(sweep_dir, notes), sweep_dir)
+    workers = verify.default_workers(len(plan)) if workers is None else workers
+    fn = functools.partial(_reduce_task if workers <= 1 else verify.package_fn("export", "_reduce_task"), fits=fits, series=series,
                            cache=cache_dir(cache))
     checks, rows, parts = [], [], {k: [] for k in SERIES_FIELDS}
-    for c, row, ser in map_runs(fn, plan, workers):
+    for c, row, ser in verify.map_runs(fn, plan, workers):
         checks.append(c)
         rows.append(row)
         for stem, d in (ser or {}).items():
@@ -504,6 +489,19 @@ class ExportResult:
     check: SweepCheck
     n_rows: dict[str, int]
 
+# %% ../nbs/19_export.ipynb #ffd161f4
+def _write_table(t, path: Path, fmt: str) -> None:
+    "Write table `t` to `path` as Parquet or CSV, atomically (a `.tmp` file beside it, then renamed)."
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        pq.write_table(t, tmp)
+    else:
+        pacsv.write_csv(t, tmp)
+    os.replace(tmp, path)
+
 # %% ../nbs/19_export.ipynb #32f0684d
 def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, workers: int | None = None,
                  cache=None) -> ExportResult:
@@ -511,8 +509,6 @@ def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, 
     import time
 
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
 
     from loss_lin_slope import __version__
 
@@ -531,12 +527,7 @@ def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, 
         meta = {**common, "description": FILE_DESCRIPTIONS[stem], "num_rows": str(t.num_rows)}
         t = t.cast(schemas[stem]).replace_schema_metadata(meta)
         path = out / f"{stem}.{fmt}"
-        tmp = path.with_name(path.name + ".tmp")
-        if fmt == "parquet":
-            pq.write_table(t, tmp)
-        else:
-            pacsv.write_csv(t, tmp)
-        os.replace(tmp, path)
+        _write_table(t, path, fmt)
         files[stem], n_rows[stem], written[stem] = path, t.num_rows, t.schema
     dd = out / "DATA_DICTIONARY.md"
     intro = (f"Sweep `{ds.check.sweep}` exported {common['created']} by loss_lin_slope {__version__}.\n\n"

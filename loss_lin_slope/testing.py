@@ -20,7 +20,8 @@ import pandas as pd
 from .config import ExperimentConfig, sweep_grid
 from .files import write_json
 from .ledger import DEFAULT_RESOURCES, Ledger, merge_grid, plan_runs
-from .run import chunk_name, compact_chunks
+from .run import chunk_name, compact_chunks, write_summary
+from .slopes import schedule_lr
 from .sweep import submit_sweep
 from .verify import LN2, Cadence
 
@@ -93,18 +94,13 @@ def _curve(shape: str, e: np.ndarray, a: float) -> np.ndarray:
 
 # %% ../nbs/18_testing.ipynb #03062a04
 def _lr_schedule(steps: np.ndarray, S: int, cfg: ExperimentConfig) -> np.ndarray:
-    e, lr, w, M = steps / S, cfg.optim.lr, cfg.schedule.warmup_epochs, cfg.trainer.max_epochs
-    eta = cfg.schedule.eta_min
-    warm = lr * np.minimum(e / w, 1.0) if w > 0 else np.full_like(e, lr)
-    cos = eta + (lr - eta) * 0.5 * (1 + np.cos(np.pi * np.clip((e - w) / max(M - w, 1e-12), 0, 1)))
-    return np.where(e < w, warm, cos)
+    "The lr applied by each (1-based) step: the training's own schedule, `slopes.schedule_lr`."
+    return schedule_lr(steps, cfg.optim.lr, cfg.schedule.warmup_epochs * S, cfg.trainer.max_epochs * S,
+                       cfg.schedule.eta_min)
 
-# %% ../nbs/18_testing.ipynb #e397cb83
-def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float,
-                 rng, kind: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    "{metric: (steps, values)} for one synthetic run up to step `n_done`."
-    cad = Cadence.from_config(cfg, S)
-    out = {}
+# %% ../nbs/18_testing.ipynb #eb418469
+def _batch_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Per-batch metrics: the training loss curve (blowing up for `diverged`), its bits, accuracy, lr and wd."
     steps = cad.steps("batch", n_done)
     e = steps / S
     L = _curve(shape, e, a) * np.exp(noise * rng.standard_normal(len(steps)))
@@ -117,6 +113,10 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     out["acc_train"] = (steps, np.clip(1 - L / 2.4 + 0.02 * rng.standard_normal(len(steps)), 0, 1))
     out["lr"] = (steps, _lr_schedule(steps, S, cfg))
     out["wd"] = (steps, np.full(len(steps), cfg.optim.weight_decay))
+
+# %% ../nbs/18_testing.ipynb #49f0f96b
+def _val_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Validation metrics (2× per epoch for a `frequency` fault): loss = 1.05 · curve + gap + drift, and the norms."
     vs = cad.steps("val", n_done)
     if kind == "frequency":
         vs = vs[1::2]  # 2× per epoch instead of 4×
@@ -127,6 +127,10 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     out["acc_val"] = (vs, np.clip(1 - V / 2.6, 0, 1))
     out["grad_norm_l2"] = (vs, 5 * np.sqrt(_curve(shape, ve, a)) * np.exp(0.1 * rng.standard_normal(len(vs))))
     out["weight_norm_l2"] = (vs, 30 + 5 * np.log1p(ve))
+
+# %% ../nbs/18_testing.ipynb #e1607077
+def _curvature_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Curvature monitor metrics: λ_max ∝ 1 / (curve + 0.1), the trace, the lr of the next step, the stability ratio."
     cs = cad.steps("curvature", n_done)
     lam = 20 / (_curve(shape, cs / S, a) + 0.1)
     clr = _lr_schedule(cs + 1, S, cfg)  # the lr of the next step
@@ -134,17 +138,37 @@ def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: floa
     for m, v in (("lambda_max", lam), ("hessian_trace", 50 * lam), ("curv_matvecs", np.full(len(cs), 30.0)),
                  ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs))), ("curv_lr", clr), ("stability_ratio", ratio)):
         out[m] = (cs, v)
+
+# %% ../nbs/18_testing.ipynb #80efd11b
+def _noise_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "Gradient-noise monitor metrics, every `noise_every_epochs` epochs."
     ns = cad.steps("noise", n_done)
     Ln = _curve(shape, ns / S, a)
     for m, v in (("gradient_variance", 0.5 * Ln), ("grad_noise_scale", 100 / (Ln + 0.05)),
                  ("psd_tail", -1.2 + 0.05 * rng.standard_normal(len(ns))), ("residual_power", 0.01 * Ln)):
         out[m] = (ns, v)
+
+# %% ../nbs/18_testing.ipynb #39ce6226
+def _epoch_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
+    "The epoch-end slopes: `loss_slope_full` (NaN before burn-in) and `loss_slope_5_15` (after the window)."
     es = cad.steps("epoch", n_done)
     Le = _curve(shape, es / S, a)
     full = np.where(Le <= cfg.monitors.slope_threshold, -a * (es / S) ** 3 / ((es / S) ** 3 + 0.343), np.nan)
     out["loss_slope_full"] = (es, full)
     ws = cad.steps("epoch_after_window", n_done)
     out["loss_slope_5_15"] = (ws, np.full(len(ws), -a))
+
+# %% ../nbs/18_testing.ipynb #e397cb83
+def _metric_rows(cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float,
+                 rng, kind: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    "{metric: (steps, values)} for one synthetic run up to step `n_done`."
+    cad = Cadence.from_config(cfg, S)
+    out = {}
+    _batch_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _val_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _curvature_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _noise_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
+    _epoch_rows(out, cfg, S, n_done, shape, a, gap, noise, rng, kind, cad)
     return out
 
 # %% ../nbs/18_testing.ipynb #4e0f8c2a
@@ -165,7 +189,8 @@ def _long_table(rows: dict, S: int, t0: float, dt: float):
 
 # %% ../nbs/18_testing.ipynb #c0f20c77
 def _write_chunks(table, metrics_dir: Path, edges: np.ndarray) -> list[Path]:
-    "Write the rows with edges[i-1] < step ≤ edges[i] as chunk i (empty chunks skipped)."
+    """Write the rows with edges[i-1] < step ≤ edges[i] as chunk i (empty chunks skipped), named as `run.MetricStore`
+    names its flushes. (Not through the store itself: it groups a flush's rows by metric, and is ~15× slower here.)"""
     import pyarrow.parquet as pq
 
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -174,7 +199,7 @@ def _write_chunks(table, metrics_dir: Path, edges: np.ndarray) -> list[Path]:
     paths = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi > lo:
-            p = metrics_dir / f"chunk-{len(paths) + 1:06d}.parquet"
+            p = metrics_dir / chunk_name(len(paths) + 1)
             pq.write_table(table.slice(lo, hi - lo), p)
             paths.append(p)
     return paths
@@ -194,6 +219,30 @@ def _chunk_edges(cfg: ExperimentConfig, S: int, n_done: int, chunk_epochs: int |
 def _finite_or_none(x):
     return None if x is None or not np.isfinite(x) else float(x)
 
+# %% ../nbs/18_testing.ipynb #825265eb
+def _summary_failure(kind: str | None, bs: np.ndarray, L: np.ndarray) -> tuple[dict | None, dict | None]:
+    "summary.json's `failure` and `diverged` for a run of fault `kind` (training loss `L` at steps `bs`)."
+    failure = diverged = None
+    if kind == "failed":
+        failure = {"reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
+                   "traceback": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory."}
+    elif kind == "diverged":
+        bad = int(bs[~np.isfinite(L)][0])
+        diverged = {"step": bad, "value": "nan"}
+        failure = {"reason": f"non-finite training loss nan at step {bad}", "traceback": None}
+    elif kind == "interrupted":
+        failure = {"reason": "signal SIGTERM", "traceback": None}
+    return failure, diverged
+
+
+def _summary_attempts(kind: str | None) -> tuple[list, list]:
+    "summary.json's `adjustments` and `history`: one attempt, or two for an `adjusted` run (restarted after an OOM)."
+    adjustments = ([{"attempt": 2, "kind": "oom", "change": {"batch_size": 64, "accumulate_grad_batches": 2}}]
+                   if kind == "adjusted" else [])
+    history = [{"attempt": a, "action": "new" if a == 1 else "restart", "started_at": None, "from_step": None}
+               for a in range(1, 2 + (kind == "adjusted"))]
+    return adjustments, history
+
 # %% ../nbs/18_testing.ipynb #80a30440
 def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints, t0) -> dict:
     "summary.json as `run.py` writes it (its `SUMMARY_FIELDS`)."
@@ -209,20 +258,8 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     final = status in ("completed", "diverged", "failed")
     fit = slopes.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
                              window=tuple(cfg.monitors.early_window), curve_forms=final)
-    failure = diverged = None
-    if kind == "failed":
-        failure = {"reason": "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB",
-                   "traceback": "Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory."}
-    elif kind == "diverged":
-        bad = int(bs[~np.isfinite(L)][0])
-        diverged = {"step": bad, "value": "nan"}
-        failure = {"reason": f"non-finite training loss nan at step {bad}", "traceback": None}
-    elif kind == "interrupted":
-        failure = {"reason": "signal SIGTERM", "traceback": None}
-    adjustments = ([{"attempt": 2, "kind": "oom", "change": {"batch_size": 64, "accumulate_grad_batches": 2}}]
-                   if kind == "adjusted" else [])
-    history = [{"attempt": a, "action": "new" if a == 1 else "restart", "started_at": None, "from_step": None}
-               for a in range(1, 2 + (kind == "adjusted"))]
+    failure, diverged = _summary_failure(kind, bs, L)
+    adjustments, history = _summary_attempts(kind)
     fmt = lambda t: __import__("datetime").datetime.fromtimestamp(t, __import__("datetime").timezone.utc).isoformat()
     out = {
         "status": status, "run_id": job.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
@@ -246,6 +283,9 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     return out
 
 # %% ../nbs/18_testing.ipynb #0feedd70
+_LEDGER_STATE = {"failed": "failed", "diverged": "diverged", "interrupted": "interrupted", "running": "running",
+                 "missing": "pending"}  # fault kind -> ledger state (else completed)
+
 def _ledger_entry(plan_runs, resources: dict, job, name: str, epochs: int, overrides: dict, kind: str | None,
                   state: str, t0: float) -> dict:
     "The ledger entry `lls sweep submit` writes for `job` (`sweep.plan_runs`), then as the local executor left it."
@@ -263,6 +303,107 @@ def _ledger_entry(plan_runs, resources: dict, job, name: str, epochs: int, overr
                              "change": {"data.batch_size": [128, 64], "trainer.accumulate_grad_batches": [1, 2]}}]
     return e
 
+# %% ../nbs/18_testing.ipynb #9e1f1a37
+_VARIANT_OFFSET = {"base": 0.0, "bn_off": -0.15, "narrow": -0.1, "adamw": 0.1}  # of the exponent a
+
+def _run_draws(job, i: int, seed: int, h2_noise: float):
+    "Run `i`'s random generator and its two drawn parameters: the exponent `a` and the generalisation gap."
+    rng = np.random.default_rng([seed, i])
+    a = float(np.clip(0.95 + _VARIANT_OFFSET.get(job.variant, 0) + 0.6 * np.log10(job.lr / 0.1)
+                      - 0.05 * np.log10(job.weight_decay / 1e-3) + 0.12 * rng.standard_normal(), 0.35, 2.0))
+    gap = 0.25 + h2_noise * rng.standard_normal()
+    return rng, a, gap
+
+# %% ../nbs/18_testing.ipynb #5eb23ae6
+def _steps_done(total: int, kind: str | None) -> int:
+    "The steps a run completed: all of them, or (a stopped run) `_STOP_AT` of them, + 7, never all."
+    n_done = total
+    if kind in _STOP_AT:
+        n_done = max(int(total * _STOP_AT[kind]) + 7, 3)
+        n_done = min(n_done, total - 1)
+    return n_done
+
+# %% ../nbs/18_testing.ipynb #cd41cf6b
+def _write_metrics(mdir: Path, table, edges: np.ndarray, kind: str | None, n_done: int, compacted: bool) -> None:
+    "The run's metric files: its chunks (`_write_chunks`) or their merge (`run.compact_chunks`), then its fault."
+    import pyarrow.parquet as pq
+
+    if compacted:  # the store's chunks merged: the same rows (written as one chunk, then compacted)
+        mdir.mkdir(parents=True, exist_ok=True)
+        paths = [mdir / chunk_name(len(edges))]
+        pq.write_table(table, paths[0])
+    else:
+        paths = _write_chunks(table, mdir, edges)
+    if kind == "duplicate":  # a resumed run that wrote 37 steps again (by hand: the store would drop them)
+        st = table.column("step").to_numpy()
+        lo = np.searchsorted(st, n_done // 3, side="left")
+        hi = np.searchsorted(st, n_done // 3 + 37, side="left")
+        pq.write_table(table.slice(lo, hi - lo), mdir / chunk_name(len(edges) + 1))
+    if compacted:
+        paths = [compact_chunks(mdir, fsync=False)]
+    if kind == "truncated":
+        p = paths[min(1, len(paths) - 1)]
+        data = p.read_bytes()
+        p.write_bytes(data[: int(len(data) * 0.6)])
+
+# %% ../nbs/18_testing.ipynb #bbad3e7e
+def _write_checkpoints(run_dir: Path, rows: dict) -> dict:
+    "`last.ckpt` and the top 3 by validation loss (named like `callbacks.RunCheckpoint`'s); the summary's entry."
+    ck = run_dir / "checkpoints"
+    ck.mkdir(exist_ok=True)
+    (ck / "last.ckpt").write_bytes(b"synthetic checkpoint: last\n")
+    vs, V = rows["loss_val_nats"]
+    top = []
+    for j in np.argsort(np.where(np.isfinite(V), V, np.inf))[:3]:
+        p = ck / f"step{int(vs[j]):06d}-val{V[j]:.4f}.ckpt"
+        p.write_bytes(f"synthetic checkpoint at step {int(vs[j])}\n".encode())
+        top.append(p.relative_to(run_dir).as_posix())
+    return {"last": "checkpoints/last.ckpt", "best": top[0] if top else None, "top_k": top}
+
+# %% ../nbs/18_testing.ipynb #5cd63c2e
+def _write_notebook(run_dir: Path, job) -> None:
+    "A stand-in for papermill's output notebook: the parameters cell only."
+    nb = {"cells": [{"cell_type": "code", "execution_count": 1, "id": "params", "metadata": {"tags": ["parameters"]},
+                     "outputs": [], "source": f"variant = {job.variant!r}\nlr = {job.lr}\n"}],
+          "metadata": {"papermill": {"parameters": {"variant": job.variant, "lr": job.lr}}},
+          "nbformat": 4, "nbformat_minor": 5}
+    (run_dir / "train.ipynb").write_text(json.dumps(nb))
+
+# %% ../nbs/18_testing.ipynb #2f19fd7d
+_SECONDS_PER_STEP = 0.02
+
+def _write_run(run_dir: Path, job, S: int, kind: str | None, shape: str, a: float, gap: float, noise: float, rng,
+               t0: float, chunk_epochs: int | None, compact: bool) -> None:
+    "One run directory as `run.py` leaves it: config, metrics, checkpoints, summary, notebook and log."
+    cfg = job.config
+    n_done = _steps_done(cfg.trainer.max_epochs * S, kind)
+    rows = _metric_rows(cfg, S, n_done, shape, a, gap, noise, rng, kind)
+    if kind == "nan":
+        j = len(rows["loss_train_nats"][0]) // 2
+        for m in ("loss_train_nats", "loss_train_bits"):
+            rows[m][1][j] = np.nan
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    table = _long_table(rows, S, t0, _SECONDS_PER_STEP)
+    edges = _chunk_edges(cfg, S, n_done, chunk_epochs)
+    _write_metrics(run_dir / "metrics", table, edges, kind, n_done, compact and kind != "running")  # a run killed
+    ckpts = _write_checkpoints(run_dir, rows)                                  # without notice is never compacted
+    summary = _synthetic_summary(job, S, n_done, kind, rows, _SECONDS_PER_STEP, ckpts, t0)
+    summary["run_dir"] = str(run_dir)
+    write_summary(run_dir / "summary.json", summary)
+    _write_notebook(run_dir, job)
+    (run_dir / "run.log").write_text(f"synthetic run {job.run_id}: {summary['status']} at step {n_done}\n")
+
+# %% ../nbs/18_testing.ipynb #dcff730d
+def _write_ledger(root, name: str, jobs: list, epochs: int, overrides: dict, runs: dict) -> None:
+    "sweep.json as `lls sweep submit` writes it (`ledger.Ledger.update` + `merge_grid`), with the local executor."
+    grid = {"variants": sorted({j.variant for j in jobs}), "lrs": sorted({j.lr for j in jobs}),
+            "wds": sorted({j.weight_decay for j in jobs}), "seeds": sorted({j.seed for j in jobs}),
+            "overrides": {"epochs": epochs, **overrides}}
+    with Ledger(name, root).update() as d:
+        merge_grid(d, grid, runs)
+        d["executor"] = {"kind": "local", **DEFAULT_RESOURCES}
+
 # %% ../nbs/18_testing.ipynb #94842d7d
 def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs: int = 50,
                          steps_per_epoch: int = 391, *, shape: str | dict = "power", faults: dict | None = None,
@@ -273,97 +414,29 @@ def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs:
     `shape` is one of `SHAPES` or {run index: shape}; `faults` maps a kind of `FAULTS`/`OUTCOMES` to run indices
     or a count; `overrides` (config keys) apply to every run, e.g. `curvature_every_n_steps=50` for short runs.
     `compact=False`: every run keeps its chunks (as before `run.MetricStore.compact`)."""
-    import pyarrow.parquet as pq
-
-
     by_index = _assign_faults(faults, n_runs)
     jobs = _grid_jobs(n_runs, name, epochs=epochs, **overrides)
     sweep_dir = Path(root) / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    S = int(steps_per_epoch)
     ledger_runs, ids, kinds, params = {}, [], {}, {}
-    vidx = {"base": 0.0, "bn_off": -0.15, "narrow": -0.1, "adamw": 0.1}
     for i, job in enumerate(jobs):
         kind = by_index.get(i)
-        rng = np.random.default_rng([seed, i])
-        a = float(np.clip(0.95 + vidx.get(job.variant, 0) + 0.6 * np.log10(job.lr / 0.1)
-                          - 0.05 * np.log10(job.weight_decay / 1e-3) + 0.12 * rng.standard_normal(), 0.35, 2.0))
-        gap = 0.25 + h2_noise * rng.standard_normal()
-        rid, cfg = job.run_id, job.config
+        rng, a, gap = _run_draws(job, i, seed, h2_noise)
+        rid = job.run_id
         ids.append(rid)
         params[rid] = dict(variant=job.variant, lr=job.lr, weight_decay=job.weight_decay, seed=job.seed,
                            a=a, gap=gap)
         if kind:
             kinds[rid] = kind
-        status = {"failed": "failed", "diverged": "diverged", "interrupted": "interrupted",
-                  "running": "running", "missing": "pending"}.get(kind, "completed")
-        ledger_runs[rid] = _ledger_entry(plan_runs, DEFAULT_RESOURCES, job, name, epochs, overrides, kind, status,
-                                         1.7e9 + 86_400 * i)
-        if kind == "missing":
-            continue
-        run_dir = sweep_dir / rid
-        total = cfg.trainer.max_epochs * S
-        n_done = total
-        if kind in _STOP_AT:
-            n_done = max(int(total * _STOP_AT[kind]) + 7, 3)
-            n_done = min(n_done, total - 1)
-        run_shape = shape.get(i, "power") if isinstance(shape, dict) else shape
-        rows = _metric_rows(cfg, S, n_done, run_shape, a, gap, noise, rng, kind)
-        if kind == "nan":
-            j = len(rows["loss_train_nats"][0]) // 2
-            for m in ("loss_train_nats", "loss_train_bits"):
-                rows[m][1][j] = np.nan
-        spstep = 0.02
         t0 = 1.7e9 + 86_400 * i
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        table = _long_table(rows, S, t0, spstep)
-        mdir = run_dir / "metrics"
-        edges = _chunk_edges(cfg, S, n_done, chunk_epochs)
-        compacted = compact and kind != "running"  # a run killed without notice is never compacted
-        if compacted:  # the store's chunks merged: the same rows (written as one chunk, then compacted)
-            mdir.mkdir(parents=True, exist_ok=True)
-            paths = [mdir / chunk_name(len(edges))]
-            pq.write_table(table, paths[0])
-        else:
-            paths = _write_chunks(table, mdir, edges)
-        if kind == "duplicate":  # a resumed run that wrote 37 steps again
-            st = table.column("step").to_numpy()
-            lo = np.searchsorted(st, n_done // 3, side="left")
-            hi = np.searchsorted(st, n_done // 3 + 37, side="left")
-            pq.write_table(table.slice(lo, hi - lo), mdir / chunk_name(len(edges) + 1))
-        if compacted:
-            paths = [compact_chunks(mdir, fsync=False)]
-        if kind == "truncated":
-            p = paths[min(1, len(paths) - 1)]
-            data = p.read_bytes()
-            p.write_bytes(data[: int(len(data) * 0.6)])
-        ck = run_dir / "checkpoints"
-        ck.mkdir(exist_ok=True)
-        (ck / "last.ckpt").write_bytes(b"synthetic checkpoint: last\n")
-        vs, V = rows["loss_val_nats"]
-        top = []
-        for j in np.argsort(np.where(np.isfinite(V), V, np.inf))[:3]:
-            p = ck / f"step{int(vs[j]):06d}-val{V[j]:.4f}.ckpt"
-            p.write_bytes(f"synthetic checkpoint at step {int(vs[j])}\n".encode())
-            top.append(p.relative_to(run_dir).as_posix())
-        ckpts = {"last": "checkpoints/last.ckpt", "best": top[0] if top else None, "top_k": top}
-        summary = _synthetic_summary(job, S, n_done, kind, rows, spstep, ckpts, t0)
-        summary["run_dir"] = str(run_dir)
-        write_json(run_dir / "summary.json", summary, fsync=False)
-        nb = {"cells": [{"cell_type": "code", "execution_count": 1, "id": "params", "metadata": {"tags": ["parameters"]},
-                         "outputs": [], "source": f"variant = {job.variant!r}\nlr = {job.lr}\n"}],
-              "metadata": {"papermill": {"parameters": {"variant": job.variant, "lr": job.lr}}},
-              "nbformat": 4, "nbformat_minor": 5}
-        (run_dir / "train.ipynb").write_text(json.dumps(nb))
-        (run_dir / "run.log").write_text(f"synthetic run {rid}: {summary['status']} at step {n_done}\n")
+        ledger_runs[rid] = _ledger_entry(plan_runs, DEFAULT_RESOURCES, job, name, epochs, overrides, kind,
+                                         _LEDGER_STATE.get(kind, "completed"), t0)
+        if kind != "missing":
+            run_shape = shape.get(i, "power") if isinstance(shape, dict) else shape
+            _write_run(sweep_dir / rid, job, int(steps_per_epoch), kind, run_shape, a, gap, noise, rng, t0,
+                       chunk_epochs, compact)
     if ledger:
-        grid = {"variants": sorted({j.variant for j in jobs}), "lrs": sorted({j.lr for j in jobs}),
-                "wds": sorted({j.weight_decay for j in jobs}), "seeds": sorted({j.seed for j in jobs}),
-                "overrides": {"epochs": epochs, **overrides}}
-        write_json(sweep_dir / "sweep.json", {"name": name, "grid": grid, "executor": {"kind": "local",
-                                                                                        **DEFAULT_RESOURCES},
-                                               "runs": ledger_runs}, fsync=False)
+        _write_ledger(root, name, jobs, epochs, overrides, ledger_runs)
     return SyntheticSweep(sweep_dir, ids, kinds, params)
 
 # %% ../nbs/18_testing.ipynb #ea86b5a7

@@ -14,28 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from fastcore.basics import patch
 
 from . import config
 from .config import METRICS, ExperimentConfig
 from .ledger import read_ledger
-from .run import STATUSES, dead_run_reason, live_chunks, lock_state
+from .run import STATUSES, dead_run_reason, live_chunks, lock_state, metric_schema
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS', 'CHECK_STATES', 'VERIFY_COLUMNS', 'Cadence',
-           'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'check_run', 'find_run_dirs', 'SweepCheck',
-           'plan_sweep', 'iter_sweep', 'default_workers', 'map_runs', 'require_expected', 'verify_sweep', 'verify_rows',
-           'run_fingerprint']
+           'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'load_yaml', 'check_run', 'find_run_dirs',
+           'SweepCheck', 'plan_sweep', 'missing_check', 'apply_plan', 'iter_sweep', 'default_workers', 'map_runs',
+           'package_fn', 'require_expected', 'verify_sweep', 'verify_rows', 'run_fingerprint']
 
 # %% ../nbs/12_verify.ipynb #221570a9
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
 
 TOLERANCE = {"val": 1}  # steps; other groups exact
-
-LN2 = math.log(2.0)
-
-BITS_PAIRS = (("loss_train_nats", "loss_train_bits"), ("loss_val_nats", "loss_val_bits"))
-
-BITS_TOL = 1e-6
 
 @dataclass(frozen=True)
 class Cadence:
@@ -57,34 +52,48 @@ class Cadence:
         return cls(int(steps_per_epoch), t.max_epochs, t.val_check_interval, m.curvature_every_n_steps,
                    m.noise_every_epochs, float(m.early_window[1]), m.curvature, m.noise, t.max_steps)
 
-    @property
-    def total_steps(self) -> int:
-        "Planned optimizer steps: `max_epochs × steps_per_epoch`, capped by `max_steps` when that is set."
-        n = self.steps_per_epoch * self.max_epochs
-        return min(n, self.max_steps) if self.max_steps > 0 else n
 
-    def steps(self, group: str, upto: int | None = None) -> np.ndarray:
-        "Sorted int64 steps of `group` up to `upto` (default: the whole run)."
-        S, M = self.steps_per_epoch, self.max_epochs
-        n = self.total_steps if upto is None else min(upto, self.total_steps)
-        ends = np.arange(1, M + 1, dtype=np.int64) * S
-        if group == "batch":
-            s = np.arange(1, n + 1, dtype=np.int64)
-        elif group == "val":
-            k = np.arange(1, int(round(M / self.val_check_interval)) + 1)
-            s = np.round(k * S * self.val_check_interval).astype(np.int64)
-        elif group == "curvature":
-            s = np.arange(self.curvature_every, n + 1, self.curvature_every, dtype=np.int64) if self.curvature \
-                else np.zeros(0, np.int64)
-        elif group == "noise":
-            s = ends[self.noise_every - 1::self.noise_every] if self.noise else np.zeros(0, np.int64)
-        elif group == "epoch":
-            s = ends
-        elif group == "epoch_after_window":
-            s = ends[math.ceil(self.early_end) - 1:]
-        else:
-            raise ValueError(f"group={group!r} is not one of {', '.join(GROUPS)}")
-        return s[s <= n]
+# %% ../nbs/12_verify.ipynb #9ab0fd7a
+@patch(as_prop=True)
+def total_steps(self: Cadence) -> int:
+    "Planned optimizer steps: `max_epochs × steps_per_epoch`, capped by `max_steps` when that is set."
+    n = self.steps_per_epoch * self.max_epochs
+    return min(n, self.max_steps) if self.max_steps > 0 else n
+
+
+# %% ../nbs/12_verify.ipynb #4b40bb53
+@patch
+def steps(self: Cadence, group: str, upto: int | None = None) -> np.ndarray:
+    "Sorted int64 steps of `group` up to `upto` (default: the whole run)."
+    S, M = self.steps_per_epoch, self.max_epochs
+    n = self.total_steps if upto is None else min(upto, self.total_steps)
+    ends = np.arange(1, M + 1, dtype=np.int64) * S
+    if group == "batch":
+        s = np.arange(1, n + 1, dtype=np.int64)
+    elif group == "val":
+        k = np.arange(1, int(round(M / self.val_check_interval)) + 1)
+        s = np.round(k * S * self.val_check_interval).astype(np.int64)
+    elif group == "curvature":
+        s = np.arange(self.curvature_every, n + 1, self.curvature_every, dtype=np.int64) if self.curvature \
+            else np.zeros(0, np.int64)
+    elif group == "noise":
+        s = ends[self.noise_every - 1::self.noise_every] if self.noise else np.zeros(0, np.int64)
+    elif group == "epoch":
+        s = ends
+    elif group == "epoch_after_window":
+        s = ends[math.ceil(self.early_end) - 1:]
+    else:
+        raise ValueError(f"group={group!r} is not one of {', '.join(GROUPS)}")
+    return s[s <= n]
+
+
+# %% ../nbs/12_verify.ipynb #15cf6517
+LN2 = math.log(2.0)
+
+BITS_PAIRS = (("loss_train_nats", "loss_train_bits"), ("loss_val_nats", "loss_val_bits"))
+
+BITS_TOL = 1e-6
+
 
 # %% ../nbs/12_verify.ipynb #9a73c1b6
 @dataclass
@@ -112,6 +121,8 @@ ISSUE_KINDS = {  # kind -> (GO/NO-GO condition it breaks, what it means)
     "frequency": ("frequency", "a metric is not logged at the steps its group requires (wrong frequency or absent)"),
 }
 
+
+# %% ../nbs/12_verify.ipynb #0ca65e30
 @dataclass
 class RunMetrics:
     "One run's metrics grouped by name: sorted unique steps with their epochs and values (first row kept)."
@@ -126,40 +137,43 @@ class RunMetrics:
     def __contains__(self, m):
         return m in self.steps
 
-    def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        "(steps, values) of `metric`; empty arrays when absent."
-        if metric not in self.steps:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return self.steps[metric], self.values[metric]
 
-# %% ../nbs/12_verify.ipynb #c918eac1
-_COLUMNS = ("step", "epoch", "metric", "value")
+# %% ../nbs/12_verify.ipynb #649d5b35
+@patch
+def series(self: RunMetrics, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    "(steps, values) of `metric`; empty arrays when absent."
+    if metric not in self.steps:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return self.steps[metric], self.values[metric]
 
-def _read_schema():
+
+# %% ../nbs/12_verify.ipynb #c9eb6f11
+def _read_tables(files: list[Path], rm: RunMetrics, issues: list) -> list:
+    "The chunks' tables (the columns of `run.metric_schema(time=False)`); an unreadable chunk is an issue and marks `rm` incomplete."
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    return pa.schema([("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()),
-                      ("value", pa.float64())])
+    schema, tables = metric_schema(time=False), []  # run's schema: the columns the checker reads
+    for f in files:
+        try:  # bytes → ParquetFile: ~5× less CPU per small file than pq.read_table(path) (no dataset layer)
+            t = pq.ParquetFile(pa.py_buffer(f.read_bytes())).read(columns=schema.names, use_threads=False)
+            t = t.select(schema.names)
+            tables.append(t if t.schema.equals(schema) else t.cast(schema))
+        except Exception as e:  # truncated file, not Parquet, missing or mistyped columns, …
+            msg = (str(e).splitlines() or [""])[0].replace(f"'{f}'", "").replace(str(f), "")
+            issues.append(Issue("unreadable", f"{f.name}: {type(e).__name__}: {msg[:160]}"))
+            rm.complete = False
+    return tables
 
 # %% ../nbs/12_verify.ipynb #7b2cc13f
 def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
     "Read and group the metric chunks of `run_dir`; problems come back as issues, never as exceptions."
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     files = live_chunks(Path(run_dir) / "metrics")
     rm, issues = RunMetrics(files=len(files)), []
-    schema, tables = _read_schema(), []
-    for f in files:
-        try:  # bytes → ParquetFile: ~5× less CPU per small file than pq.read_table(path) (no dataset layer)
-            t = pq.ParquetFile(pa.py_buffer(f.read_bytes())).read(columns=list(_COLUMNS), use_threads=False)
-            t = t.select(list(_COLUMNS))
-            tables.append(t if t.schema.equals(schema) else t.cast(schema))
-        except Exception as e:  # truncated file, not Parquet, missing or mistyped columns, …
-            msg = (str(e).splitlines() or [""])[0].replace(f"'{f}'", "").replace(str(f), "")
-            issues.append(Issue("unreadable", f"{f.name}: {type(e).__name__}: {msg[:160]}"))
-            rm.complete = False
+    tables = _read_tables(files, rm, issues)
     if not tables:
         if not files:
             issues.append(Issue("no_metrics", "metrics/ holds no chunk-*.parquet"))
@@ -222,26 +236,33 @@ class RunCheck:
     warnings: list[str] = field(default_factory=list)  # suspicious, not faults: loss > 10, lr = 0 mid-run, knee epoch
     perf: dict = field(default_factory=dict)  # wall_time_s, steps_per_s, peak_mem_bytes from summary.json
 
-    @property
-    def epochs_completed(self) -> float | None:
-        "steps_completed / steps_per_epoch (None when either is unknown)."
-        if self.steps_completed is None or not self.steps_per_epoch:
-            return None
-        return self.steps_completed / self.steps_per_epoch
 
-    def to_dict(self) -> dict:
-        "A JSON-ready dict (issues as dicts, `epochs_completed` included); `from_dict` inverts it."
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["issues"] = [{"kind": i.kind, "metrics": list(i.metrics), "detail": i.detail} for i in self.issues]
-        d["epochs_completed"] = self.epochs_completed
-        return d
+# %% ../nbs/12_verify.ipynb #5128f757
+@patch(as_prop=True)
+def epochs_completed(self: RunCheck) -> float | None:
+    "steps_completed / steps_per_epoch (None when either is unknown)."
+    if self.steps_completed is None or not self.steps_per_epoch:
+        return None
+    return self.steps_completed / self.steps_per_epoch
 
-    @classmethod
-    def from_dict(cls, d: dict) -> RunCheck:
-        "Inverse of `to_dict`."
-        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        d["issues"] = [Issue(i["kind"], i["detail"], tuple(i["metrics"])) for i in d.get("issues", [])]
-        return cls(**d)
+
+# %% ../nbs/12_verify.ipynb #6915b862
+@patch
+def to_dict(self: RunCheck) -> dict:
+    "A JSON-ready dict (issues as dicts, `epochs_completed` included); `from_dict` inverts it."
+    d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+    d["issues"] = [{"kind": i.kind, "metrics": list(i.metrics), "detail": i.detail} for i in self.issues]
+    d["epochs_completed"] = self.epochs_completed
+    return d
+
+
+# %% ../nbs/12_verify.ipynb #300d6cae
+@patch(cls_method=True)
+def from_dict(cls: RunCheck, d: dict) -> RunCheck:
+    "Inverse of `to_dict`."
+    d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+    d["issues"] = [Issue(i["kind"], i["detail"], tuple(i["metrics"])) for i in d.get("issues", [])]
+    return cls(**d)
 
 # %% ../nbs/12_verify.ipynb #7e96185f
 @dataclass
@@ -252,13 +273,18 @@ class RunData:
     metrics: RunMetrics
     cadence: Cadence | None
 
-# %% ../nbs/12_verify.ipynb #5c2cbc11
+# %% ../nbs/12_verify.ipynb #e8b83de2
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20× faster than the pure-Python loader
 
+def load_yaml(text: str):
+    "Parse YAML safely (no tags that build objects), with libyaml's loader when it is installed."
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+# %% ../nbs/12_verify.ipynb #5c2cbc11
 def _read_config(path: Path, issues: list) -> ExperimentConfig | None:
     p = path / "config.yaml"
     try:
-        d = yaml.load(p.read_text(), Loader=_YAML_LOADER)  # = ExperimentConfig.from_yaml, with libyaml when present
+        d = load_yaml(p.read_text())  # = ExperimentConfig.from_yaml, with libyaml when present
         if not isinstance(d, dict):
             raise ValueError(f"not a mapping of config sections but {type(d).__name__}")
         return ExperimentConfig.from_dict(d)
@@ -356,8 +382,9 @@ def _step_issues(rm: RunMetrics, cad: Cadence, n_done: int, truncated: bool) -> 
         out.append(_join(freq, "frequency"))
     return out
 
-# %% ../nbs/12_verify.ipynb #cdf5dcaa
-def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]:
+# %% ../nbs/12_verify.ipynb #0b4c842a
+def _duplicate_issues(rm: RunMetrics) -> list[Issue]:
+    "A `duplicate_steps` issue for the (step, metric) pairs stored more than once."
     out = []
     if rm.duplicates:
         d = rm.duplicates
@@ -367,16 +394,27 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
         out.append(Issue("duplicate_steps", f"{n} rows stored twice, in {len(ms)} metrics"
                                             f" ({', '.join(ms[:3])}{', …' if len(ms) > 3 else ''}), steps {lo}…{hi}",
                          ms))
-    if check_nan:
-        nan = {}
-        for m, v in rm.values.items():
-            if m in config.NAN_ALLOWED:
-                continue
-            bad = ~np.isfinite(v)
-            if bad.any():
-                nan.setdefault(f"{int(bad.sum())} non-finite, first at step {int(rm.steps[m][bad][0])}", []).append(m)
-        if nan:
-            out.append(_join(nan, "nan"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #9ffe7467
+def _nan_issues(rm: RunMetrics) -> list[Issue]:
+    "A `nan` issue for non-finite values outside `config.NAN_ALLOWED`."
+    out = []
+    nan = {}
+    for m, v in rm.values.items():
+        if m in config.NAN_ALLOWED:
+            continue
+        bad = ~np.isfinite(v)
+        if bad.any():
+            nan.setdefault(f"{int(bad.sum())} non-finite, first at step {int(rm.steps[m][bad][0])}", []).append(m)
+    if nan:
+        out.append(_join(nan, "nan"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #02ad8349
+def _bits_issues(rm: RunMetrics) -> list[Issue]:
+    "A `bits` issue where `loss_*_bits` differs from `loss_*_nats / ln 2` by more than `BITS_TOL`."
+    out = []
     bits = {}
     for nats, b in BITS_PAIRS:
         if nats in rm and b in rm:
@@ -392,6 +430,12 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
                 bits.setdefault(f"{bad} rows differ from nats / ln 2 (max error {err.max():.2g})", []).append(b)
     if bits:
         out.append(_join(bits, "bits"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #425a5401
+def _range_issues(rm: RunMetrics) -> list[Issue]:
+    "A `range` issue for values a metric cannot take (a loss < 0, an accuracy outside [0, 1], lr < 0)."
+    out = []
     rng = {}
     for m, v in rm.values.items():
         fin = v[np.isfinite(v)]
@@ -406,14 +450,30 @@ def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]
             rng.setdefault(f"min {lo:.4g} < 0", []).append(m)
     if rng:
         out.append(_join(rng, "range"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #496ecb99
+def _epoch_issues(rm: RunMetrics, S: int) -> list[Issue]:
+    "An `epoch` issue where the epoch column differs from step / `S`."
+    out = []
+    ep = {}
+    for m in rm.steps:
+        err = np.abs(rm.epochs[m] - rm.steps[m] / S)
+        if len(err) and err.max() > 1e-9 * max(1.0, float(np.abs(rm.epochs[m]).max())):
+            ep.setdefault(f"epoch ≠ step / {S} at {int((err > 1e-9).sum())} rows", []).append(m)
+    if ep:
+        out.append(_join(ep, "epoch"))
+    return out
+
+# %% ../nbs/12_verify.ipynb #cdf5dcaa
+def _value_issues(rm: RunMetrics, S: int | None, check_nan: bool) -> list[Issue]:
+    out = _duplicate_issues(rm)
+    if check_nan:
+        out += _nan_issues(rm)
+    out += _bits_issues(rm)
+    out += _range_issues(rm)
     if S:
-        ep = {}
-        for m in rm.steps:
-            err = np.abs(rm.epochs[m] - rm.steps[m] / S)
-            if len(err) and err.max() > 1e-9 * max(1.0, float(np.abs(rm.epochs[m]).max())):
-                ep.setdefault(f"epoch ≠ step / {S} at {int((err > 1e-9).sum())} rows", []).append(m)
-        if ep:
-            out.append(_join(ep, "epoch"))
+        out += _epoch_issues(rm, S)
     return out
 
 # %% ../nbs/12_verify.ipynb #2242a6ad
@@ -438,6 +498,17 @@ def _classify(c: RunCheck, summary: dict | None) -> None:
     if data_issues and c.state in ("failed", "diverged"):
         c.reason += "; also " + "; ".join(str(i) for i in data_issues)
 
+# %% ../nbs/12_verify.ipynb #78b79360
+def _copy_run_fields(c: RunCheck, cfg: ExperimentConfig | None, s: dict) -> None:
+    "The run's parameters (from its config), performance, retries and adjustments (from its summary) into `c`."
+    if cfg:
+        c.variant, c.lr, c.weight_decay, c.seed = cfg.variant, cfg.optim.lr, cfg.optim.weight_decay, cfg.seed
+    c.perf = {k: s.get(k) for k in ("wall_time_s", "steps_per_s", "peak_mem_bytes")
+              if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)}
+    adj = s.get("adjustments") or []
+    c.retries, c.adjustments = int(s.get("retries") or 0), list(adj) if isinstance(adj, list) else [adj]
+    c.adjusted = bool(c.adjustments) or bool(s.get("adjusted"))
+
 # %% ../nbs/12_verify.ipynb #d58e0ff8
 def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck | tuple[RunCheck, RunData]:
     "Check one run directory (see above). With `keep=True` also return the `RunData` that was read."
@@ -449,13 +520,7 @@ def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck |
     issues += read_issues
     s = summary or {}
     c = RunCheck(run_id or path.name, "corrupt", status=s.get("status"), path=str(path))
-    if cfg:
-        c.variant, c.lr, c.weight_decay, c.seed = cfg.variant, cfg.optim.lr, cfg.optim.weight_decay, cfg.seed
-    c.perf = {k: s.get(k) for k in ("wall_time_s", "steps_per_s", "peak_mem_bytes")
-              if isinstance(s.get(k), (int, float)) and not isinstance(s.get(k), bool)}
-    adj = s.get("adjustments") or []
-    c.retries, c.adjustments = int(s.get("retries") or 0), list(adj) if isinstance(adj, list) else [adj]
-    c.adjusted = bool(c.adjustments) or bool(s.get("adjusted"))
+    _copy_run_fields(c, cfg, s)
     S = s.get("steps_per_epoch") or _infer_spe(rm)
     if not s.get("steps_per_epoch"):
         c.notes.append("steps_per_epoch not in summary.json" + (f"; inferred {S} from the metrics" if S else ""))
@@ -520,32 +585,40 @@ class SweepCheck:
     notes: list[str] = field(default_factory=list)
     grid: dict | None = None
 
-    @property
-    def counts(self) -> dict[str, int]:
-        "Runs per state (every state of `CHECK_STATES`, zeros included)."
-        c = {s: 0 for s in CHECK_STATES}
-        for r in self.runs:
-            c[r.state] += 1
-        return c
-
-    @property
-    def ok(self) -> bool:
-        "Every run complete and in the ledger (when there is one)."
-        return all(r.state == "complete" and r.in_ledger for r in self.runs)
-
-    def summary_line(self) -> str:
-        "One line: expected runs, counts per state, runs not in the ledger, and where the expected runs come from."
-        n_exp = sum(r.in_ledger for r in self.runs)
-        counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
-        extra = len(self.runs) - n_exp
-        src = f"ledger {self.ledger}" if self.ledger else "no ledger: expected = the run directories present"
-        return (f"{self.sweep}: {n_exp} expected runs: {counts or 'none'}"
-                + (f"; {extra} not in the ledger" if extra else "") + f" ({src})")
-
     def to_dict(self) -> dict:
         "A JSON-ready dict (what `lls verify --json` prints)."
         return {"sweep": self.sweep, "path": self.path, "ledger": self.ledger, "ok": self.ok,
                 "counts": self.counts, "notes": self.notes, "runs": [r.to_dict() for r in self.runs]}
+
+
+# %% ../nbs/12_verify.ipynb #9517e369
+@patch(as_prop=True)
+def counts(self: SweepCheck) -> dict[str, int]:
+    "Runs per state (every state of `CHECK_STATES`, zeros included)."
+    c = {s: 0 for s in CHECK_STATES}
+    for r in self.runs:
+        c[r.state] += 1
+    return c
+
+
+# %% ../nbs/12_verify.ipynb #946485a7
+@patch(as_prop=True)
+def ok(self: SweepCheck) -> bool:
+    "Every run complete and in the ledger (when there is one)."
+    return all(r.state == "complete" and r.in_ledger for r in self.runs)
+
+
+# %% ../nbs/12_verify.ipynb #5ca64435
+@patch
+def summary_line(self: SweepCheck) -> str:
+    "One line: expected runs, counts per state, runs not in the ledger, and where the expected runs come from."
+    n_exp = sum(r.in_ledger for r in self.runs)
+    counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+    extra = len(self.runs) - n_exp
+    src = f"ledger {self.ledger}" if self.ledger else "no ledger: expected = the run directories present"
+    return (f"{self.sweep}: {n_exp} expected runs: {counts or 'none'}"
+            + (f"; {extra} not in the ledger" if extra else "") + f" ({src})")
+
 
 # %% ../nbs/12_verify.ipynb #45f3e0d1
 def plan_sweep(sweep_dir, notes: list | None = None) -> list[tuple[str, Path | None, dict | None, bool]]:
@@ -564,7 +637,8 @@ def plan_sweep(sweep_dir, notes: list | None = None) -> list[tuple[str, Path | N
     return plan + [(r, p, None, False) for r, p in present.items() if r not in ledger["runs"]]
 
 # %% ../nbs/12_verify.ipynb #e7dabbee
-def _missing(rid: str, entry: dict | None) -> RunCheck:
+def missing_check(rid: str, entry: dict | None) -> RunCheck:
+    "The check of an expected run that has no run directory: state `missing`, what the ledger `entry` knows of it."
     e = entry or {}
     c = RunCheck(rid, "missing", variant=e.get("variant"), lr=e.get("lr"), weight_decay=e.get("weight_decay"),
                  seed=e.get("seed"), ledger_state=e.get("state"))
@@ -572,8 +646,9 @@ def _missing(rid: str, entry: dict | None) -> RunCheck:
                 f"attempts: {e.get('attempts', 'unknown')})")
     return c
 
+
 # %% ../nbs/12_verify.ipynb #d86807cb
-def _apply_plan(c: RunCheck, task) -> RunCheck:
+def apply_plan(c: RunCheck, task) -> RunCheck:
     "What the ledger adds to a run's check: in the ledger or not, its scheduler state, parameters if unreadable."
     _, _, entry, in_ledger = task
     c.in_ledger, c.ledger_state = in_ledger, (entry or {}).get("state")
@@ -588,9 +663,9 @@ def _apply_plan(c: RunCheck, task) -> RunCheck:
 def _check_planned(task, keep: bool):
     rid, path, entry, _ = task
     if path is None:
-        return _missing(rid, entry), None
+        return missing_check(rid, entry), None
     c, data = check_run(path, rid, keep=True)
-    return _apply_plan(c, task), (data if keep else None)
+    return apply_plan(c, task), (data if keep else None)
 
 # %% ../nbs/12_verify.ipynb #d3c8c8ca
 def iter_sweep(sweep_dir, keep: bool = True, notes: list | None = None):
@@ -623,7 +698,7 @@ def map_runs(fn, tasks: list, workers: int | None = None):
         yield from ex.map(fn, tasks, chunksize=max(1, min(8, len(tasks) // (4 * workers))))
 
 # %% ../nbs/12_verify.ipynb #abdb68be
-def _pkg(module: str, name: str):
+def package_fn(module: str, name: str):
     "The package's own function `module.name` (picklable by reference, unlike a notebook's)."
     import importlib
 
@@ -653,7 +728,7 @@ def verify_sweep(sweep_dir, name: str | None = None, workers: int | None = None)
     notes: list[str] = []
     plan = require_expected(plan_sweep(sweep_dir, notes), sweep_dir)
     workers = default_workers(len(plan)) if workers is None else workers
-    runs = list(map_runs(_verify_task if workers <= 1 else _pkg("verify", "_verify_task"), plan, workers))
+    runs = list(map_runs(_verify_task if workers <= 1 else package_fn("verify", "_verify_task"), plan, workers))
     ledger = read_ledger(sweep_dir)
     return SweepCheck(name or sweep_dir.name, str(sweep_dir), str(sweep_dir / "sweep.json") if ledger else None,
                       runs, notes, (ledger or {}).get("grid"))
