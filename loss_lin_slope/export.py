@@ -49,7 +49,7 @@ RUN_FIELDS = [
     ("status", "str", "status in summary.json: completed | running | interrupted | diverged | failed "
                       "(null when there is no summary)", ""),
     ("reason", "str", "Why the run is excluded from the analysis ('' when it is complete and in the ledger)", ""),
-    ("issues", "str", "Every issue verify found, as 'kind: detail', joined by ' | ' (kinds: dataset.ISSUE_KINDS)", ""),
+    ("issues", "str", "Every issue verify found, as 'kind: detail', joined by ' | ' (kinds: verify.ISSUE_KINDS)", ""),
     ("in_ledger", "bool", "True when the sweep ledger (sweep.json) lists the run (or there is no ledger)", ""),
     ("adjusted", "bool", "True when recovery changed the run's config (summary.json adjustments non-empty)", ""),
     ("retries", "i64", "Times the run was resubmitted", ""),

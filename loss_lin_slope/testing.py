@@ -288,7 +288,7 @@ _LEDGER_STATE = {"failed": "failed", "diverged": "diverged", "interrupted": "int
 
 def _ledger_entry(plan_runs, resources: dict, job, name: str, epochs: int, overrides: dict, kind: str | None,
                   state: str, t0: float) -> dict:
-    "The ledger entry `lls sweep submit` writes for `job` (`sweep.plan_runs`), then as the local executor left it."
+    "The ledger entry `lls sweep submit` writes for `job` (`ledger.plan_runs`), then as the local executor left it."
     _, planned = plan_runs(name, [job.variant], [job.lr], [job.weight_decay], [job.seed], {"epochs": epochs},
                            overrides)
     e = planned[job.run_id]
