@@ -14,8 +14,9 @@ from pathlib import Path
 
 from .config import ConfigError, make_config
 from .executors import SubmitError, detect_gpus, launch, run_local, sacct_states
-from .files import read_json, write_json
+from .files import read_json
 from .ledger import ACTIVE, DEFAULT_RESOURCES, JOBS, Ledger
+from .run import write_summary
 from .status import owner_alive, reconcile_run
 
 # %% auto #0
@@ -206,11 +207,12 @@ def _stderr_tail(ledger: Ledger, rid: str, entry: dict, n: int = 65536) -> str:
 
 # %% ../nbs/15_recover.ipynb #d631c952
 def _add_summary_adjustments(run_dir: Path, adjustments: list):
+    "Record the adjustments in the run's `summary.json`, through the run's own writer (`run.write_summary`)."
     p = run_dir / "summary.json"
     s = read_json(p)
     if isinstance(s, dict):
         s["adjustments"] = adjustments
-        write_json(p, s)
+        write_summary(p, s)
 
 # %% ../nbs/15_recover.ipynb #f8a24a4b
 RECOVERABLE = frozenset({"failed", "interrupted", "diverged"})
