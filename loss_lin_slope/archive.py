@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from . import config
+from .files import atomic_write_text
 from .run import live_chunks
 from .verify import load_yaml, plan_sweep
 
@@ -137,10 +138,7 @@ def _write_manifest(root: Path, hashes: dict[str, str]) -> Path:
         raise OSError(f"{len(bad)} archived files differ from their sources after copying "
                       f"(first: {bad[0]}); no manifest written")
     manifest = root / "MANIFEST.sha256"
-    tmp = manifest.with_name(manifest.name + ".part")
-    tmp.write_text("".join(f"{h}  {r}\n" for r, h in sorted(hashes.items())))
-    os.replace(tmp, manifest)
-    return manifest
+    return atomic_write_text(manifest, "".join(f"{h}  {r}\n" for r, h in sorted(hashes.items())))
 
 # %% ../nbs/20_archive.ipynb #39ee070e
 def collect_sweep(sweep_dir, dest, checkpoints: bool = False, name: str | None = None) -> CollectResult:

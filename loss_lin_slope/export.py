@@ -5,7 +5,6 @@
 # %% ../nbs/19_export.ipynb #68a2c2df
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -17,7 +16,7 @@ import numpy as np
 
 from . import config, verify
 from .config import METRICS
-from .files import json_default
+from .files import atomic_open, json_default
 from .ledger import read_ledger
 from .verify import RunCheck, SweepCheck, check_run
 
@@ -307,15 +306,8 @@ def _write_cache_entry(entry: Path, key: str, c: RunCheck, fits: dict | None, se
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"series {stem}.{col}: {a.dtype} is not numeric")
             arrays[f"s/{stem}/{col}"] = a
-    tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, entry)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_open(entry, fsync=False) as f:
+        np.savez(f, **arrays)
 
 # %% ../nbs/19_export.ipynb #4b3f788c
 def _read_cache_entry(entry: Path, key: str) -> tuple[RunCheck, dict | None, dict | None] | None:
@@ -491,16 +483,15 @@ class ExportResult:
 
 # %% ../nbs/19_export.ipynb #ffd161f4
 def _write_table(t, path: Path, fmt: str) -> None:
-    "Write table `t` to `path` as Parquet or CSV, atomically (a `.tmp` file beside it, then renamed)."
+    "Write table `t` to `path` as Parquet or CSV, atomically (`files.atomic_open`)."
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        pq.write_table(t, tmp)
-    else:
-        pacsv.write_csv(t, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, fsync=False) as f:
+        if fmt == "parquet":
+            pq.write_table(t, f)
+        else:
+            pacsv.write_csv(t, f)
 
 # %% ../nbs/19_export.ipynb #32f0684d
 def export_sweep(sweep_dir, out, fmt: str = "parquet", name: str | None = None, workers: int | None = None,

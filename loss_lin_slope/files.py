@@ -12,16 +12,18 @@ import threading
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['atomic_write_bytes', 'atomic_write_text', 'json_default', 'write_json', 'read_json']
+__all__ = ['atomic_open', 'atomic_write_bytes', 'atomic_write_text', 'json_default', 'write_json', 'read_json']
 
-# %% ../nbs/01_files.ipynb #5e369006
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
-    "Write `data` to `path` atomically (temporary file in the same directory + `os.replace`)."
+# %% ../nbs/01_files.ipynb #491f8784
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, fsync: bool = True):
+    """A binary file to write `path` through: a temporary file in the same directory, renamed over `path` when the
+    block ends (after an `fsync` if asked), removed if the block raises. For writers that stream (Parquet, `.npz`)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -30,7 +32,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return path
+
+# %% ../nbs/01_files.ipynb #5e369006
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> Path:
+    "Write `data` to `path` atomically (temporary file in the same directory + `os.replace`)."
+    with atomic_open(path, fsync=fsync) as f:
+        f.write(data)
+    return Path(path)
 
 # %% ../nbs/01_files.ipynb #f3b4859d
 def atomic_write_text(path: str | os.PathLike, text: str, fsync: bool = True) -> Path:
