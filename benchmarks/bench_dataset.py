@@ -6,7 +6,7 @@ The sweep is written once by `dataset.make_synthetic_sweep` (not timed; `--keep 
 as a user runs it, a real `lls` subprocess, one after the other, with a fresh (cold) result cache; peak memory is the
 largest total RSS of the command's process tree (the command and its worker processes), sampled every 20 ms.
 
-Chunking (`--chunking`): `compacted` (default) is what runs leave today: `run.MetricStore` flushes a chunk every 100
+Chunking (`--chunking`): `compacted` (default) is what runs leave today: `store.MetricStore` flushes a chunk every 100
 steps and at every validation (≈ 400 per run) and `run_experiment` merges them into one `chunk-N.all.parquet` when
 the run stops, so a finished run is one file (216 files in all). `store` keeps the ≈ 400 chunks per run (85 k files:
 the layout before compaction, or runs killed before they could compact); `epochs10` keeps one chunk per 10 epochs.

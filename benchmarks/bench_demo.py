@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from loss_lin_slope import slopes
-from loss_lin_slope.run import read_metrics
+from loss_lin_slope.store import read_metrics
 
 TARGET_S = 600.0
 

@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from loss_lin_slope.slopes import StreamingLogLogFit, cumulative_lr, fit_summary, schedule_lr
+from loss_lin_slope.forms import cumulative_lr, fit_summary, schedule_lr
+from loss_lin_slope.slopes import StreamingLogLogFit
 
 EPOCHS, SPE = 50, 391
 TARGET_S = 5.0

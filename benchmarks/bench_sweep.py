@@ -3,7 +3,7 @@
 1. `lls sweep submit study --executor slurm --dry-run`: plan the 216-run study, check it against the ledger and
    print what would be submitted (with the sbatch script). Target: < 5 s.
 2. `lls sweep status study`: reconcile a ledger of 216 runs with 216 run directories (summary.json + Parquet metric
-   chunks, long format as `run.MetricStore` writes them) and run the data-quality checks. Target: < 1 s.
+   chunks, long format as `store.MetricStore` writes them) and run the data-quality checks. Target: < 1 s.
    The first call reads every chunk and caches per-run aggregates (`.status-cache.json`); later calls — what
    `--watch` and monitoring do — only stat each run's metrics directory and read chunks that are new. Both figures
    are printed; the target applies to the steady state.

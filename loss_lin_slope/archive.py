@@ -16,7 +16,7 @@ import yaml
 
 from . import config
 from .files import atomic_write_text
-from .run import live_chunks
+from .store import live_chunks
 from .verify import load_yaml, plan_sweep
 
 # %% auto #0

@@ -370,7 +370,7 @@ def _add_slurm_size_args(g, D: dict):
 # %% ../nbs/23_cli.ipynb #4bf53376
 def _add_exec_args(p, defaults: bool):
     "The execution options of `lls sweep submit` (with the defaults) and `recover` (without: as submitted)."
-    from loss_lin_slope.run import LOGGERS
+    from loss_lin_slope.store import LOGGERS
 
     D = DEFAULT_RESOURCES if defaults else {}
     g = p.add_argument_group("execution")

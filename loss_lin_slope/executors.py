@@ -622,7 +622,7 @@ def _item_spec(ledger: Ledger, d: dict, rid: str, resume: bool, executor: str, r
     res = run_resources(resources, e)
     spec = make_spec(ledger, rid, e, notebook, cwd, resume, executor)
     if res.get("logger"):  # how the run reports, not what it computes: not part of the config or run_id
-        from loss_lin_slope.run import check_logger
+        from loss_lin_slope.store import check_logger
 
         spec["params"]["logger"] = check_logger(res["logger"])
     return rid, spec, res

@@ -107,7 +107,7 @@ RUN_FIELDS = [
     ("knee_slope_after", "f64", "Log-log slope after the knee", ""),
     ("best_form", "str", "Curve form with the lowest AIC on the quarter-epoch means after burn-in (parsimony rule): "
                          + " | ".join(CURVE_FORM_NAMES) + "; 'none' when no form's held-out error is ≤ 5 % "
-                         "(slopes.FORM_FIT_MAX)", ""),
+                         "(forms.FORM_FIT_MAX)", ""),
     ("best_form_aic", "str", "The AIC pick, also when no form fits", ""),
     *[(f"r2_{f}", "f64", f"R² (log space) of the {f.replace('_', ' ')} fit of the quarter-epoch means after burn-in", "")
       for f in CURVE_FORM_NAMES],
@@ -125,7 +125,7 @@ RUN_FIELDS = [
     ("alpha_sched_ci_low", "f64", "Lower end of the 95 % interval of alpha_sched", ""),
     ("alpha_sched_ci_high", "f64", "Upper end of the 95 % interval of alpha_sched", ""),
     ("alpha_sched_r2", "f64", "R² of the alpha_sched fit (log-log)", ""),
-    ("fit_notes", "str", "Why a fit value is NaN (reasons from slopes.fit_summary), '' when all are finite", ""),
+    ("fit_notes", "str", "Why a fit value is NaN (reasons from forms.fit_summary), '' when all are finite", ""),
     ("curv_probe_images", "i64", "Images in the curvature probe set (monitors.curvature_samples, or subsample_ratio × "
                                  "training set, or one batch), drawn once per run from the training set, "
                                  "unaugmented", "images"),
@@ -191,14 +191,14 @@ def dataset_schemas() -> dict:
 
 # %% ../nbs/19_export.ipynb #f334bfe8
 def run_fits(data: verify.RunData) -> dict:
-    "slopes.fit_summary on the run's per-batch training loss, plus best_val_ce/epoch and `fit_notes`."
-    from loss_lin_slope import slopes
+    "forms.fit_summary on the run's per-batch training loss, plus best_val_ce/epoch and `fit_notes`."
+    from loss_lin_slope import forms
 
     rm, cfg, S = data.metrics, data.config, data.cadence.steps_per_epoch
     st, loss = rm.series("loss_train_nats")
     lst, lr = rm.series("lr")
     with_lr = len(lst) == len(st) and np.array_equal(lst, st)
-    fs = slopes.fit_summary(st / S, loss, lrs=lr if with_lr else None, steps=st if with_lr else None,
+    fs = forms.fit_summary(st / S, loss, lrs=lr if with_lr else None, steps=st if with_lr else None,
                             threshold=cfg.monitors.slope_threshold, window=tuple(cfg.monitors.early_window))
     notes = [f"{k.removesuffix('_reason')}: {v}" for k, v in fs.items() if k.endswith("_reason") and v]
     out = {k: fs.get(k) for k, *_ in RUN_FIELDS if k in fs}

@@ -31,7 +31,7 @@ H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ t
 H1_SHARE = 0.90  # H1 holds when more than this share of the analysed runs is
 H2_RHO = 0.70  # H2 holds when the signed Spearman ρ(alpha_early, best_val_ce) ≥ this (expected sign: ρ > 0)
 GO_R2 = 0.95  # GO needs the median trajectory R² of the analysed runs > this
-CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms slopes.compare_curve_forms fits
+CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms forms.compare_curve_forms fits
 
 
 def analysed(runs):
@@ -173,12 +173,12 @@ def simulate_h2_sweep(rho_config: float = 0.8, rho_seed: float = 0.2, var_config
 def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, steps_per_epoch: int = 391,
                      sigma: float = 0.2, seed: int = 0, **fit_kw):
     """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
-    batch noise σ, fitted by `slopes.fit_summary` as the export does; returns a runs table for `h1_table`.
+    batch noise σ, fitted by `forms.fit_summary` as the export does; returns a runs table for `h1_table`.
     Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
     (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
     import pandas as pd
 
-    from loss_lin_slope import slopes
+    from loss_lin_slope import forms
 
     if shape not in ("power", "exponential", "stuck"):
         raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
@@ -196,7 +196,7 @@ def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, s
         else:
             start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
         L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
-        fs = slopes.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
+        fs = forms.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
         rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
                      "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
                      "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},

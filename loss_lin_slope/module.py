@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 
 from .config import ExperimentConfig
+from .forms import schedule_lr
 from .loaders import build_datamodule
 from .model import resnet18_cifar
-from .slopes import schedule_lr
 
 # %% auto #0
 __all__ = ['COLUMNS', 'BATCH_METRICS', 'VAL_METRICS', 'LN2', 'metric_frame', 'MemorySink', 'build_scheduler', 'build_optimizer',
@@ -75,7 +75,7 @@ def series(self: MemorySink, metric: str) -> pd.Series:
 # %% ../nbs/08_module.ipynb #25087996
 def build_scheduler(optimizer: torch.optim.Optimizer, warmup_steps: float, total_steps: int,
                     eta_min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
-    "`LambdaLR` with multiplier η(s)/η = `slopes.schedule_lr(s + 1, 1, W, T, eta_min_ratio)` at optimizer step `s`."
+    "`LambdaLR` with multiplier η(s)/η = `forms.schedule_lr(s + 1, 1, W, T, eta_min_ratio)` at optimizer step `s`."
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda k: float(schedule_lr(k + 1, 1.0, warmup_steps, total_steps, eta_min_ratio)))
 

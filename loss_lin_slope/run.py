@@ -28,15 +28,22 @@ import numpy as np
 from fastcore.basics import patch
 
 from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
-from .files import atomic_write_bytes, atomic_write_text, json_default
+from .files import atomic_write_text, json_default
+from .store import MetricStore, check_logger, live_sink, read_metrics
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'METRIC_COLUMNS', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'LOGGERS',
-           'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'metric_schema', 'chunk_name',
-           'live_chunks', 'MetricStore', 'read_metrics', 'compact_chunks', 'write_summary', 'read_summary', 'run_dir',
+__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'NOTEBOOK_PARAMETERS',
+           'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'write_summary', 'read_summary', 'run_dir',
            'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt', 'prepare_run_dir', 'RunLocked',
-           'RunLock', 'lock_state', 'dead_run_reason', 'check_logger', 'LiveCurves', 'live_sink', 'check_startable',
-           'notebook_config', 'RunInterrupted', 'run_experiment', 'show_summary', 'plot_loss']
+           'RunLock', 'lock_state', 'dead_run_reason', 'check_startable', 'notebook_config', 'RunInterrupted',
+           'run_experiment', 'show_summary', 'plot_loss']
+
+# %% auto #0
+__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'NOTEBOOK_PARAMETERS',
+           'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'write_summary', 'read_summary', 'run_dir',
+           'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt', 'prepare_run_dir', 'RunLocked',
+           'RunLock', 'lock_state', 'dead_run_reason', 'check_startable', 'notebook_config', 'RunInterrupted',
+           'run_experiment', 'show_summary', 'plot_loss']
 
 # %% ../nbs/10_run.ipynb #104d4753
 log = logging.getLogger(__name__)
@@ -62,262 +69,6 @@ def _clean(o):
     if hasattr(o, "item") and not isinstance(o, (str, bytes)):
         o = o.item()
     return _finite_or_none(o)
-
-# %% ../nbs/10_run.ipynb #e461c6bb
-METRIC_COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
-"The long-format metric columns and their pandas dtypes (`time`: Unix seconds)."
-
-# %% ../nbs/10_run.ipynb #1a6b131c
-def metric_schema(time: bool = True):
-    "The pyarrow schema of the long-format metric chunks (`METRIC_COLUMNS`'s columns); `time=False`: without `time`."
-    import pyarrow as pa
-
-    fields = [("step", pa.int64()), ("epoch", pa.float64()), ("metric", pa.string()), ("value", pa.float64()),
-              ("time", pa.float64())]
-    return pa.schema([f for f in fields if time or f[0] != "time"])
-
-# %% ../nbs/10_run.ipynb #9339b5dc
-def _chunk_key(name: str) -> tuple[int, bool] | None:
-    "`(sequence, compacted)` of a chunk's file name (`chunk-000012.parquet`, `chunk-000012.all.parquet`), else None."
-    if not (name.startswith("chunk-") and name.endswith(".parquet")):
-        return None
-    mid = name[len("chunk-"):-len(".parquet")]
-    compacted = mid.endswith(".all")
-    mid = mid[:-len(".all")] if compacted else mid
-    return (int(mid), compacted) if mid.isdigit() else None
-
-# %% ../nbs/10_run.ipynb #09b8bcd9
-def chunk_name(seq: int, compacted: bool = False) -> str:
-    "The file name of chunk `seq`: `chunk-000012.parquet`, or `chunk-000012.all.parquet` for a compacted one."
-    return f"chunk-{int(seq):06d}{'.all' if compacted else ''}.parquet"
-
-# %% ../nbs/10_run.ipynb #1b4a99db
-def _chunk_files(metrics_dir) -> tuple[list[Path], list[Path]]:
-    "`(live, superseded)` chunk files of `metrics_dir`, live ones in write order (see `live_chunks`)."
-    try:
-        with os.scandir(metrics_dir) as it:
-            keyed = [(*k, Path(e.path)) for e in it if (k := _chunk_key(e.name)) is not None]
-    except (FileNotFoundError, NotADirectoryError):
-        return [], []
-    base = max((s for s, compacted, _ in keyed if compacted), default=-1)  # -1: no .all, every chunk is live
-    live = sorted((s, not c, p) for s, c, p in keyed if s > base or (c and s == base))
-    return [p for *_, p in live], sorted(p for s, c, p in keyed if not (s > base or (c and s == base)))
-
-# %% ../nbs/10_run.ipynb #a56d4581
-def live_chunks(metrics_dir) -> list[Path]:
-    """The chunk files a reader reads, in write order: a compacted `chunk-N.all.parquet` supersedes every chunk with
-    sequence ≤ N (older `.all` files included), so only the newest `.all` and the chunks after it are live."""
-    return _chunk_files(metrics_dir)[0]
-
-# %% ../nbs/10_run.ipynb #0098842c
-def _read_chunks(paths):
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not paths:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in METRIC_COLUMNS.items()})
-    schema = metric_schema()
-    tables = [pq.read_table(p).select(schema.names).cast(schema) for p in paths]
-    return pa.concat_tables(tables).to_pandas().astype(METRIC_COLUMNS)
-
-# %% ../nbs/10_run.ipynb #69ad6ca7
-def _tidy(df, wide: bool = False, metrics=None):
-    if metrics is not None:
-        df = df[df["metric"].isin(list(metrics))]
-    df = df.drop_duplicates(["metric", "step"], keep="first")
-    df = df.sort_values(["metric", "step"], kind="stable").reset_index(drop=True)
-    if not wide:
-        return df
-    w = df.pivot(index="step", columns="metric", values="value")
-    w.columns.name = None
-    epoch = df.groupby("step")["epoch"].first()
-    w.insert(0, "epoch", epoch)
-    return w.reset_index()
-
-# %% ../nbs/10_run.ipynb #ce3e14ae
-def _as_metric_frame(df):
-    "Validate and normalise a long-format metrics DataFrame (columns and dtypes of `METRIC_COLUMNS`)."
-    import pandas as pd
-
-    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"metric rows need columns {list(METRIC_COLUMNS)}; missing {missing}")
-    out = pd.DataFrame({c: df[c].to_numpy() for c in METRIC_COLUMNS})
-    return out.astype(METRIC_COLUMNS)
-
-# %% ../nbs/10_run.ipynb #07de00b2
-class MetricStore:
-    "Parquet-chunked, crash-safe, exactly-once store of long-format metric rows (the run's sink)."
-
-    def __init__(self, path: str | os.PathLike, keep: Iterable[str] = ("loss_train_nats", "loss_val_nats"),
-                 fsync: bool = True):
-        self.path, self.keep, self.fsync = Path(path), tuple(keep), fsync
-        self.path.mkdir(parents=True, exist_ok=True)
-        for tmp in self.path.glob(".*.tmp"):  # left by a crash in the middle of a flush or a compaction
-            tmp.unlink(missing_ok=True)
-        for p in _chunk_files(self.path)[1]:  # superseded chunks left by a crash in the middle of a compaction
-            p.unlink(missing_ok=True)
-        self._buffer: list = []
-        self._seen: dict[str, set[int]] = {}
-        self._kept: dict[str, dict[int, tuple[float, float]]] = {m: {} for m in self.keep}
-        self.rows_dropped = 0
-        chunks = self.chunks()
-        self._seq = max((_chunk_key(p.name)[0] for p in chunks), default=0)
-        if chunks:
-            for _ in self._index(_read_chunks(chunks)):  # a generator: consume it to fill the index
-                pass
-
-    def chunks(self) -> list[Path]:
-        "The live chunk files, in write order (`live_chunks`)."
-        return live_chunks(self.path)
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._seen.values())
-
-    def __repr__(self) -> str:
-        return f"MetricStore({str(self.path)!r}, rows={len(self)}, chunks={len(self.chunks())}, pending={self.pending})"
-
-# %% ../nbs/10_run.ipynb #fde5eee6
-@patch
-def _index(self: MetricStore, df):
-    for metric, g in df.groupby("metric", sort=False):
-        seen = self._seen.setdefault(metric, set())
-        steps = g["step"].to_numpy()
-        new = np.array([s not in seen for s in steps.tolist()], dtype=bool) if seen else np.ones(len(g), bool)
-        g = g[new]
-        g = g[~g["step"].duplicated()]
-        seen.update(g["step"].tolist())
-        if metric in self._kept:
-            self._kept[metric].update(zip(g["step"].tolist(), zip(g["epoch"].tolist(), g["value"].tolist())))
-        yield g
-
-# %% ../nbs/10_run.ipynb #cf075456
-@patch
-def write(self: MetricStore, df) -> int:
-    "Buffer the rows of `df` not stored yet; returns how many were kept."
-    import pandas as pd
-
-    if df is None or len(df) == 0:
-        return 0
-    df = _as_metric_frame(df)
-    parts = list(self._index(df))
-    kept = sum(len(p) for p in parts)
-    self.rows_dropped += len(df) - kept
-    if kept:
-        self._buffer.append(pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0])
-    return kept
-
-
-@patch(as_prop=True)
-def pending(self: MetricStore) -> int:
-    "Rows buffered and not yet flushed."
-    return sum(len(b) for b in self._buffer)
-
-# %% ../nbs/10_run.ipynb #f1e0ad0a
-@patch
-def flush(self: MetricStore) -> Path | None:
-    "Write the buffered rows as one new chunk (atomically); returns its path, or None if nothing was buffered."
-    import io
-
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not self._buffer:
-        return None
-    df = pd.concat(self._buffer, ignore_index=True)
-    table = pa.Table.from_pandas(df, schema=metric_schema(), preserve_index=False)
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    self._seq += 1
-    path = atomic_write_bytes(self.path / chunk_name(self._seq), buf.getvalue(), fsync=self.fsync)
-    self._buffer = []
-    return path
-
-# %% ../nbs/10_run.ipynb #0ff85d44
-@patch
-def steps(self: MetricStore, metric: str) -> set[int]:
-    "Steps stored or buffered for `metric`."
-    return set(self._seen.get(metric, ()))
-
-
-@patch
-def series(self: MetricStore, metric: str):
-    "`(steps, epochs, values)` numpy arrays, sorted by step, of a metric in `keep`."
-    d = self._kept[metric]
-    steps = np.array(sorted(d), dtype=np.int64)
-    ev = np.array([d[s] for s in steps.tolist()], dtype=np.float64).reshape(-1, 2)
-    return steps, ev[:, 0], ev[:, 1]
-
-# %% ../nbs/10_run.ipynb #20a89741
-@patch
-def read(self: MetricStore, wide: bool = False, metrics: Iterable[str] | None = None):
-    "All rows (stored and buffered) as one tidy DataFrame; `wide=True`: one row per step, a column per metric."
-    import pandas as pd
-
-    parts = [_read_chunks(self.chunks())] + list(self._buffer)
-    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return _tidy(df, wide=wide, metrics=metrics)
-
-# %% ../nbs/10_run.ipynb #a1d2a077
-def read_metrics(path: str | os.PathLike, wide: bool = False, metrics: Iterable[str] | None = None):
-    "Read the metrics of a run directory (or its `metrics/` folder) as one tidy DataFrame (live chunks only)."
-    path = Path(path)
-    if (path / "metrics").is_dir():
-        path = path / "metrics"
-    return _tidy(_read_chunks(live_chunks(path)), wide=wide, metrics=metrics)
-
-# %% ../nbs/10_run.ipynb #37238db4
-def _fsync_dir(path) -> None:
-    "Make a rename or unlink in `path` durable (no-op where directories cannot be opened)."
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-# %% ../nbs/10_run.ipynb #418d0874
-def compact_chunks(metrics_dir, fsync: bool = True) -> Path | None:
-    """Merge the live chunks of `metrics_dir` into one `chunk-N.all.parquet` (N: the last chunk's sequence), rows
-    sorted by `(metric, step)` (stable: a duplicate keeps its first copy first), written atomically; then delete
-    the chunks it supersedes. Returns its path (None: no chunks). A crash at any point leaves a directory that
-    `live_chunks` reads exactly once."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    metrics_dir = Path(metrics_dir)
-    live, old = _chunk_files(metrics_dir)
-    if not live:
-        return None
-    seq, compacted = _chunk_key(live[-1].name)
-    if len(live) == 1 and compacted:
-        target = live[0]
-    else:
-        schema = metric_schema()
-        t = pa.concat_tables([pq.read_table(p).select(schema.names).cast(schema) for p in live])
-        t = t.take(pc.sort_indices(t, sort_keys=[("metric", "ascending"), ("step", "ascending")]))
-        buf = io.BytesIO()
-        pq.write_table(t, buf)
-        target = atomic_write_bytes(metrics_dir / chunk_name(seq, compacted=True), buf.getvalue(), fsync=fsync)
-        if fsync:
-            _fsync_dir(metrics_dir)  # the new file is durable before anything it replaces is deleted
-        old = old + live
-    for p in old:
-        if p != target:
-            p.unlink(missing_ok=True)
-    return target
-
-# %% ../nbs/10_run.ipynb #80bb6195
-@patch
-def compact(self: MetricStore) -> Path | None:
-    "Flush, then merge all chunks into one `chunk-N.all.parquet` (`compact_chunks`); returns its path."
-    self.flush()
-    return compact_chunks(self.path, fsync=self.fsync)
 
 # %% ../nbs/10_run.ipynb #db6cc7bd
 SUMMARY_FIELDS = (
@@ -550,82 +301,6 @@ def dead_run_reason(path: str | os.PathLike, summary: dict | None = None) -> str
     if rec.get("failure"):
         why += f"; it recorded: {rec['failure']}"
     return why
-
-# %% ../nbs/10_run.ipynb #c16b0002
-LOGGERS = ("tensorboard", "csv")
-"The live loggers `logger=` accepts (besides `''`/None: none)."
-
-
-def check_logger(value) -> str | None:
-    "`value` as a `LOGGERS` name (None for none), else `ConfigError` naming `logger` (before any work)."
-    import importlib.util
-
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-        return None
-    if not isinstance(value, str) or value.strip().lower() not in LOGGERS:
-        raise ConfigError("logger", value, f"one of {', '.join(LOGGERS)}, or '' for none")
-    v = value.strip().lower()
-    if v == "tensorboard" and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
-        raise ConfigError("logger", value, "tensorboard needs the tensorboard package: "
-                                           "pip install 'loss_lin_slope[tensorboard]' (or use csv)")
-    return v
-
-# %% ../nbs/10_run.ipynb #c16b0004
-class LiveCurves:
-    """A sink in front of a `MetricStore`: each flush also goes to a Lightning logger (`kind` in `LOGGERS`) under
-    `run_dir/<kind>/`. Everything else (`series`, `keep`, `path`, …) is the store's."""
-
-    def __init__(self, store: MetricStore, kind: str, run_dir: str | os.PathLike):
-        self.store, self.kind = store, check_logger(kind)
-        if self.kind is None:
-            raise ConfigError("logger", kind, f"one of {', '.join(LOGGERS)}")
-        if self.kind == "tensorboard":
-            from lightning.pytorch.loggers import TensorBoardLogger
-
-            self.logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="",
-                                            default_hp_metric=False)
-        else:
-            from lightning.pytorch.loggers import CSVLogger
-
-            self.logger = CSVLogger(save_dir=str(run_dir), name="csv")
-        self.rows_logged = 0
-
-    def __getattr__(self, name):
-        return getattr(self.store, name)
-
-# %% ../nbs/10_run.ipynb #744737db
-@patch
-def write(self: LiveCurves, df) -> int:  # noqa: F811 (a method, by @patch)
-    "Buffer the rows in the store (`MetricStore.write`)."
-    return self.store.write(df)
-
-
-@patch
-def flush(self: LiveCurves) -> Path | None:  # noqa: F811
-    "Flush the store; then log the rows it wrote to the logger, one `log_metrics` call per step."
-    import pandas as pd
-
-    rows = pd.concat(self.store._buffer, ignore_index=True) if self.store._buffer else None
-    path = self.store.flush()
-    if rows is not None and len(rows):
-        for step, g in rows.sort_values("step", kind="stable").groupby("step", sort=False):
-            self.logger.log_metrics(dict(zip(g["metric"].tolist(), g["value"].tolist())), step=int(step))
-        self.logger.save()
-        self.rows_logged += len(rows)
-    return path
-
-
-@patch
-def compact(self: LiveCurves) -> Path | None:  # noqa: F811
-    "Flush (through the logger), then compact the store."
-    self.flush()
-    return self.store.compact()
-
-# %% ../nbs/10_run.ipynb #9f0b57d6
-def live_sink(store: MetricStore, logger: str | None, run_dir: str | os.PathLike):
-    "`store` itself when `logger` is none, else a `LiveCurves` in front of it."
-    kind = check_logger(logger)
-    return store if kind is None else LiveCurves(store, kind, run_dir)
 
 # %% ../nbs/10_run.ipynb #50cd98fc
 NOTEBOOK_PARAMETERS: dict[str, Any] = {
@@ -878,8 +553,8 @@ def _versions() -> dict:
 
 # %% ../nbs/10_run.ipynb #812057a4
 def _fit_numbers(cfg: ExperimentConfig, store: MetricStore, epochs_completed: float, final: bool) -> dict:
-    "Headline numbers of the training loss so far (`slopes.fit_summary`); alpha_early only once its window has ended."
-    from loss_lin_slope import slopes
+    "Headline numbers of the training loss so far (`forms.fit_summary`); alpha_early only once its window has ended."
+    from loss_lin_slope import forms
 
     steps, epochs, losses = store.series("loss_train_nats")
     out = dict.fromkeys(("alpha_early", "alpha_full", "r_squared", "knee_epoch", "burn_in_loss", "burn_in_epoch"))
@@ -890,7 +565,7 @@ def _fit_numbers(cfg: ExperimentConfig, store: MetricStore, epochs_completed: fl
         lsteps, _, lrs = store.series("lr")
         if len(lsteps) == len(steps) and (lsteps == steps).all():
             kw = {"lrs": lrs, "steps": steps}
-    fs = slopes.fit_summary(epochs, losses, threshold=cfg.monitors.slope_threshold,
+    fs = forms.fit_summary(epochs, losses, threshold=cfg.monitors.slope_threshold,
                             window=tuple(cfg.monitors.early_window), curve_forms=final, **kw)
     for k in out:
         out[k] = fs.get(k)

@@ -19,9 +19,10 @@ import pandas as pd
 
 from .config import ExperimentConfig, sweep_grid
 from .files import write_json
+from .forms import schedule_lr
 from .ledger import DEFAULT_RESOURCES, Ledger, merge_grid, plan_runs
-from .run import chunk_name, compact_chunks, write_summary
-from .slopes import schedule_lr
+from .run import write_summary
+from .store import chunk_name, compact_chunks
 from .sweep import submit_sweep
 from .verify import LN2, Cadence
 
@@ -94,7 +95,7 @@ def _curve(shape: str, e: np.ndarray, a: float) -> np.ndarray:
 
 # %% ../nbs/18_testing.ipynb #03062a04
 def _lr_schedule(steps: np.ndarray, S: int, cfg: ExperimentConfig) -> np.ndarray:
-    "The lr applied by each (1-based) step: the training's own schedule, `slopes.schedule_lr`."
+    "The lr applied by each (1-based) step: the training's own schedule, `forms.schedule_lr`."
     return schedule_lr(steps, cfg.optim.lr, cfg.schedule.warmup_epochs * S, cfg.trainer.max_epochs * S,
                        cfg.schedule.eta_min)
 
@@ -189,7 +190,7 @@ def _long_table(rows: dict, S: int, t0: float, dt: float):
 
 # %% ../nbs/18_testing.ipynb #c0f20c77
 def _write_chunks(table, metrics_dir: Path, edges: np.ndarray) -> list[Path]:
-    """Write the rows with edges[i-1] < step ≤ edges[i] as chunk i (empty chunks skipped), named as `run.MetricStore`
+    """Write the rows with edges[i-1] < step ≤ edges[i] as chunk i (empty chunks skipped), named as `store.MetricStore`
     names its flushes. (Not through the store itself: it groups a flush's rows by metric, and is ~15× slower here.)"""
     import pyarrow.parquet as pq
 
@@ -246,7 +247,7 @@ def _summary_attempts(kind: str | None) -> tuple[list, list]:
 # %% ../nbs/18_testing.ipynb #80a30440
 def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints, t0) -> dict:
     "summary.json as `run.py` writes it (its `SUMMARY_FIELDS`)."
-    from loss_lin_slope import slopes
+    from loss_lin_slope import forms
 
     cfg = job.config
     status = {"failed": "failed", "diverged": "diverged", "interrupted": "interrupted",
@@ -256,7 +257,7 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     fin = np.isfinite(V)
     best = int(np.argmin(np.where(fin, V, np.inf))) if fin.any() else None
     final = status in ("completed", "diverged", "failed")
-    fit = slopes.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
+    fit = forms.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
                              window=tuple(cfg.monitors.early_window), curve_forms=final)
     failure, diverged = _summary_failure(kind, bs, L)
     adjustments, history = _summary_attempts(kind)
@@ -325,7 +326,7 @@ def _steps_done(total: int, kind: str | None) -> int:
 
 # %% ../nbs/18_testing.ipynb #cd41cf6b
 def _write_metrics(mdir: Path, table, edges: np.ndarray, kind: str | None, n_done: int, compacted: bool) -> None:
-    "The run's metric files: its chunks (`_write_chunks`) or their merge (`run.compact_chunks`), then its fault."
+    "The run's metric files: its chunks (`_write_chunks`) or their merge (`store.compact_chunks`), then its fault."
     import pyarrow.parquet as pq
 
     if compacted:  # the store's chunks merged: the same rows (written as one chunk, then compacted)
@@ -413,7 +414,7 @@ def make_synthetic_sweep(root, name: str = "synthetic", n_runs: int = 8, epochs:
 
     `shape` is one of `SHAPES` or {run index: shape}; `faults` maps a kind of `FAULTS`/`OUTCOMES` to run indices
     or a count; `overrides` (config keys) apply to every run, e.g. `curvature_every_n_steps=50` for short runs.
-    `compact=False`: every run keeps its chunks (as before `run.MetricStore.compact`)."""
+    `compact=False`: every run keeps its chunks (as before `store.MetricStore.compact`)."""
     by_index = _assign_faults(faults, n_runs)
     jobs = _grid_jobs(n_runs, name, epochs=epochs, **overrides)
     sweep_dir = Path(root) / name

@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from . import config
 from .config import METRICS, ExperimentConfig
 from .ledger import read_ledger
-from .run import STATUSES, dead_run_reason, live_chunks, lock_state, metric_schema
+from .run import STATUSES, dead_run_reason, lock_state
+from .store import live_chunks, metric_schema
 
 # %% auto #0
 __all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS', 'CHECK_STATES', 'VERIFY_COLUMNS', 'Cadence',
@@ -149,7 +150,7 @@ def series(self: RunMetrics, metric: str) -> tuple[np.ndarray, np.ndarray]:
 
 # %% ../nbs/12_verify.ipynb #c9eb6f11
 def _read_tables(files: list[Path], rm: RunMetrics, issues: list) -> list:
-    "The chunks' tables (the columns of `run.metric_schema(time=False)`); an unreadable chunk is an issue and marks `rm` incomplete."
+    "The chunks' tables (the columns of `store.metric_schema(time=False)`); an unreadable chunk is an issue and marks `rm` incomplete."
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -757,12 +758,13 @@ def verify_rows(check: SweepCheck, only_problems: bool = False) -> list[dict]:
 _CODE_KEY: list = []
 
 def _code_key() -> str:
-    "Hash of the code a cached result depends on: the source files of verify, export, slopes and config."
+    "Hash of the code a cached result depends on: the source files of verify, export, slopes, forms and config."
     if not _CODE_KEY:
         import importlib.util
 
         h = hashlib.sha256()
-        for mod in ("loss_lin_slope.verify", "loss_lin_slope.export", "loss_lin_slope.slopes", "loss_lin_slope.config"):
+        for mod in ("loss_lin_slope.verify", "loss_lin_slope.export", "loss_lin_slope.slopes",
+                    "loss_lin_slope.forms", "loss_lin_slope.config"):
             spec = importlib.util.find_spec(mod)
             h.update(Path(spec.origin).read_bytes() if spec and spec.origin else mod.encode())
         _CODE_KEY.append(h.hexdigest())

@@ -140,7 +140,7 @@ def steps_done(rd: Path) -> int:
 
 def values(rd: Path) -> pd.DataFrame:
     "The run's metrics without the wall-clock column, indexed by (metric, step)."
-    from loss_lin_slope import run
+    from loss_lin_slope import store
 
-    df = run.read_metrics(rd)
+    df = store.read_metrics(rd)
     return df.drop(columns="time").set_index(["metric", "step"]).sort_index()

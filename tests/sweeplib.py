@@ -61,7 +61,7 @@ def metric_steps(run_dir: Path, metric: str = "loss_train_nats") -> list[int]:
     "The steps at which `metric` is stored, with repetitions (each step must appear once)."
     import pyarrow.parquet as pq
 
-    from loss_lin_slope.run import live_chunks
+    from loss_lin_slope.store import live_chunks
 
     steps = []
     for f in live_chunks(Path(run_dir) / "metrics"):  # the reader's rule: a compacted .all supersedes older chunks

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from helpers import finish, kernel_of, kill_tree, start, steps_done, values
 
-from loss_lin_slope import run
+from loss_lin_slope import run, store
 from loss_lin_slope.callbacks import CurvatureMonitor, expected_counts
 from loss_lin_slope.config import METRICS, ExperimentConfig, make_config
 from loss_lin_slope.module import MemorySink, train
@@ -41,7 +41,7 @@ def test_fast_path_job_records_every_metric_and_resumes_exactly_after_kill9(tmp_
 
     def rows_beyond_checkpoint():
         done = steps_done(rd)
-        chunks = run.live_chunks(rd / "metrics") if (rd / "metrics").exists() else []
+        chunks = store.live_chunks(rd / "metrics") if (rd / "metrics").exists() else []
         return done >= 5 and chunks and pd.read_parquet(chunks[-1]).step.max() > done
 
     p = start(tmp_path, "a1", out_dir=out, name="fast", **TINY)
@@ -53,7 +53,7 @@ def test_fast_path_job_records_every_metric_and_resumes_exactly_after_kill9(tmp_
     kill_tree(kernel_of(p).pid, signal.SIGKILL)
     assert finish(p, 60) != 0
     ck = run.checkpoint_step(rd / "checkpoints" / "last.ckpt")
-    assert 5 <= ck < 16 and run.read_metrics(rd).step.max() > ck
+    assert 5 <= ck < 16 and store.read_metrics(rd).step.max() > ck
     p = start(tmp_path, "a2", out_dir=out, name="fast", **TINY)
     assert finish(p, 400) == 0, (tmp_path / "a2.log").read_text()[-3000:]
     assert finish(ref, 400) == 0, (tmp_path / "ref.log").read_text()[-3000:]
@@ -65,7 +65,7 @@ def test_fast_path_job_records_every_metric_and_resumes_exactly_after_kill9(tmp_
         "bf16-mixed", True, True, True)
     log = (tmp_path / "a2.log").read_text() + (tmp_path / "a2.ipynb").read_text()
     assert "bfloat16 Automatic Mixed Precision" in log or "bf16" in log
-    df = run.read_metrics(rd)
+    df = store.read_metrics(rd)
     assert set(df.metric) == set(METRICS), set(METRICS) ^ set(df.metric)
     assert df.groupby("metric").size().to_dict() == expected_counts(cfg, steps_per_epoch=8)
     assert not df.duplicated(["metric", "step"]).any()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "loss_lin_slope"
-LAYERS = ["config", "files", "cli_args", "slopes", "curvature", "noise", "loaders", "model", "module", "callbacks",
-          "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep", "testing", "export",
+LAYERS = ["config", "files", "cli_args", "slopes", "forms", "curvature", "noise", "loaders", "model", "module",
+          "callbacks", "store", "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep", "testing", "export",
           "archive", "hypotheses", "demo", "cli"]
 
 

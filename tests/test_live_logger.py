@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from helpers import ENV, ROOT, papermill_cmd, user_env
 
-from loss_lin_slope import run
+from loss_lin_slope import store
 
 OV = {"monitors.curvature": False, "monitors.noise": False, "monitors.flush_every_n_steps": 3,
       "data.eval_batch_size": 64}
@@ -25,7 +25,7 @@ def _papermill(tmp: Path, **params) -> subprocess.CompletedProcess:
 
 
 def _stored_losses(run_dir: Path) -> pd.Series:
-    df = run.read_metrics(run_dir, metrics=("loss_train_nats",))
+    df = store.read_metrics(run_dir, metrics=("loss_train_nats",))
     return df.set_index("step").value.sort_index()
 
 

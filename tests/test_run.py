@@ -34,7 +34,7 @@ from helpers import (
     wait_until,
 )
 
-from loss_lin_slope import run
+from loss_lin_slope import run, store
 from loss_lin_slope.callbacks import expected_counts
 from loss_lin_slope.config import METRICS, ExperimentConfig
 
@@ -55,7 +55,7 @@ def run_dir_for(out_dir: Path, name: str) -> Path:
 
 def assert_once(rd: Path):
     "Every (step, metric) pair is stored exactly once across all live chunks."
-    raw = pd.concat([pd.read_parquet(p) for p in run.live_chunks(rd / "metrics")])
+    raw = pd.concat([pd.read_parquet(p) for p in store.live_chunks(rd / "metrics")])
     dup = raw[raw.duplicated(["metric", "step"], keep=False)]
     assert dup.empty, f"duplicated rows:\n{dup}"
 
@@ -113,14 +113,14 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     (merged,) = (rd / "metrics").iterdir()  # the chunks were compacted when the run completed
     assert merged.name.endswith(".all.parquet"), merged
 
-    df = run.read_metrics(rd)
+    df = store.read_metrics(rd)
     assert list(df.columns) == ["step", "epoch", "metric", "value", "time"]
     assert set(df.metric) == set(METRICS), set(METRICS) ^ set(df.metric)
     counts = df.groupby("metric").size().to_dict()
     assert counts == expected_counts(cfg, steps_per_epoch=8), counts
     assert_once(rd)
     np.testing.assert_allclose(df.epoch, df.step / 8)
-    w = run.read_metrics(rd, wide=True).set_index("step")
+    w = store.read_metrics(rd, wide=True).set_index("step")
     np.testing.assert_allclose(w.loss_train_bits, w.loss_train_nats / math.log(2), rtol=1e-12)
     assert w.loc[[2, 4, 6, 8, 10, 12, 14, 16], ["loss_val_nats", "grad_norm_l2", "weight_norm_l2"]].notna().all().all()
     assert sorted(df[df.metric == "lambda_max"].step) == [4, 8, 12, 16]
@@ -173,7 +173,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
 
     def rows_beyond_checkpoint():
         done = steps_done(rd)
-        chunks = run.live_chunks(rd / "metrics")
+        chunks = store.live_chunks(rd / "metrics")
         return done >= 5 and chunks and pd.read_parquet(chunks[-1]).step.max() > done
 
     p = start(tmp_path, "a1", out_dir=out, name="tiny", **params)
@@ -183,7 +183,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     s = summary_of(rd)
     assert s["status"] == "running" and 5 <= s["steps_completed"] < 16  # a crash leaves "running"
     ck = run.checkpoint_step(rd / "checkpoints" / "last.ckpt")
-    assert run.read_metrics(rd).step.max() > ck, "the kill did not leave rows after the checkpoint"
+    assert store.read_metrics(rd).step.max() > ck, "the kill did not leave rows after the checkpoint"
     # "running" with its lock free is a dead run: verify says so (the one checker; `sweep status` uses it too)
     v = lls("verify", out / TINY["sweep"], "--no-cache", env=ENV)
     assert v.returncode == 1 and "dead run" in v.stdout and "interrupted" in v.stdout, v.stdout + v.stderr
@@ -196,7 +196,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     assert s["history"][0]["outcome"].startswith("interrupted (died while running"), s["history"]
     assert_once(rd)
     assert_same(values(rd), reference())
-    assert len(run.live_chunks(rd / "metrics")) == len(list((rd / "metrics").iterdir())) == 1
+    assert len(store.live_chunks(rd / "metrics")) == len(list((rd / "metrics").iterdir())) == 1
     # a third start does not retrain: it says where the run is
     p = start(tmp_path, "a3", out_dir=out, name="tiny", **params)
     assert finish(p, 120) == 0
@@ -264,7 +264,7 @@ def test_divergence_is_final_and_not_retried(tmp_path):
 
 COMPACT_CHILD = """
 import sys, time
-from loss_lin_slope.run import compact_chunks
+from loss_lin_slope.store import compact_chunks
 import pyarrow, pyarrow.parquet, pyarrow.compute  # imported before 'ready': the kill lands in the compaction
 print("ready", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -275,15 +275,15 @@ print("done", flush=True)
 
 def test_kill9_during_compaction_loses_and_duplicates_nothing(tmp_path):
     "Compactions killed (SIGKILL) at many moments: readers always see every row once; the next store open tidies up."
-    store = run.MetricStore(tmp_path / "template", fsync=False)
+    ms = store.MetricStore(tmp_path / "template", fsync=False)
     rng = np.random.default_rng(0)
     for k in range(120):  # 120 chunks of 3 metrics × 50 steps
         steps = np.arange(50 * k + 1, 50 * k + 51)
         for m in ("loss_train_nats", "lr", "acc_train"):
-            store.write(pd.DataFrame({"step": steps, "epoch": steps / 391, "metric": m,
+            ms.write(pd.DataFrame({"step": steps, "epoch": steps / 391, "metric": m,
                                       "value": rng.random(len(steps)), "time": 0.0}))
-        store.flush()
-    expected = run.read_metrics(tmp_path / "template")
+        ms.flush()
+    expected = store.read_metrics(tmp_path / "template")
     outcomes = set()
     for i, delay in enumerate(np.linspace(0.0, 0.4, 12)):
         d = tmp_path / f"m{i}"
@@ -297,17 +297,17 @@ def test_kill9_during_compaction_loses_and_duplicates_nothing(tmp_path):
         names = sorted(x.name for x in d.iterdir())
         alls = [n for n in names if n.endswith(".all.parquet")]
         outcomes.add("done" if names == alls else ("leftovers" if alls else "not yet"))
-        live = run.live_chunks(d)
+        live = store.live_chunks(d)
         raw = pd.concat([pd.read_parquet(x) for x in live])
         assert not raw.duplicated(["metric", "step"]).any(), (i, names[:5])
-        pd.testing.assert_frame_equal(run.read_metrics(d), expected)
-        s = run.MetricStore(d)  # a resumed run: leftovers (and temporary files) are deleted, every key is known
+        pd.testing.assert_frame_equal(store.read_metrics(d), expected)
+        s = store.MetricStore(d)  # a resumed run: leftovers (and temporary files) are deleted, every key is known
         assert sorted(x.name for x in d.iterdir()) == [x.name for x in live]
         assert s.write(pd.DataFrame({"step": [6000, 6001], "epoch": 0.0, "metric": "lr", "value": 1.0,
                                      "time": 0.0})) == 1
         s.compact()
         assert [x.name for x in d.iterdir()] == ["chunk-000121.all.parquet"]
-        assert len(run.read_metrics(d)) == len(expected) + 1
+        assert len(store.read_metrics(d)) == len(expected) + 1
     assert "not yet" in outcomes, outcomes  # the kills did land before and after the compaction
 
 
@@ -389,7 +389,7 @@ def test_readme_laptop_runs_verify_complete(tmp_path):
                *params]
         p = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
-    assert any(run.read_metrics(rd, metrics=["psd_tail"]).value.isna().any()
+    assert any(store.read_metrics(rd, metrics=["psd_tail"]).value.isna().any()
                for rd in (tmp_path / "runs" / "default").iterdir())  # the case that used to be called corrupt
     v = lls("verify", "default", "--runs-dir", "runs", "--no-cache", cwd=tmp_path, env=ENV)
     assert v.returncode == 0 and v.stdout.strip().splitlines()[-1].startswith("OK default: 2 expected runs: 2 complete"), \

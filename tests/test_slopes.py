@@ -14,20 +14,22 @@ import statsmodels.api as sm
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from loss_lin_slope.slopes import (
+from loss_lin_slope.forms import (
     CURVE_FORMS,
+    compare_curve_forms,
+    cumulative_lr,
+    fit_summary,
+    holdout_error,
+    schedule_lr,
+)
+from loss_lin_slope.slopes import (
     FitResult,
     StreamingLogLogFit,
     burn_in_index,
     burn_in_loss,
-    compare_curve_forms,
-    cumulative_lr,
-    fit_summary,
     full_slope,
-    holdout_error,
     knee_fit,
     loglog_fit,
-    schedule_lr,
     smoothed_loss,
     window_slope,
 )

@@ -14,7 +14,7 @@ import pytest
 from helpers import TRAIN_NB, lls, lls_popen, wait_until
 from sweeplib import TINY, events, intervals, ledger, max_overlap, status
 
-from loss_lin_slope.run import live_chunks
+from loss_lin_slope.store import live_chunks
 
 
 def test_local_pool_two_workers_four_runs(tmp_path):
