@@ -208,8 +208,8 @@ def cmd_submit(args) -> int:
     sk = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items())) or "none"
     print(f"{args.name}: {verb} {len(r['submit'])} of {r['planned']} runs ({r['executor']}); skipped: {sk}")
     res = r.get("results")
-    if res:
-        bad = {rid: s for rid, s in res.items() if s != "completed"}
+    if res:  # `running`: a start its run lock refused (the run is alive in another process): not a failure
+        bad = {rid: s for rid, s in res.items() if s not in ("completed", "running")}
         print(f"finished {len(res)} runs: {len(res) - len(bad)} completed" +
               (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
         return 1 if bad else 0
@@ -251,8 +251,8 @@ def cmd_recover(args) -> int:
         print(format_rows(r["rows"], "table", ["run_id", "state", "kind", "action", "note", "evidence"]))
     n = sum(x["action"] == "resubmit" for x in r["rows"])
     print(f"{args.name}: {len(r['rows'])} failed run(s); {'would resubmit' if r['dry_run'] else 'resubmitted'} {n}")
-    res = r.get("results")
-    return 1 if res and any(s != "completed" for s in res.values()) else 0
+    res = r.get("results")  # `running`: a start its run lock refused (the run is alive elsewhere): not a failure
+    return 1 if res and any(s not in ("completed", "running") for s in res.values()) else 0
 
 # %% ../nbs/23_cli.ipynb #707c7ddf
 def cmd_profile(args) -> int:

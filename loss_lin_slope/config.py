@@ -18,10 +18,10 @@ import yaml
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['CHOICES', 'VARIANTS', 'NAME_RULE', 'FLAT_KEYS', 'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID',
-           'ConfigError', 'ModelConfig', 'OptimConfig', 'ScheduleConfig', 'TrainerConfig', 'DataConfig',
-           'MonitorConfig', 'ExperimentConfig', 'check_name', 'validate', 'make_config', 'priority', 'JobSpec',
-           'sweep_grid']
+__all__ = ['CHOICES', 'VARIANTS', 'NAME_RULE', 'MAX_EPOCHS', 'MAX_STEPS', 'STAGE_CHANNELS', 'MIN_CHANNELS', 'FLAT_KEYS',
+           'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID', 'ConfigError', 'ModelConfig', 'OptimConfig',
+           'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig', 'ExperimentConfig', 'check_name',
+           'stage_widths', 'validate', 'make_config', 'priority', 'JobSpec', 'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
 class ConfigError(ValueError):
@@ -99,6 +99,7 @@ class TrainerConfig:
     max_steps: int = -1
     limit_train_batches: typing.Optional[int] = None
     limit_val_batches: typing.Optional[int] = None
+    allow_long_run: bool = False  # permit max_epochs > MAX_EPOCHS or max_steps > MAX_STEPS (see "Bounds")
 
 # %% ../nbs/00_config.ipynb #0e9216a7
 @dataclass
@@ -260,12 +261,30 @@ def check_name(key: str, value) -> str:
     _check(ok, key, value, NAME_RULE)
     return value
 
+# %% ../nbs/00_config.ipynb #7e76693b
+MAX_EPOCHS = 1000
+MAX_STEPS = 1_000_000
+"The longest run (epochs, optimizer steps) a config allows without `trainer.allow_long_run: true`."
+
+# %% ../nbs/00_config.ipynb #f738b9f7
+STAGE_CHANNELS = (64, 128, 256, 512)
+MIN_CHANNELS = 8
+
+
+def stage_widths(width: float) -> list[int]:
+    "Channels of ResNet-18's four stages at channel multiplier `width`: `max(MIN_CHANNELS, round(c × width))`."
+    return [max(MIN_CHANNELS, round(c * width)) for c in STAGE_CHANNELS]
+
 # %% ../nbs/00_config.ipynb #69bd176b
 def _check_model_optim(m: ModelConfig, o: OptimConfig):
     "The values of the model and optimiser sections."
     pos = "a number > 0"
     _check(m.width_mult > 0, "model.width_mult", m.width_mult, pos)
     _check(m.width_factor > 0, "model.width_factor", m.width_factor, pos)
+    lo = (MIN_CHANNELS + 0.5) / STAGE_CHANNELS[-1]
+    _check(max(stage_widths(m.width)) > MIN_CHANNELS, "model.width_mult", m.width_mult,
+           f"a multiplier with width_mult × width_factor > {lo:.4g} (here {m.width:.3g}): below it every stage is "
+           f"floored at {MIN_CHANNELS} channels, so the network no longer depends on the value")
     _check(m.num_classes >= 2, "model.num_classes", m.num_classes, "an integer ≥ 2")
     _check(o.lr > 0 and math.isfinite(o.lr), "optim.lr", o.lr, "a finite number > 0")
     _check(o.weight_decay >= 0 and math.isfinite(o.weight_decay), "optim.weight_decay", o.weight_decay, "a number ≥ 0")
@@ -279,6 +298,9 @@ def _check_schedule_trainer(s: ScheduleConfig, o: OptimConfig, t: TrainerConfig)
     _check(s.warmup_epochs >= 0, "schedule.warmup_epochs", s.warmup_epochs, "a number ≥ 0")
     _check(0 <= s.eta_min < o.lr, "schedule.eta_min", s.eta_min, f"a number in [0, optim.lr={o.lr:g})")
     _check(t.max_epochs >= 1, "trainer.max_epochs", t.max_epochs, "an integer ≥ 1")
+    meant = "; set trainer.allow_long_run=true if so long a run is meant"
+    _check(t.max_epochs <= MAX_EPOCHS or t.allow_long_run, "trainer.max_epochs", t.max_epochs,
+           f"at most MAX_EPOCHS = {MAX_EPOCHS} (20× the study's 50){meant}")
     _check(s.warmup_epochs <= t.max_epochs, "schedule.warmup_epochs", s.warmup_epochs,
            f"a number ≤ trainer.max_epochs={t.max_epochs}")
     _check(0 < t.val_check_interval <= 1, "trainer.val_check_interval", t.val_check_interval, "a number in (0, 1]")
@@ -287,6 +309,8 @@ def _check_schedule_trainer(s: ScheduleConfig, o: OptimConfig, t: TrainerConfig)
     _check(t.accumulate_grad_batches >= 1, "trainer.accumulate_grad_batches", t.accumulate_grad_batches,
            "an integer ≥ 1")
     _check(t.max_steps == -1 or t.max_steps >= 1, "trainer.max_steps", t.max_steps, "-1 (no limit) or an integer ≥ 1")
+    _check(t.max_steps <= MAX_STEPS or t.allow_long_run, "trainer.max_steps", t.max_steps,
+           f"-1 (no limit) or at most MAX_STEPS = {MAX_STEPS:_}{meant}")
     for k in ("limit_train_batches", "limit_val_batches"):
         v = getattr(t, k)
         _check(v is None or v >= 1, f"trainer.{k}", v, "null or an integer ≥ 1")
@@ -441,8 +465,15 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
 # %% ../nbs/00_config.ipynb #232419df
 @patch
 def to_yaml(self: ExperimentConfig) -> str:
-    "YAML text that `from_yaml` reads back to an equal config."
-    return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    """YAML text that `from_yaml` reads back to an equal config; when `model.width` floors a stage at MIN_CHANNELS,
+    a last comment line gives the channels the network really has."""
+    text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+    w = self.model.width
+    n = sum(round(c * w) < MIN_CHANNELS for c in STAGE_CHANNELS)
+    if n:
+        text += (f"# model channels {stage_widths(w)}: width {w:g} (width_mult × width_factor) floors {n} of "
+                 f"{len(STAGE_CHANNELS)} stages at {MIN_CHANNELS} channels\n")
+    return text
 
 # %% ../nbs/00_config.ipynb #583ceb7c
 @patch(cls_method=True)
@@ -464,7 +495,7 @@ def run_id(self: ExperimentConfig) -> str:
     if self.name:
         return self.name
     d = self.to_dict()
-    d.pop("sweep"), d.pop("name")
+    d.pop("sweep"), d.pop("name"), d["trainer"].pop("allow_long_run")  # permissions, not part of what is computed
     digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     return f"{self.variant}-lr{_fmt(self.optim.lr)}-wd{_fmt(self.optim.weight_decay)}-s{self.seed}-{digest}"
 

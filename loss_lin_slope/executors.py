@@ -18,16 +18,16 @@ import threading
 import time
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, check_name
 from .files import json_default, read_json, write_json
-from .ledger import JOBS, Ledger
+from .ledger import JOBS, Ledger, unqueue
 
 # %% auto #0
-__all__ = ['KERNEL_START_TRIES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS', 'read_events',
-           'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots', 'PoolInterrupted', 'run_local',
-           'check_slurm_value', 'check_slurm_extra', 'slurm_parameters', 'sbatch_preview', 'submit_slurm',
-           'parse_sacct', 'sacct_states', 'stuck_reason', 'parse_squeue', 'pending_reasons', 'default_notebook',
-           'make_spec', 'run_resources', 'SubmitError', 'launch']
+__all__ = ['REFUSED_EXIT', 'KERNEL_START_TRIES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS',
+           'read_events', 'check_spec', 'RunRefused', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots',
+           'PoolInterrupted', 'run_local', 'check_slurm_value', 'check_slurm_extra', 'slurm_parameters',
+           'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'stuck_reason', 'parse_squeue',
+           'pending_reasons', 'default_notebook', 'make_spec', 'run_resources', 'SubmitError', 'launch']
 
 # %% ../nbs/13_executors.ipynb #91bdabab
 _REQUEUING = threading.Event()
@@ -60,6 +60,29 @@ def read_events(path) -> list[dict]:
             with contextlib.suppress(json.JSONDecodeError):
                 out.append(json.loads(line))
     return out
+
+# %% ../nbs/13_executors.ipynb #4f2b8974
+def check_spec(spec: dict) -> dict:
+    """`spec` if its paths are where `make_spec` puts them: the run directory `<out_dir>/<sweep>/<name>` (both names
+    checked by `config.check_name`) and the record, log and spec file in `<out_dir>/<sweep>/.jobs/`, named after the
+    run; else `ConfigError` naming the field, before the job writes anything."""
+    p = spec["params"]
+    sweep_dir = Path(p["out_dir"]) / check_name("sweep", p["sweep"])
+    rid = check_name("run_id", p["name"])
+    if Path(spec["run_dir"]) != sweep_dir / rid:
+        raise ConfigError("run_dir", spec["run_dir"], f"the run directory of the spec's run, {sweep_dir / rid}")
+    for k in ("record", "log", "spec_path"):
+        f = Path(spec.get(k) or sweep_dir / JOBS / f"{rid}.")
+        if f.parent != sweep_dir / JOBS or not f.name.startswith(f"{rid}."):
+            raise ConfigError(k, spec[k], f"a file of run {rid}'s jobs in {sweep_dir / JOBS}")
+    return spec
+
+# %% ../nbs/13_executors.ipynb #aac7829b
+REFUSED_EXIT = 75  # EX_TEMPFAIL: the exit code of a local job whose run was locked by another process
+
+
+class RunRefused(RuntimeError):
+    "The job did not start its run: another process holds the run lock (`run.RunLocked`); the run is alive there."
 
 # %% ../nbs/13_executors.ipynb #b3423ec2
 def _kernel_name(notebook) -> str:
@@ -114,10 +137,11 @@ def run_job(spec: dict) -> dict:
     """Execute the train notebook for one run (the body of every job, SLURM or local). A kernel that dies at start
     (jupyter_client picks its ports before the kernel binds them, so a concurrent process can take one: "Address
     already in use", then "Kernel died before replying to kernel_info") is started again, at most
-    `KERNEL_START_TRIES` times, with a `kernel_start_retry` event in the job record; no cell had run."""
+    `KERNEL_START_TRIES` times, with a `kernel_start_retry` event in the job record; no cell had run. A run locked by
+    another process raises `RunRefused` after an `end` record with `outcome: refused` (see above)."""
     import papermill as pm
 
-    run_dir = Path(spec["run_dir"])
+    run_dir = Path(check_spec(spec)["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     params = spec["params"]
     ckpt = run_dir / "checkpoints" / "last.ckpt"
@@ -126,6 +150,9 @@ def run_job(spec: dict) -> dict:
     try:
         _execute_notebook(pm, spec, run_dir, params)
     except BaseException as e:
+        if getattr(e, "ename", None) == "RunLocked":  # papermill: the notebook's run lock is held by another process
+            _record_event(spec, "end", outcome="refused", error=str(e.evalue)[-2000:])
+            raise RunRefused(f"run {params.get('name')} not started: {e.evalue}") from None
         if not _REQUEUING.is_set():
             status = (read_json(run_dir / "summary.json", {}) or {}).get("status")
             _record_event(spec, "end", outcome="failed", status=status, error=f"{type(e).__name__}: {e}"[-2000:])
@@ -201,6 +228,9 @@ def _local_job_main(argv=None):
     signal.signal(signal.SIGINT, on_term)
     try:
         run_job(spec)
+    except RunRefused as e:
+        print(f"lls job: {e}", file=sys.stderr)
+        sys.exit(REFUSED_EXIT)
     except Exception as e:
         print(f"lls job: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
@@ -218,6 +248,17 @@ def _final_state(rc: int | None, summary: dict | None) -> str:
     "A finished local job's state: the summary's, unless it never got past `running` (then `failed`)."
     st = (summary or {}).get("status")
     return st if st in ("completed", "diverged", "interrupted", "failed") else "failed"
+
+# %% ../nbs/13_executors.ipynb #ce9fad8f
+def _refused_state(spec: dict, summary: dict | None) -> tuple[str, str]:
+    """`(state, reason)` of a local job that exited `REFUSED_EXIT`: `running` while another process holds the run
+    lock, else (that process has ended since) what the summary says."""
+    from loss_lin_slope.run import lock_state
+
+    held, rec = lock_state(spec["run_dir"])
+    why = (f"not started: its run lock is held by pid {rec.get('pid', '?')} on {rec.get('host', '?')} (the run is "
+           "alive in that process; this start does not count as an attempt)")
+    return ("running" if held else _final_state(None, summary)), why
 
 # %% ../nbs/13_executors.ipynb #35e604fd
 def _job_process_env(spec: dict, gpu: int | None, threads_per_job: str) -> dict:
@@ -238,12 +279,12 @@ def _mark_running(ledger: Ledger, rid: str, gpu: int | None, order: int):
         e["state"], e["history"][-1]["started"] = "running", t0
         e["history"][-1].update(gpu=gpu, dispatch=order)
 
-def _mark_ended(ledger: Ledger, rid: str, rc: int | None, state: str):
-    "Ledger: the run's job process ended with exit code `rc`, the run in `state`."
+def _mark_ended(ledger: Ledger, rid: str, rc: int | None, state: str, reason: str | None = None):
+    "Ledger: the run's job process ended with exit code `rc`, the run in `state` (`reason`: why, else the exit code)."
     with ledger.update() as d:
         e = d["runs"][rid]
         e["state"] = state
-        e["reason"] = None if state == "completed" else f"exit code {rc}"
+        e["reason"] = reason or (None if state == "completed" else f"exit code {rc}")
         e["history"][-1].update(ended=time.time(), returncode=rc, state=state)
 
 # %% ../nbs/13_executors.ipynb #a2f86a9a
@@ -254,8 +295,7 @@ def _unqueue_unstarted(ledger: Ledger, specs: list[dict], started: set):
             rid = spec["params"]["name"]
             e = d["runs"][rid]
             if rid not in started and e["state"] == "queued":
-                e["state"], e["attempts"] = "pending", max(0, e["attempts"] - 1)
-                e["history"] = e["history"][:-1]
+                unqueue(e)
 
 # %% ../nbs/13_executors.ipynb #823a0f85
 def _watch_pool(specs: list[dict], events, threads: list, procs: dict, results: dict, desc: str, progress: bool):
@@ -314,8 +354,8 @@ def _pool_worker(gpu: int | None, ledger: Ledger, todo: list, lock, stop, starte
                 procs[rid] = p
             rc = p.wait()
         summary = read_json(Path(spec["run_dir"]) / "summary.json")
-        state = _final_state(rc, summary)
-        _mark_ended(ledger, rid, rc, state)
+        state, reason = _refused_state(spec, summary) if rc == REFUSED_EXIT else (_final_state(rc, summary), None)
+        _mark_ended(ledger, rid, rc, state, reason)
         with lock:
             procs.pop(rid, None)
         events.put((rid, state))
@@ -567,17 +607,18 @@ def default_notebook(name: str = "train.ipynb") -> Path:
 
 # %% ../nbs/13_executors.ipynb #6c0d7cbd
 def make_spec(ledger: Ledger, rid: str, entry: dict, notebook, cwd, resume: bool, executor: str) -> dict:
-    "The job spec of one run: notebook, run directory, papermill parameters, record/log paths."
+    """The job spec of one run: notebook, run directory, papermill parameters, record/log paths (every path from
+    `Ledger.run_dir` / `Ledger.job_file`, which check the run id where the path is built)."""
+    run_dir = ledger.run_dir(rid)
     p = dict(entry["params"])
     p["overrides"] = json.dumps(p.get("overrides") or {}, sort_keys=True)
     p["data_dir"] = str(Path(cwd, p["data_dir"]).absolute())
     attempt = entry.get("attempts", 0) + 1
     p.update(out_dir=str(ledger.dir.parent), sweep=ledger.name, name=rid, resume=bool(resume),
              adjustments=json.dumps(entry.get("adjustments") or [], default=json_default), attempt=attempt)
-    jobs = ledger.dir / JOBS
-    return {"notebook": str(Path(notebook).absolute()), "run_dir": str(ledger.dir / rid), "cwd": str(cwd),
-            "params": p, "executor": executor, "record": str(jobs / f"{rid}.jsonl"),
-            "log": str(jobs / f"{rid}.{attempt}.log"), "spec_path": str(jobs / f"{rid}.{attempt}.json"),
+    return {"notebook": str(Path(notebook).absolute()), "run_dir": str(run_dir), "cwd": str(cwd), "params": p,
+            "executor": executor, "record": str(ledger.job_file(rid, ".jsonl")),
+            "log": str(ledger.job_file(rid, f".{attempt}.log")), "spec_path": str(ledger.job_file(rid, f".{attempt}.json")),
             "priority": entry.get("priority", 0)}
 
 # %% ../nbs/13_executors.ipynb #2b7581fe

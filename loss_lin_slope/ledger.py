@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import functools
 import json
 import threading
 import time
@@ -15,19 +17,23 @@ from pathlib import Path
 from fastcore.basics import patch
 
 from . import config
-from .config import GRID, ConfigError, sweep_grid
-from .files import read_json, write_json
+from .config import GRID, ConfigError, make_config, sweep_grid, validate
+from .files import write_json
+from .run import STATUSES
 
 # %% auto #0
-__all__ = ['LEDGER', 'JOBS', 'LEDGER_STATES', 'ACTIVE', 'TRAIN_PARAMS', 'SKIP_STATES', 'DEFAULT_RESOURCES', 'Ledger', 'plan_runs',
-           'merge_grid', 'select_runs', 'read_ledger']
+__all__ = ['LEDGER', 'JOBS', 'LEDGER_STATES', 'EXECUTORS', 'ACTIVE', 'TRAIN_PARAMS', 'PARAM_KEYS', 'DEFAULT_RESOURCES',
+           'ENTRY_FIELDS', 'RESOURCE_FIELDS', 'SKIP_STATES', 'LedgerError', 'check_ledger', 'read_ledger', 'Ledger',
+           'plan_runs', 'merge_grid', 'select_runs', 'unqueue']
 
 # %% ../nbs/11_ledger.ipynb #26748daa
 LEDGER = "sweep.json"
 
 JOBS = ".jobs"
 
-LEDGER_STATES = ("pending", "queued", "running", "completed", "failed", "diverged", "interrupted")
+LEDGER_STATES = ("pending", "queued", *STATUSES)  # not started yet, then the run's own `summary.json` statuses
+
+EXECUTORS = ("slurm", "local")
 
 ACTIVE = frozenset({"queued", "running"})
 
@@ -35,6 +41,214 @@ _tls = threading.local()
 
 def _check_name(name: str, key: str = "sweep"):
     config.check_name(key, name)  # the one rule for names that become directories (also for values read from disk)
+
+# %% ../nbs/11_ledger.ipynb #654781ac
+TRAIN_PARAMS = ("epochs", "dataset", "batch_size", "width_mult", "data_dir", "n_train", "n_val", "max_steps")
+
+PARAM_KEYS = ("variant", "lr", "weight_decay", "seed", *TRAIN_PARAMS, "overrides")
+
+_GRID_KEYS = {"lr", "weight_decay", "wd", "seed", "variant", "sweep", "name", "optim.lr", "optim.weight_decay"}
+
+# %% ../nbs/11_ledger.ipynb #9e0f1af9
+DEFAULT_RESOURCES = {"time_min": 120, "mem_gb": 16, "cpus_per_task": 4, "gpus_per_task": 1, "array_parallelism": 24,
+                     "partition": None, "account": None, "qos": None, "exclude": None, "setup": [],
+                     "workers_per_gpu": 1, "gpus": None, "max_requeues": 3,
+                     "gres": None, "constraint": None, "comment": None, "slurm_extra": {}, "logger": None}
+
+# %% ../nbs/11_ledger.ipynb #7235baaa
+class LedgerError(ConfigError):
+    "A `sweep.json` that cannot be used: names the file, the entry and what is wrong (a `ConfigError`: exit 2)."
+
+    def __init__(self, path, where: str, problem: str):
+        self.path, self.where = Path(path), where
+        self.key, self.value, self.allowed = where, str(path), problem
+        ValueError.__init__(self, f"{path}: {where}: {problem} (the ledger is not used: fix the file or restore it)")
+
+# %% ../nbs/11_ledger.ipynb #6b79c848
+_NUM, _NONE = (int, float), type(None)
+
+ENTRY_FIELDS = {  # field of a run entry → the JSON types it may hold (the first six are required)
+    "state": (str,), "params": (dict,), "variant": (str,), "lr": _NUM, "weight_decay": _NUM, "seed": (int,),
+    "priority": _NUM, "tags": (list,), "resources": (dict,), "job_id": (str, _NONE), "executor": (str, _NONE),
+    "attempts": (int,), "adjustments": (list,), "history": (list,), "owner": (dict, _NONE), "reason": (str, _NONE),
+}
+
+RESOURCE_FIELDS = {  # key of `executor` / an entry's `resources` → JSON types (the keys of DEFAULT_RESOURCES)
+    "time_min": _NUM, "mem_gb": _NUM + (_NONE,), "cpus_per_task": (int,), "gpus_per_task": (int,),
+    "array_parallelism": (int,), "workers_per_gpu": (int,), "max_requeues": (int,), "gpus": (list, _NONE),
+    "setup": (list,), "slurm_extra": (dict,), **dict.fromkeys(
+        ("partition", "account", "qos", "exclude", "gres", "constraint", "comment", "logger"), (str, _NONE)),
+}
+
+
+def _kind(v) -> str:
+    "The JSON name of `v`'s type."
+    return ("true/false" if isinstance(v, bool) else "null" if v is None else "number" if isinstance(v, _NUM)
+            else "string" if isinstance(v, str) else "list" if isinstance(v, list) else "object")
+
+
+def _is(v, types) -> bool:
+    "Is `v` one of `types` (a JSON true/false is not a number)?"
+    return isinstance(v, types) and not (isinstance(v, bool) and bool not in types)
+
+# %% ../nbs/11_ledger.ipynb #4f7803e7
+@functools.lru_cache(maxsize=256)
+def _group_config(text: str):
+    "The config of `[variant, named parameters, overrides]` (JSON) with the default grid point, or None if it fails."
+    variant, named, ov = json.loads(text)
+    try:
+        return make_config(variant, **named, **ov)
+    except (ConfigError, TypeError, ValueError):
+        return None
+
+
+def _point_ok(p: dict, named: dict, ov: dict) -> bool:
+    "Does the config accept `p`'s grid point? The quick path (see above): its group's config, the point on a copy."
+    lr, wd, seed = p["lr"], p["weight_decay"], p["seed"]
+    if not (_is(lr, _NUM) and _is(wd, _NUM) and _is(seed, (int,))):
+        return False
+    rest = {k: v for k, v in named.items() if k not in ("lr", "weight_decay", "seed")}
+    base = _group_config(json.dumps([p["variant"], rest, ov], sort_keys=True))
+    if base is None:
+        return False
+    try:
+        validate(dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr=float(lr), weight_decay=float(wd)),
+                                     seed=seed))
+        return True
+    except (ConfigError, TypeError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _params_problem(text: str) -> str | None:
+    """What is wrong with an entry's `params` (given as canonical JSON text, the cache key), or None: unknown keys,
+    a missing grid point, and whatever the config refuses in the config the job would build from them."""
+    p = json.loads(text)
+    unknown = sorted(set(p) - set(PARAM_KEYS))
+    if unknown:
+        return f"params.{unknown[0]}: not a parameter of the train notebook (one of {', '.join(PARAM_KEYS)})"
+    missing = [k for k in PARAM_KEYS[:4] if k not in p]
+    if missing:
+        return f"params has no {missing[0]!r}"
+    ov = p.get("overrides") or {}
+    if not isinstance(ov, dict):
+        return f"params.overrides: a JSON {_kind(ov)}, not an object of config key → value"
+    named = {k: p[k] for k in PARAM_KEYS[1:-1] if k in p}
+    clash = sorted((_GRID_KEYS | set(named)) & set(ov))
+    if clash:
+        return f"params.overrides.{clash[0]}: set by the grid or a named parameter, not an override"
+    if _point_ok(p, named, ov):
+        return None
+    try:  # the exact construction, for the verdict and its message
+        make_config(p["variant"], **named, **ov)
+    except ConfigError as e:
+        return f"params: {e}"
+    except (TypeError, ValueError) as e:  # a value of a shape the config cannot even compare (e.g. a list as variant)
+        return f"params: {type(e).__name__}: {e}"
+    return None
+
+# %% ../nbs/11_ledger.ipynb #b483342f
+def _resources_problem(res: dict, where: str) -> str | None:
+    "What is wrong with a resources record (`executor` or an entry's `resources`), or None."
+    for k, v in res.items():
+        if k not in RESOURCE_FIELDS:
+            return f"{where}.{k}: not a resource (one of {', '.join(RESOURCE_FIELDS)})"
+        if not _is(v, RESOURCE_FIELDS[k]):
+            return f"{where}.{k}={v!r}: a JSON {_kind(v)}, not of the type the option takes"
+    bad = [x for x in res.get("setup") or [] if not isinstance(x, str)]
+    return f"{where}.setup: {bad[0]!r} is not a line of text" if bad else None
+
+
+def _fields_problem(e: dict) -> str | None:
+    "What is wrong with an entry's fields and their types (`ENTRY_FIELDS`), its state and its records, or None."
+    missing = [k for k in list(ENTRY_FIELDS)[:6] if k not in e]  # the state, the job's parameters, the grid point
+    if missing:
+        return f"no {missing[0]!r}"
+    for k, types in ENTRY_FIELDS.items():
+        if k in e and not _is(e[k], types):
+            want = " or ".join(dict.fromkeys("null" if t is _NONE else _kind(t()) for t in types))
+            return f"{k}={e[k]!r}: a JSON {_kind(e[k])} where {want} is expected"
+    if e["state"] not in LEDGER_STATES:
+        return f"state={e['state']!r} is not one of {', '.join(LEDGER_STATES)}"
+    if e.get("executor") not in (None, *EXECUTORS):
+        return f"executor={e['executor']!r} is not one of {', '.join(EXECUTORS)} (or null)"
+    if e.get("attempts", 0) < 0:
+        return f"attempts={e['attempts']} is negative"
+    for k in ("history", "adjustments"):
+        if not all(isinstance(h, dict) for h in e.get(k) or []):
+            return f"{k}: every record must be an object"
+    for h in e.get("history") or []:
+        t = next((t for t in ("submitted", "started", "ended") if not _is(h.get(t), _NUM + (_NONE,))), None)
+        if t:
+            return f"history: {t}={h[t]!r} is not a time in seconds"
+    for a in e.get("adjustments") or []:
+        ch = a.get("change", {})
+        if not isinstance(ch, dict) or not all(isinstance(v, list) and len(v) == 2 for v in ch.values()):
+            return f"adjustments: change={ch!r} is not an object of key → [old, new]"
+    return None
+
+
+def _entry_problem(rid, e) -> str | None:
+    "What is wrong with the ledger entry `e` of run id `rid`, or None (see above)."
+    try:
+        config.check_name("run_id", rid)
+        if not isinstance(e, dict):
+            return f"a JSON {_kind(e)}, not an object (the run's entry)"
+        for k in ("variant", "job_id"):  # names that become paths: the archive's folder, a job's log
+            if e.get(k) is not None:
+                config.check_name(k, e[k])
+    except ConfigError as x:
+        return str(x)
+    problem = (_fields_problem(e) or _resources_problem(e.get("resources") or {}, "resources")
+               or _params_problem(json.dumps(e["params"], sort_keys=True)))
+    if problem:
+        return problem
+    k = next((k for k in PARAM_KEYS[:4] if k in e and e[k] != e["params"][k]), None)
+    return f"{k}={e[k]!r} but params.{k}={e['params'][k]!r}: which one the run is cannot be told" if k else None
+
+# %% ../nbs/11_ledger.ipynb #7c23a87b
+def check_ledger(d, path) -> dict:
+    "`d`, a parsed `sweep.json`, if every command can use it (see above); else `LedgerError` naming `path` and the entry."
+    if not isinstance(d, dict):
+        raise LedgerError(path, "the file", f'a JSON {_kind(d)}, not an object with "runs" (run id → entry)')
+    if not isinstance(d.get("runs"), dict):
+        got = "missing" if "runs" not in d else f"a JSON {_kind(d['runs'])}"
+        raise LedgerError(path, "runs", f"{got}, not an object of run id → entry")
+    for k, types in (("name", (str,)), ("grid", (dict,)), ("executor", (dict,)), ("errors", (list,)), ("updated", _NUM)):
+        if k in d and not _is(d[k], types):
+            raise LedgerError(path, k, f"a JSON {_kind(d[k])}, not a JSON {_kind(types[0]())}")
+    grid = d.get("grid") or {}
+    bad = next((k for k in ("variants", "lrs", "wds", "seeds") if not isinstance(grid.get(k, []), list)), None)
+    if bad or not isinstance(grid.get("overrides", {}), dict):
+        raise LedgerError(path, f"grid.{bad or 'overrides'}", "not of the type `submit` writes (lists; overrides an object)")
+    ex = dict(d.get("executor") or {})
+    if ex.get("kind", "local") not in EXECUTORS:
+        raise LedgerError(path, "executor.kind", f"{ex['kind']!r} is not one of {', '.join(EXECUTORS)}")
+    ex.pop("kind", None)
+    problem = _resources_problem(ex, "executor")
+    if problem:
+        raise LedgerError(path, "executor", problem)
+    for rid, e in d["runs"].items():
+        problem = _entry_problem(rid, e)
+        if problem:
+            raise LedgerError(path, f"runs[{rid!r}]", problem)
+    return d
+
+# %% ../nbs/11_ledger.ipynb #69dfc7dd
+def read_ledger(sweep_dir) -> dict | None:
+    "The ledger `sweep_dir/sweep.json`, checked by `check_ledger`; None when there is none, else `LedgerError`."
+    p = Path(sweep_dir) / LEDGER
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LedgerError(p, "the file", f"unreadable ({type(e).__name__}: {e})") from None
+    try:
+        d = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise LedgerError(p, "the file", f"not valid JSON ({str(e) or type(e).__name__})") from None
+    return check_ledger(d, p)
 
 # %% ../nbs/11_ledger.ipynb #f5c981aa
 class Ledger:
@@ -52,10 +266,8 @@ class Ledger:
 # %% ../nbs/11_ledger.ipynb #6e2dab13
 @patch
 def read(self: Ledger) -> dict:
-    "The ledger as a dict (an empty one when the sweep has never been submitted)."
-    d = read_json(self.path)
-    if d is None and self.path.exists():
-        raise ConfigError("sweep", self.name, f"a readable ledger ({self.path} is not valid JSON)")
+    "The ledger as a dict, through the one reader `read_ledger` (an empty one when the sweep was never submitted)."
+    d = read_ledger(self.dir)
     return d if d is not None else {"name": self.name, "grid": {}, "executor": {}, "runs": {}}
 
 # %% ../nbs/11_ledger.ipynb #59d2e8f7
@@ -88,18 +300,30 @@ def lock(self: Ledger):
 @patch
 @contextlib.contextmanager
 def update(self: Ledger):
-    "Read-modify-write under the lock: `with ledger.update() as d: d['runs'][rid]['state'] = …`."
+    """Read-modify-write under the lock: `with ledger.update() as d: d['runs'][rid]['state'] = …`. A ledger that
+    `read_ledger` refuses is refused before anything is written, the lock file included."""
+    if self.exists():
+        self.read()
     with self.lock():
         d = self.read()
         yield d
         d["updated"] = time.time()
         write_json(self.path, d)
 
+# %% ../nbs/11_ledger.ipynb #d1c6aa77
+@patch
+def run_dir(self: Ledger, rid: str) -> Path:
+    "The run directory of `rid`, `<sweep dir>/<rid>`: the run id checked where the path is built (`config.check_name`)."
+    return self.dir / config.check_name("run_id", rid)
+
+# %% ../nbs/11_ledger.ipynb #306a41f3
+@patch
+def job_file(self: Ledger, rid: str, suffix: str) -> Path:
+    """A file of `rid`'s jobs, `<sweep dir>/.jobs/<rid><suffix>`: the record `.jsonl`, the local job's spec
+    `.<attempt>.json` and log `.<attempt>.log`; the run id checked where the path is built."""
+    return self.dir / JOBS / (config.check_name("run_id", rid) + suffix)
+
 # %% ../nbs/11_ledger.ipynb #e48189d3
-TRAIN_PARAMS = ("epochs", "dataset", "batch_size", "width_mult", "data_dir", "n_train", "n_val", "max_steps")
-
-_GRID_KEYS = {"lr", "weight_decay", "wd", "seed", "variant", "sweep", "name", "optim.lr", "optim.weight_decay"}
-
 def _params_of(job, set_overrides: dict) -> dict:
     c = job.config
     return dict(variant=job.variant, lr=job.lr, weight_decay=job.weight_decay, seed=job.seed,
@@ -169,23 +393,9 @@ def select_runs(states: dict, run_ids, force: bool = False) -> tuple[list, dict]
             todo.append(rid)
     return todo, skipped
 
-# %% ../nbs/11_ledger.ipynb #9e0f1af9
-DEFAULT_RESOURCES = {"time_min": 120, "mem_gb": 16, "cpus_per_task": 4, "gpus_per_task": 1, "array_parallelism": 24,
-                     "partition": None, "account": None, "qos": None, "exclude": None, "setup": [],
-                     "workers_per_gpu": 1, "gpus": None, "max_requeues": 3,
-                     "gres": None, "constraint": None, "comment": None, "slurm_extra": {}, "logger": None}
-
-# %% ../nbs/11_ledger.ipynb #69dfc7dd
-def read_ledger(sweep_dir) -> dict | None:
-    "The sweep ledger `sweep.json` ({'grid': …, 'runs': {run_id: entry}}), or None when absent; ValueError if malformed."
-    p = Path(sweep_dir) / "sweep.json"
-    if not p.exists():
-        return None
-    try:
-        d = json.loads(p.read_text())
-    except ValueError as e:
-        raise ValueError(f"{p} is not valid JSON: {e}") from None
-    runs = d.get("runs") if isinstance(d, dict) else None
-    if not isinstance(runs, dict):
-        raise ValueError(f"{p} has no 'runs' mapping of run_id -> parameters")
-    return {**d, "runs": runs}
+# %% ../nbs/11_ledger.ipynb #3a0d2c40
+def unqueue(entry: dict) -> dict:
+    "The ledger `entry` of a queued run that never started, back to `pending`: its unused attempt and record removed."
+    entry["state"], entry["attempts"] = "pending", max(0, entry.get("attempts", 0) - 1)
+    entry["history"] = (entry.get("history") or [])[:-1]
+    return entry

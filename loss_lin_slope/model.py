@@ -9,6 +9,8 @@ import torch
 from fastcore.basics import patch
 from torch import nn
 
+from .config import stage_widths
+
 # %% auto #0
 __all__ = ['BasicBlock', 'ResNetCIFAR', 'resnet18_cifar']
 
@@ -48,7 +50,7 @@ class ResNetCIFAR(nn.Module):
 
     def __init__(self, blocks=(2, 2, 2, 2), num_classes: int = 10, width_mult: float = 1.0, norm_type: str = "bn"):
         super().__init__()
-        widths = [max(8, round(c * width_mult)) for c in (64, 128, 256, 512)]
+        widths = stage_widths(width_mult)  # 64·w … 512·w, at least 8 (the one rule: `config.stage_widths`)
         self.widths, self.norm_type = widths, norm_type
         self.conv1, self.bn1 = _conv(3, widths[0], 3, 1, norm_type), _norm(norm_type, widths[0])
         layers, cin = [], widths[0]

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, make_config
-from .executors import SubmitError, detect_gpus, launch, run_local, sacct_states
+from .executors import SubmitError, detect_gpus, launch, read_events, run_local, sacct_states
 from .files import read_json
-from .ledger import ACTIVE, DEFAULT_RESOURCES, JOBS, Ledger
+from .ledger import DEFAULT_RESOURCES, JOBS, Ledger, unqueue
 from .run import write_summary
-from .status import owner_alive, reconcile_run
+from .status import run_state
 
 # %% auto #0
 __all__ = ['FAILURE_KINDS', 'DIVERGENCE_POLICIES', 'MAX_MEM_GB', 'RECOVERABLE', 'classify_failure', 'plan_adjustment',
@@ -195,7 +195,7 @@ def _stderr_tail(ledger: Ledger, rid: str, entry: dict, n: int = 65536) -> str:
 
         paths = JobPaths(jobs / "slurm" / "%j", job_id=jid, task_id=0)
         cands += [paths.stderr, paths.stdout]
-    cands.append(jobs / f"{rid}.{entry.get('attempts', 0)}.log")
+    cands.append(ledger.job_file(rid, f".{entry.get('attempts', 0)}.log"))
     out = []
     for c in cands:
         with contextlib.suppress(OSError):
@@ -217,25 +217,34 @@ def _add_summary_adjustments(run_dir: Path, adjustments: list):
 # %% ../nbs/15_recover.ipynb #f8a24a4b
 RECOVERABLE = frozenset({"failed", "interrupted", "diverged"})
 
+# %% ../nbs/15_recover.ipynb #7a312a80
+def _attempts_used(ledger: Ledger, rid: str, entry: dict) -> int:
+    """The attempts of a run that count against `--max-attempts`: its submissions, less those whose job the run lock
+    refused (`outcome: refused` in `.jobs/<run_id>.jsonl`: another process was writing the run, nothing trained)."""
+    events = read_events(ledger.job_file(rid, ".jsonl"))
+    refused = {ev.get("attempt") for ev in events if ev.get("outcome") == "refused"}
+    return max(0, entry.get("attempts", 0) - len(refused))
+
 # %% ../nbs/15_recover.ipynb #c938091f
 def _recovery_plan(ledger: Ledger, runs: dict, sched: dict, max_attempts: int, divergence_policy: str,
                    time_factor: float, mem_factor: float, max_mem_gb: float, mem_gb: float | None) -> tuple[list, list]:
     """`(rows, plan)`: a row for each recoverable run (kind, evidence, action, note) and, for those to resubmit,
     `(run_id, adjustment, evidence, note)`."""
-    rows = []
-    plan = []
+    rows, plan, owners = [], [], {}
     for rid, e in runs.items():
-        summary = read_json(ledger.dir / rid / "summary.json")
-        srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
-        alive = owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
-        state, reason = reconcile_run(e, summary, srec, alive)
-        if state not in RECOVERABLE:
+        summary = read_json(ledger.run_dir(rid) / "summary.json")
+        r = run_state(ledger, rid, e, summary, sched, owners)
+        if r["unstarted"]:  # a dead pool queued it and never started it: back to pending, its attempt given back
+            unqueue(e)
+        if r["state"] not in RECOVERABLE:  # alive (its run lock is held), done, pending or in the queue
             continue
+        srec = r["sched"]
         states = [srec["state"], *srec["steps"]] if srec else []
         kind, evidence = classify_failure(summary, states, _stderr_tail(ledger, rid, e))
-        row = {"run_id": rid, "state": state, "kind": kind, "evidence": evidence, "attempts": e.get("attempts", 0)}
-        if e.get("attempts", 0) >= max_attempts:
-            row.update(action="give up", note=f"{e.get('attempts')} attempts (max {max_attempts})")
+        used = _attempts_used(ledger, rid, e)
+        row = {"run_id": rid, "state": r["state"], "kind": kind, "evidence": evidence, "attempts": used}
+        if used >= max_attempts:
+            row.update(action="give up", note=f"{used} attempts (max {max_attempts})")
         else:
             adj, note = plan_adjustment(kind, e, divergence_policy, time_factor, mem_factor, max_mem_gb, mem_gb)
             row.update(action="resubmit" if adj else "leave", note=note)
@@ -273,7 +282,7 @@ def _resubmit(ledger: Ledger, d: dict, plan: list, executor: str | None, resourc
             specs_local, local_res = specs, base
     for rid, old in before.items():
         if rid in ids:  # submitted: the adjustment goes into the run's summary too
-            _add_summary_adjustments(ledger.dir / rid, runs[rid].get("adjustments") or [])
+            _add_summary_adjustments(ledger.run_dir(rid), runs[rid].get("adjustments") or [])
         else:  # not submitted (sbatch failed): as it was, so the next recover does not adjust twice
             runs[rid] = old
     return ids, err, specs_local, local_res

@@ -72,7 +72,7 @@ def _clean(o):
 
 # %% ../nbs/10_run.ipynb #db6cc7bd
 SUMMARY_FIELDS = (
-    "status", "run_id", "sweep", "variant", "lr", "weight_decay", "seed", "run_dir",
+    "status", "run_id", "sweep", "variant", "lr", "weight_decay", "seed", "run_dir", "model_channels",
     "best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch", "burn_in_loss",
     "burn_in_epoch", "steps_completed", "epochs_completed", "steps_per_epoch", "wall_time_s", "steps_per_s",
     "peak_mem_bytes", "failure", "diverged", "attempt", "adjustments", "retries", "history", "checkpoints",
@@ -103,8 +103,11 @@ def read_summary(path: str | os.PathLike) -> dict | None:
 
 # %% ../nbs/10_run.ipynb #133ce0e2
 def run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs") -> Path:
-    "The run directory of `cfg`: `out_dir/<sweep>/<run_id>`."
-    return Path(out_dir) / cfg.sweep / cfg.run_id
+    """The run directory of `cfg`: `out_dir/<sweep>/<run_id>`, both names checked where the path is built
+    (`config.check_name`: a config assembled without `validate` cannot point outside `out_dir`)."""
+    from loss_lin_slope.config import check_name
+
+    return Path(out_dir) / check_name("sweep", cfg.sweep) / check_name("run_id", cfg.run_id)
 
 # %% ../nbs/10_run.ipynb #cd467e03
 def stored_config(path: str | os.PathLike) -> ExperimentConfig | None:
@@ -665,9 +668,12 @@ def _previous_history(cfg, prev: dict, lock: RunLock, say) -> list[dict]:
 # %% ../nbs/10_run.ipynb #e623db95
 def _first_summary(cfg, path, prev: dict, history: list, from_step, attempt, adjustments) -> dict:
     "The summary of a start before training (`status` running, every `SUMMARY_FIELDS` field present)."
+    from loss_lin_slope.config import stage_widths
+
     return {
         "status": "running", "run_id": cfg.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": str(path.resolve()),
+        "model_channels": stage_widths(cfg.model.width),
         **dict.fromkeys(("best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch",
                          "burn_in_loss", "burn_in_epoch")),
         "steps_completed": from_step or 0, "epochs_completed": None,

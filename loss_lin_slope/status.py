@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -18,20 +17,22 @@ from .cli_args import format_rows
 from .config import ConfigError
 from .executors import SCHED_ACTIVE, pending_reasons, sacct_states, stuck_reason
 from .files import read_json, write_json
-from .ledger import ACTIVE, LEDGER_STATES, Ledger
+from .ledger import ACTIVE, LEDGER_STATES, Ledger, unqueue
 from .verify import RunCheck, check_run, run_fingerprint
 
 # %% auto #0
-__all__ = ['HOST_OOM_REASON', 'reconcile_run', 'run_checks', 'run_problems', 'owner_alive', 'sweep_status', 'current_states',
-           'format_status']
+__all__ = ['HOST_OOM_REASON', 'reconcile_run', 'run_checks', 'run_problems', 'owner_alive', 'lock_view', 'run_state',
+           'sweep_status', 'current_states', 'format_status']
 
 # %% ../nbs/14_status.ipynb #3857eb16
 HOST_OOM_REASON = "host RAM out of memory: SLURM killed the task over its --mem request (OUT_OF_MEMORY)"
 
-def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None,
-                  owner_alive: bool | None = None, dead: str | None = None) -> tuple[str, str | None]:
+def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None, owner_alive: bool | None = None,
+                  dead: str | None = None, locked: bool = False) -> tuple[str, str | None]:
     """`(state, reason)` of one run from its ledger entry, its `summary.json` and its scheduler record; `dead`: why a
-    `running` summary is a dead run (`run.dead_run_reason`: nobody holds the run lock)."""
+    `running` summary is a dead run (`run.dead_run_reason`: nobody holds the run lock); `locked`: a process holds it."""
+    if locked:  # rule 0: the run lock decides who is alive
+        return "running", None
     lstate, sstat = entry.get("state", "pending"), (summary or {}).get("status")
     freason = ((summary or {}).get("failure") or {}).get("reason") if isinstance(summary, dict) else None
     if sched is not None and sched.get("state") in SCHED_ACTIVE:
@@ -121,6 +122,41 @@ def owner_alive(owner: dict | None) -> bool | None:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
+# %% ../nbs/14_status.ipynb #80401518
+def lock_view(run_dir, summary: dict | None) -> tuple[bool, dict, str | None]:
+    """`(locked, holder, dead)` of a run directory: is its run lock held, the holder's record, and why the run is dead
+    when the lock is free while `summary` says `running` (`run.dead_run_reason`; None otherwise)."""
+    from loss_lin_slope.run import dead_run_reason, lock_state  # here, not at import: `run` imports numpy
+
+    held, rec = lock_state(run_dir)
+    running = isinstance(summary, dict) and summary.get("status") == "running"
+    return bool(held), rec, (dead_run_reason(run_dir, summary) if running and not held else None)
+
+# %% ../nbs/14_status.ipynb #062fbdbf
+def run_state(ledger: Ledger, rid: str, entry: dict, summary: dict | None, sched: dict, owners: dict) -> dict:
+    """One run reconciled from its witnesses (see above): `state`, `reason`, its scheduler record `sched` (from the
+    `sacct_states` result `sched`), a `warning` for a live run whose pool or job has ended, and `unstarted`.
+    `owners` caches `owner_alive` per pool."""
+    srec = sched.get(str(entry.get("job_id"))) if entry.get("executor") == "slurm" else None
+    alive = None
+    if entry.get("executor") == "local" and entry.get("state") in ACTIVE:
+        key = json.dumps(entry.get("owner"), sort_keys=True)
+        if key not in owners:
+            owners[key] = owner_alive(entry.get("owner"))
+        alive = owners[key]
+    locked, holder, dead = lock_view(ledger.run_dir(rid), summary)
+    unstarted = (alive is False and not locked and entry.get("state") == "queued"
+                 and "started" not in (entry.get("history") or [{}])[-1])
+    state, reason = reconcile_run({**entry, "state": "pending"} if unstarted else entry, summary, srec, alive, dead,
+                                  locked)
+    warning = None
+    if locked and (alive is False or (srec is not None and srec.get("state") not in SCHED_ACTIVE)):
+        gone = (f"its pool (pid {(entry.get('owner') or {}).get('pid', '?')}) has ended" if alive is False else
+                f"its job {entry.get('job_id')} is {srec.get('state')} in the scheduler")
+        warning = (f"{gone}, but the run is alive: its run lock is held by pid {holder.get('pid', '?')} on "
+                   f"{holder.get('host', '?')}; it finishes by itself and is not resubmitted while the lock is held")
+    return {"state": state, "reason": reason, "sched": srec, "warning": warning, "unstarted": unstarted}
+
 # %% ../nbs/14_status.ipynb #93375f28
 def _sacct_time(s: str | None) -> float | None:
     from datetime import datetime
@@ -141,31 +177,30 @@ def _run_seconds(entry: dict, summary: dict | None) -> float | None:
     return None
 
 # %% ../nbs/14_status.ipynb #b52b434d
-def _reconcile_runs(sdir: str, runs: dict, summaries: dict, sched: dict, squeued: dict, dead_run_reason
-                    ) -> tuple[dict, dict]:
-    """`(rows, changes)`: each run's `sweep_status` row (reconciled state and reason, job, Slurm pending reason) and
-    run_id → (ledger state, new state, reason) for the runs whose ledger record is out of date."""
+def _reconcile_runs(ledger: Ledger, runs: dict, summaries: dict, sched: dict, squeued: dict
+                    ) -> tuple[dict, dict, list]:
+    """`(rows, changes, unstarted)`: each run's `sweep_status` row (`run_state`: reconciled state and reason, job,
+    warning, Slurm pending reason), run_id → (ledger state, new state, reason) for the runs whose ledger record is
+    out of date, and the runs a pool that has ended queued and never started."""
     owners = {}
-    out_runs, changes = {}, {}
+    out_runs, changes, unstarted = {}, {}, []
     for rid, e in runs.items():
-        srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
-        alive = None
-        if e.get("executor") == "local" and e.get("state") in ACTIVE:
-            key = json.dumps(e.get("owner"), sort_keys=True)
-            alive = owners[key] if key in owners else owners.setdefault(key, owner_alive(e.get("owner")))
-        s = summaries[rid]
-        dead = dead_run_reason(os.path.join(sdir, rid), s) if isinstance(s, dict) and s.get("status") == "running" \
-            else None
-        state, reason = reconcile_run(e, s, srec, alive, dead)
-        if (state, reason) != (e.get("state"), e.get("reason")) and not (state == e.get("state") and reason is None):
+        r = run_state(ledger, rid, e, summaries[rid], sched, owners)
+        state, reason, srec = r["state"], r["reason"], r["sched"]
+        if r["unstarted"]:
+            unstarted.append(rid)
+        if r["unstarted"] or ((state, reason) != (e.get("state"), e.get("reason"))
+                              and not (state == e.get("state") and reason is None)):
             changes[rid] = (e.get("state"), state, reason)
-        out_runs[rid] = {"variant": e["variant"], "state": state, "reason": reason, "job_id": e.get("job_id"),
+        out_runs[rid] = {"variant": e.get("variant"), "state": state, "reason": reason, "job_id": e.get("job_id"),
                          "executor": e.get("executor"), "scheduler_state": (srec or {}).get("state"),
                          "attempts": e.get("attempts", 0), "adjusted": bool(e.get("adjustments"))}
+        if r["warning"]:
+            out_runs[rid]["warning"] = r["warning"]
         live_rec = squeued.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
         if live_rec and live_rec["state"] == "PENDING":
             out_runs[rid]["pending_reason"] = live_rec["reason"]
-    return out_runs, changes
+    return out_runs, changes, unstarted
 
 # %% ../nbs/14_status.ipynb #229a7bbc
 def _quality(ledger: Ledger, runs: dict, out_runs: dict) -> tuple[dict, list, list]:
@@ -174,15 +209,11 @@ def _quality(ledger: Ledger, runs: dict, out_runs: dict) -> tuple[dict, list, li
     cache_path = ledger.dir / ".status-cache.json"
     cache = read_json(cache_path, {}) or {}
     cache = cache if isinstance(cache, dict) else {}
-    bad_ids = [rid for rid in runs if not _valid_run_id(rid)]
-    run_check, cache_changed = run_checks(ledger.dir, [rid for rid in runs if rid not in bad_ids], cache)
+    run_check, cache_changed = run_checks(ledger.dir, list(runs), cache)
     if cache_changed:
         with contextlib.suppress(OSError):  # a cache that cannot be written (a full disk) is only slower
             write_json(cache_path, cache, indent=None)
     checks, nan_runs, corrupt = {}, [], []
-    for rid in bad_ids:
-        checks[rid] = [f"run id {rid!r} in sweep.json is not a valid name: not read"]
-        corrupt.append(rid)
     for rid, c in run_check.items():
         probs = run_problems(c)
         if probs:
@@ -249,6 +280,17 @@ def _eta(runs: dict, out_runs: dict, summaries: dict, counts: dict) -> tuple[flo
                                                                                                else None)
     return mean, eta
 
+# %% ../nbs/14_status.ipynb #97c9d7aa
+def _warnings(name: str, out_runs: dict, unstarted: list) -> tuple[list[dict], list[dict]]:
+    "`(warnings, notes)` of `sweep_status`: live runs whose pool or job has ended; runs put back to pending."
+    orphaned = [rid for rid, r in out_runs.items() if r.get("warning")]
+    warnings = [{"kind": "orphaned", "runs": orphaned, "message": f"{len(orphaned)} run(s) alive after their pool or "
+                 "job ended (their run lock is held): running, not failed; they finish by themselves"}] if orphaned else []
+    notes = [{"kind": "unqueued", "runs": unstarted, "message": f"{len(unstarted)} run(s) queued by a pool that has "
+              f"ended were never started: their attempt is given back; `lls sweep submit {name}` starts them"}
+             ] if unstarted else []
+    return warnings, notes
+
 # %% ../nbs/14_status.ipynb #39a48bc7
 def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours: float = 1.0,
                  write: bool = True, now: float | None = None) -> dict:
@@ -258,18 +300,14 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
         raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
     d, now = ledger.read(), now or time.time()
     runs = d["runs"]
-    sdir = str(ledger.dir)
-    from loss_lin_slope.run import dead_run_reason  # here, not at import: `run` imports numpy
-
-    summaries = {rid: read_json(os.path.join(sdir, rid, "summary.json")) if _valid_run_id(rid) else None
-                 for rid in runs}
+    summaries = {rid: read_json(ledger.run_dir(rid) / "summary.json") for rid in runs}
     live = [e.get("job_id") for rid, e in runs.items() if e.get("executor") == "slurm" and e.get("job_id") and
             (e.get("state") in ACTIVE or (summaries[rid] or {}).get("status") == "running")]
     sched = sacct_states(live) if scheduler and live else {}
     waiting = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("job_id") and
                e.get("state") in ACTIVE]
     squeued = pending_reasons(waiting) if scheduler and waiting else {}
-    out_runs, changes = _reconcile_runs(sdir, runs, summaries, sched, squeued, dead_run_reason)
+    out_runs, changes, unstarted = _reconcile_runs(ledger, runs, summaries, sched, squeued)
     checks, nan_runs, corrupt = _quality(ledger, runs, out_runs)
     stuck = _stuck_runs(runs, out_runs, sched, summaries, now, stuck_hours)
     counts = {s: 0 for s in LEDGER_STATES}
@@ -281,32 +319,40 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     fail_rate = counts["failed"] / finished if finished else 0.0
     alerts = _alerts(out_runs, counts, finished, fail_rate, stuck, stuck_hours, nan_runs, corrupt)
     mean, eta = _eta(runs, out_runs, summaries, counts)
+    warnings, notes = _warnings(name, out_runs, unstarted)
     if write and changes:
         with ledger.update() as fresh:
             for rid, (old, state, reason) in changes.items():
                 e = fresh["runs"].get(rid)
-                if e is not None and e.get("state") == old:
-                    e["state"], e["reason"] = state, reason
+                if e is None or (e.get("state"), e.get("job_id")) != (old, runs[rid].get("job_id")):
+                    continue  # changed since it was read (a new submission): its writer knows better
+                if rid in unstarted:
+                    unqueue(e)
+                e["state"], e["reason"] = state, reason
     return {"name": name, "total": len(runs), "counts": counts, "per_variant": per_variant,
             "progress": {"done": finished, "completed": counts["completed"], "total": len(runs),
                          "fraction": finished / len(runs) if runs else 1.0, "mean_run_s": mean, "eta_s": eta},
-            "failure_rate": fail_rate, "checks": checks, "alerts": alerts, "runs": out_runs}
+            "failure_rate": fail_rate, "checks": checks, "alerts": alerts, "warnings": warnings, "notes": notes,
+            "runs": out_runs}
 
 # %% ../nbs/14_status.ipynb #91290293
 def current_states(ledger: Ledger, d: dict, scheduler: bool = True) -> dict[str, str]:
-    "run_id → reconciled state for the runs of ledger dict `d` (one sacct call for live SLURM runs)."
+    """run_id → reconciled state (`run_state`) of the runs of ledger dict `d`, with one sacct call for the live SLURM
+    runs. The runs a pool that has ended queued and never started are put back in `d` (`ledger.unqueue`), for the
+    caller to write."""
     runs = d["runs"]
     live = [e.get("job_id") for e in runs.values() if e.get("executor") == "slurm" and e.get("state") in ACTIVE]
     sched = sacct_states(live) if scheduler and live else {}
-    out = {}
+    out, owners = {}, {}
     for rid, e in runs.items():
-        if e.get("state") == "pending" and not (ledger.dir / rid / "summary.json").exists():
+        path = ledger.run_dir(rid)
+        if e.get("state") == "pending" and not path.exists():
             out[rid] = "pending"
             continue
-        summary = read_json(ledger.dir / rid / "summary.json")
-        srec = sched.get(str(e.get("job_id"))) if e.get("executor") == "slurm" else None
-        alive = owner_alive(e.get("owner")) if e.get("executor") == "local" and e.get("state") in ACTIVE else None
-        out[rid] = reconcile_run(e, summary, srec, alive)[0]
+        r = run_state(ledger, rid, e, read_json(path / "summary.json"), sched, owners)
+        if r["unstarted"]:
+            unqueue(e)
+        out[rid] = r["state"]
     return out
 
 # %% ../nbs/14_status.ipynb #469de3ad
@@ -344,6 +390,9 @@ def format_status(st: dict) -> str:
     bad = [(rid, r) for rid, r in st["runs"].items() if r["state"] in ("failed", "diverged", "interrupted")]
     for rid, r in bad[:20]:
         lines.append(f"  {r['state']:<11} {rid}  {r.get('reason') or ''}")
+    for w in st.get("warnings", []) + st.get("notes", []):
+        kind = "warning" if w in st.get("warnings", []) else "note"
+        lines.append(f"{kind} [{w['kind']}] {w['message']}: " + ", ".join(w["runs"][:5]) + (" …" if len(w["runs"]) > 5 else ""))
     for a in st["alerts"]:
         lines.append(f"ALERT [{a['kind']}] {a['message']}: " + ", ".join(a["runs"][:5]) +
                      (" …" if len(a["runs"]) > 5 else ""))

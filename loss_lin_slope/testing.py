@@ -248,6 +248,7 @@ def _summary_attempts(kind: str | None) -> tuple[list, list]:
 def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints, t0) -> dict:
     "summary.json as `run.py` writes it (its `SUMMARY_FIELDS`)."
     from loss_lin_slope import forms
+    from loss_lin_slope.config import stage_widths
 
     cfg = job.config
     status = {"failed": "failed", "diverged": "diverged", "interrupted": "interrupted",
@@ -265,6 +266,7 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     out = {
         "status": status, "run_id": job.run_id, "sweep": cfg.sweep, "variant": cfg.variant, "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.weight_decay, "seed": cfg.seed, "run_dir": None,
+        "model_channels": stage_widths(cfg.model.width),
         "best_val_ce": float(V[best]) if best is not None else None,
         "best_val_epoch": float(vs[best] / S) if best is not None else None,
         **{k: _finite_or_none(fit.get(k)) for k in ("alpha_early", "alpha_full", "r_squared", "knee_epoch",
