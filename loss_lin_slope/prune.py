@@ -24,7 +24,7 @@ __all__ = ['CURVE_COLUMNS', 'SCHEDULE_COLUMNS', 'CONFIG_KEYS', 'WARMUP_SHARE', '
            'default_at_epoch', 'backtest', 'write_backtest', 'read_backtest', 'fig_backtest', 'backtest_rows',
            'backtest_note', 'backtest_html', 'sweep_curves', 'sweep_concurrency', 'available_rules', 'backtest_sweep']
 
-# %% ../nbs/19a_prune.ipynb #716a5de6
+# %% ../nbs/19a_prune.ipynb #64989e48
 CURVE_COLUMNS = ("run_id", "variant", "lr", "weight_decay", "seed", "epoch", "loss_train_nats", "loss_val_nats")
 SCHEDULE_COLUMNS = ("steps_per_epoch", "max_epochs", "warmup_epochs", "eta_min")
 CONFIG_KEYS = ("variant", "lr", "weight_decay")  # a configuration: its seeds share everything else
@@ -65,9 +65,12 @@ def check_curves(curves, budget_epochs: float | None = None):
         pos = c.epoch > 0
         spe = (c.step[pos] / c.epoch[pos]).groupby(c.order[pos]).median()
         c["steps_per_epoch"] = c.order.map(spe).fillna(VIRTUAL_STEPS).round()
+    _need(bool(np.isfinite(c.step.astype(float)).all()), "curves.step", "<non-finite>", "optimizer steps (integers)")
     c["step"] = c.step.astype(np.int64)
-    if "max_epochs" not in c:
-        c["max_epochs"] = float(budget_epochs) if budget_epochs else g.epoch.transform("max")
+    if budget_epochs:
+        c["max_epochs"] = float(budget_epochs)
+    elif "max_epochs" not in c:
+        c["max_epochs"] = g.epoch.transform("max")
     if "warmup_epochs" not in c:
         c["warmup_epochs"] = WARMUP_SHARE * c.max_epochs
     if "eta_min" not in c:
