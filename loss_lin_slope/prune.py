@@ -146,7 +146,7 @@ def slope_predictions(curves, at_epoch: float, budget_epochs: float | None = Non
                          reached=reached, **p, predicted=math.exp(p["pred_log"])))
     return pd.DataFrame(rows)
 
-# %% ../nbs/19a_prune.ipynb #10a68734
+# %% ../nbs/19a_prune.ipynb #d9a31f4c
 def _decide(mu: np.ndarray, se: np.ndarray, dof: np.ndarray, keep: float, conf: float):
     "(rank, k, index of the k-th best, confidence, prune) for predictions `mu` ± `se` (all finite), see above."
     from scipy import stats
@@ -195,7 +195,7 @@ def slope_decide(preds, keep: float = SLOPE_RULE["keep"], conf: float = SLOPE_RU
     out.loc[ok, "evidence"] = ev
     return out
 
-
+# %% ../nbs/19a_prune.ipynb #29cac403
 def slope_rule(curves, at_epoch: float, budget_epochs: float | None = None, **params):
     """The slope rule at `at_epoch` on every run of `curves` that has reached it (`SLOPE_RULE` unless `params` say
     otherwise): `slope_decide(slope_predictions(…))`. Pure: the backtest and the live command both call it."""
@@ -205,7 +205,7 @@ def slope_rule(curves, at_epoch: float, budget_epochs: float | None = None, **pa
     preds = slope_predictions(curves, at_epoch, budget_epochs, window=rule["window"], min_points=rule["min_points"])
     return slope_decide(preds, rule["keep"], rule["conf"])
 
-# %% ../nbs/19a_prune.ipynb #c5248c9e
+# %% ../nbs/19a_prune.ipynb #ca7070e1
 PEERS = ("median", "successive_halving", "hyperband")
 RULES = (*PEERS, "slope")
 
@@ -219,7 +219,7 @@ def require_optuna():
                           "pip install \"loss_lin_slope[prune]\" (or use rules=('slope',))") from None
     return optuna
 
-
+# %% ../nbs/19a_prune.ipynb #f688880c
 def peer_pruner(rule: str, at_step: int, max_step: int):
     "Optuna's pruner for `rule` (one of `PEERS`), first deciding at step `at_step`, the sweep's runs `max_step` long."
     optuna = require_optuna()
@@ -538,13 +538,13 @@ def backtest(curves, at_epoch: float, rules=RULES, budget_epochs: float | None =
                 for rule in rules]
     return pd.DataFrame(rows)
 
-# %% ../nbs/19a_prune.ipynb #80722e44
+# %% ../nbs/19a_prune.ipynb #93fb3669
 def write_backtest(path, table, **meta) -> Path:
     "`table` (of `backtest`) and `meta` as JSON at `path` (atomic)."
     rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in table.to_dict("records")]
     return write_json(path, {"kind": "loss_lin_slope.backtest", "meta": meta, "rules": rows})
 
-
+# %% ../nbs/19a_prune.ipynb #6f7310c8
 def read_backtest(path) -> tuple:
     "`(table, meta)` from a `backtest.json`; ValueError when it is not one."
     import pandas as pd
@@ -593,7 +593,7 @@ def _png(fig) -> str:
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
-# %% ../nbs/19a_prune.ipynb #1b7c598a
+# %% ../nbs/19a_prune.ipynb #a39d7c7b
 def _interval(v: float, lo: float, hi: float, fmt: str) -> str:
     if not math.isfinite(v):
         return "–"
@@ -612,7 +612,7 @@ def backtest_rows(table) -> list[dict]:
                     "pruned": f"{r.n_pruned}/{r.n_runs}"})
     return out
 
-
+# %% ../nbs/19a_prune.ipynb #fd601d72
 def backtest_note(table, meta: dict | None = None) -> str:
     "One sentence: what the backtest replayed and how its intervals were made."
     r = table.iloc[0]
@@ -622,7 +622,7 @@ def backtest_note(table, meta: dict | None = None) -> str:
             f"{r.at_epoch:g}, replayed {r.concurrency} at a time in submission order; 95 % intervals over "
             f"{r.n_boot} resamples of configurations{few}.")
 
-
+# %% ../nbs/19a_prune.ipynb #d6bd81e8
 def backtest_html(table, meta: dict | None = None) -> str:
     "The report's \"Pruning\" section: what was replayed, a table (one row per rule) and the compute-vs-regret figure."
     import pandas as pd
@@ -637,7 +637,7 @@ def backtest_html(table, meta: dict | None = None) -> str:
         "own curve (<code>prune.SLOPE_RULE</code>).</p>", t,
         f'<img alt="compute fraction vs regret per pruning rule" src="data:image/png;base64,{_png(fig)}">'])
 
-# %% ../nbs/19a_prune.ipynb #e363575f
+# %% ../nbs/19a_prune.ipynb #09b76b36
 def sweep_curves(sweep_dir, workers: int | None = None, cache=None):
     "`curves` (with `step` and the schedule columns) of every complete run of `sweep_dir`, in submission order."
     import pandas as pd
@@ -669,7 +669,7 @@ def sweep_curves(sweep_dir, workers: int | None = None, cache=None):
     c = c.assign(_o=c.run_id.map(order)).sort_values(["_o", "step"], kind="stable").drop(columns="_o")
     return c.reset_index(drop=True)[[*CURVE_COLUMNS, "step", *SCHEDULE_COLUMNS]]
 
-
+# %% ../nbs/19a_prune.ipynb #6366f168
 def sweep_concurrency(sweep_dir) -> int:
     "Runs the sweep ran at once, from its ledger's executor record (1 when there is none)."
     from loss_lin_slope.ledger import read_ledger
@@ -682,7 +682,7 @@ def sweep_concurrency(sweep_dir) -> int:
     except (TypeError, ValueError):
         return 1
 
-# %% ../nbs/19a_prune.ipynb #455c37d9
+# %% ../nbs/19a_prune.ipynb #503d09c4
 def available_rules() -> tuple:
     "`RULES` when Optuna is installed, else the slope rule alone."
     try:
@@ -691,7 +691,7 @@ def available_rules() -> tuple:
     except ConfigError:
         return ("slope",)
 
-
+# %% ../nbs/19a_prune.ipynb #26690c52
 def backtest_sweep(sweep_dir, out, at_epoch: float | None = None, rules=None, concurrency: int | None = None,
                    n_boot: int = 200, seed: int = 0, workers: int | None = None, cache=None) -> tuple:
     """Backtest the complete runs of `sweep_dir` and write `out/backtest.json` and `out/backtest.png`.
