@@ -10,6 +10,7 @@ cfg = cfg["DEFAULT"]
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
 tensorboard_requirements = cfg.get("tensorboard_requirements", "").split()
+prune_requirements = cfg.get("prune_requirements", "").split()
 scripts = [s.strip() for s in cfg.get("console_scripts", "").split("\n") if s.strip()]
 
 setuptools.setup(
@@ -30,7 +31,7 @@ setuptools.setup(
     # loss_lin_slope/notebooks/ are symlinks to nbs/ (one source), copied as real files into the wheel.
     package_data={cfg["lib_name"]: ["notebooks/*.ipynb"]},
     install_requires=requirements,
-    extras_require={"dev": dev_requirements, "tensorboard": tensorboard_requirements},
+    extras_require={"dev": dev_requirements, "tensorboard": tensorboard_requirements, "prune": prune_requirements},
     entry_points={"console_scripts": scripts, "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,
 )

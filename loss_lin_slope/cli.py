@@ -33,7 +33,7 @@ from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep
 __all__ = ['COMMAND_GROUPS', 'PLAN_COLUMNS', 'command_group', 'build_parser', 'main', 'plan_rows', 'cmd_plan', 'cmd_config',
            'add_grid_commands', 'cmd_submit', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_sweep_commands',
            'cmd_verify', 'cmd_export', 'cmd_collect', 'add_dataset_commands', 'cmd_report', 'add_report_commands',
-           'cmd_demo', 'cmd_preflight', 'add_demo_commands']
+           'cmd_backtest', 'add_backtest_commands', 'cmd_demo', 'cmd_preflight', 'add_demo_commands']
 
 # %% ../nbs/23_cli.ipynb #28189706
 class _Formatter(argparse.HelpFormatter):
@@ -625,6 +625,90 @@ def add_report_commands(sub):
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(func=cmd_report)
+
+# %% ../nbs/23_cli.ipynb #fd3ac056
+def _rules_arg(s: str) -> list[str]:
+    "`median,slope` → ['median', 'slope'], each one of `prune.RULES` (an argparse `type=`)."
+    from loss_lin_slope.prune import RULES
+
+    rs = [r.strip() for r in s.split(",") if r.strip()]
+    for r in rs:
+        if r not in RULES:
+            raise ArgError(f"{r!r} is not a pruning rule; allowed: {', '.join(RULES)}")
+    return rs
+
+
+def _count_arg(lo: int):
+    "An argparse `type=`: an integer ≥ `lo`."
+
+    def check(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise ArgError(f"{s!r} is not an integer ≥ {lo}")
+        return v
+
+    return check
+
+
+def _epoch_arg(s: str) -> float:
+    "An argparse `type=`: a number of epochs > 0 (the upper bound, the runs' length, is checked on the sweep)."
+    try:
+        v = float(s)
+    except ValueError:
+        v = -1.0
+    if not 0 < v < float("inf"):
+        raise ArgError(f"{s!r} is not a number of epochs > 0")
+    return v
+
+# %% ../nbs/23_cli.ipynb #a3ca01c3
+_BACKTEST_OPTIONS = ("at_epoch", "rules", "concurrency", "n_boot")
+
+
+def cmd_backtest(args) -> int:
+    "`lls backtest`: one line per pruning rule (compute saved, regret with its interval, best kept); backtest.json and the figure in `--out`."
+    from loss_lin_slope.prune import backtest_note, backtest_rows, backtest_sweep
+
+    sweep_dir = _resolve(args)
+    out = Path(args.out) if args.out else Path(f"backtest-{sweep_dir.name}")
+    try:
+        table, meta, paths = backtest_sweep(sweep_dir, out, at_epoch=args.at_epoch, rules=args.rules,
+                                            concurrency=args.concurrency, n_boot=args.n_boot, seed=args.seed,
+                                            workers=args.workers, cache=not args.no_cache)
+    except ConfigError as e:
+        if e.key in _BACKTEST_OPTIONS:  # name the option the user typed
+            raise CLIError(f"--{e.key.replace('_', '-')}={e.value!r} is not allowed: {e.allowed}") from None
+        raise
+    except (ValueError, FileNotFoundError) as e:
+        raise CLIError(str(e)) from None
+    print(backtest_note(table, meta))
+    print(format_rows(backtest_rows(table), "table"))
+    print(f"wrote {paths['json']} and {paths['figure']}", file=sys.stderr)
+    return 0
+
+# %% ../nbs/23_cli.ipynb #b069dd68
+@command_group
+def add_backtest_commands(sub):
+    "Add `lls backtest`."
+    p = sub.add_parser("backtest", help="replay a finished sweep through pruning rules: compute saved vs regret",
+                       description="Replay the curves of the sweep's complete runs through Optuna's pruners and the "
+                                   "slope rule, in submission order and the sweep's concurrency; print one line per "
+                                   "rule and write DIR/backtest.json and DIR/backtest.png.")
+    _sweep_arg(p)
+    p.add_argument("--at-epoch", type=_epoch_arg, default=None, metavar="E",
+                   help="decision epoch (default: a quarter of the runs' planned epochs)")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default ./backtest-NAME)")
+    p.add_argument("--rules", type=_rules_arg, default=None,
+                   help="comma-separated rules (default: median,successive_halving,hyperband,slope; slope alone "
+                        "without Optuna)")
+    p.add_argument("--concurrency", type=_count_arg(1), default=None, metavar="N",
+                   help="runs in flight at once in the replay (default: the sweep's, from its ledger)")
+    p.add_argument("--n-boot", type=_count_arg(0), default=200,
+                   help="resamples of configurations for the 95%% intervals (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="resampling seed (default 0)")
+    p.set_defaults(func=cmd_backtest)
 
 # %% ../nbs/23_cli.ipynb #81c67981
 def cmd_demo(args) -> int:

@@ -24,7 +24,8 @@ def scaled_curvature_every(steps_per_epoch: int, every: int = 500) -> int:
 
 # %% ../nbs/22_demo.ipynb #be03e421
 DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
-            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), curvature_thin=3, trace_matvecs=9)
+            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), curvature_thin=3, trace_matvecs=9,
+            backtest_boot=100)
 
 
 def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_train: int = DEMO["n_train"],
@@ -57,7 +58,8 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
              dataset: str = "synthetic", workers: int = 2, variants=None, lrs=None, wds=None,
              progress: bool = True, say=print, **size) -> dict:
     "Mini sweep → verify → export → report under `out/`; returns the paths and the verdict."
-    from loss_lin_slope import export, hypotheses, sweep, verify
+    from loss_lin_slope import export, hypotheses, prune, sweep, verify
+    from loss_lin_slope.cli_args import format_rows
 
     for key, v in (("seeds", seeds), ("workers", workers)):
         if not (isinstance(v, int) and v >= 1):
@@ -80,9 +82,14 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     say("verify: " + check.summary_line())
     exp = export.export_sweep(sweep_dir, out / "dataset", name="demo")
     html, analysis = hypotheses.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
+    bt, bt_meta, bt_paths = prune.backtest_sweep(sweep_dir, out / "backtest", n_boot=DEMO["backtest_boot"])
+    say("backtest: " + prune.backtest_note(bt, bt_meta))
+    for line in format_rows(prune.backtest_rows(bt), "table").splitlines():
+        say("  " + line)
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,
+              "backtest": str(bt_paths["json"].resolve()),
               "verify_ok": check.ok,
               "hypotheses": [*analysis.hypothesis_lines(), analysis.slope_line(), _exclusion_line(analysis)],
               "seconds": round(time.time() - t0, 1)}
