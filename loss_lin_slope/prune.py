@@ -674,13 +674,10 @@ def sweep_concurrency(sweep_dir) -> int:
     "Runs the sweep ran at once, from its ledger's executor record (1 when there is none)."
     from loss_lin_slope.ledger import read_ledger
 
-    ex = (read_ledger(sweep_dir) or {}).get("executor") or {}
-    try:
-        if ex.get("kind") == "slurm":
-            return max(1, int(ex.get("array_parallelism") or 1))
-        return max(1, int(ex.get("workers_per_gpu") or 1)) * max(1, len(ex.get("gpus") or []))
-    except (TypeError, ValueError):
-        return 1
+    ex = (read_ledger(sweep_dir) or {}).get("executor") or {}  # validated: a malformed record is a LedgerError
+    if ex.get("kind") == "slurm":
+        return max(1, int(ex.get("array_parallelism") or 1))
+    return max(1, int(ex.get("workers_per_gpu") or 1)) * max(1, len(ex.get("gpus") or []))
 
 # %% ../nbs/19a_prune.ipynb #503d09c4
 def available_rules() -> tuple:
