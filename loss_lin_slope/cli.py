@@ -21,10 +21,10 @@ from .demo import DEMO, run_demo, run_preflight
 from .executors import SubmitError, check_slurm_extra, check_slurm_value
 from .export import build_dataset, cache_dir, export_sweep
 from .files import json_default
-from .hypotheses import write_report
 from .ledger import DEFAULT_RESOURCES, TRAIN_PARAMS, Ledger
 from .profile import profile_concurrency, profile_variants, recommend_workers_per_gpu
 from .recover import DIVERGENCE_POLICIES, MAX_MEM_GB, recover_sweep
+from .report import write_report
 from .status import format_status, sweep_status
 from .sweep import submit_sweep
 from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep

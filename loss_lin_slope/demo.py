@@ -57,7 +57,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
              dataset: str = "synthetic", workers: int = 2, variants=None, lrs=None, wds=None,
              progress: bool = True, say=print, **size) -> dict:
     "Mini sweep → verify → export → report under `out/`; returns the paths and the verdict."
-    from loss_lin_slope import export, hypotheses, sweep, verify
+    from loss_lin_slope import export, report, sweep, verify
 
     for key, v in (("seeds", seeds), ("workers", workers)):
         if not (isinstance(v, int) and v >= 1):
@@ -79,7 +79,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     check = verify.verify_sweep(sweep_dir, "demo")
     say("verify: " + check.summary_line())
     exp = export.export_sweep(sweep_dir, out / "dataset", name="demo")
-    html, analysis = hypotheses.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
+    html, analysis = report.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,
