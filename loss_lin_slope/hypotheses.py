@@ -14,17 +14,22 @@ from fastcore.basics import patch
 from . import export, verify
 
 # %% auto #0
-__all__ = ['H1_R2', 'H1_SHARE', 'H2_RHO', 'GO_R2', 'CURVE_FORMS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN',
-           'analysed', 'h1_table', 'bootstrap_indices', 'corr_ci', 'spearman_of_normal', 'simulate_h2_sweep',
-           'simulate_h1_runs', 'cluster_weights', 'spearman_stats', 'h2_table', 'loco_rmse', 'h2_predictors',
-           'slope_vs_level', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep']
+__all__ = ['H1_R2', 'H1_SHARE', 'H1_ADEQUATE_SHARE', 'H2_RHO', 'MIN_CONFIGS', 'GO_R2', 'GO_HOLDOUT', 'CARRY_DELTA', 'CURVE_FORMS',
+           'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN', 'analysed', 'h1_table', 'bootstrap_indices',
+           'corr_ci', 'spearman_of_normal', 'simulate_h2_sweep', 'simulate_h1_runs', 'cluster_weights',
+           'spearman_stats', 'h2_table', 'loco_errors', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'Verdict',
+           'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep']
 
 # %% ../nbs/21_hypotheses.ipynb #fd20730c
-H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this
-H1_SHARE = 0.90  # H1 holds when more than this share of the analysed runs is
+H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this (pre-registered)
+H1_SHARE = 0.90  # H1 holds when more than this share of the analysed runs is (pre-registered) ...
+H1_ADEQUATE_SHARE = 0.90  # ... and when more than this share has the power law as its adequate form (best_form)
 H2_RHO = 0.70  # H2 holds when the signed Spearman ρ(alpha_early, best_val_ce) ≥ this (expected sign: ρ > 0)
-GO_R2 = 0.95  # GO needs the median trajectory R² of the analysed runs > this
-CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms forms.compare_curve_forms fits
+MIN_CONFIGS = 6  # a group's "supported" needs at least this many configurations (else "too few configurations")
+GO_R2 = 0.95  # the pilot gate's good fits: median trajectory R² of the analysed runs > this ...
+GO_HOLDOUT = 0.05  # ... and the power law's median test error, bin noise removed, ≤ this (= forms.FORM_FIT_MAX)
+CARRY_DELTA = 0.10  # runs that never learned "carry" ρ when dropping them moves it by ≥ this or flips H2's verdict
+CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms forms.select_form compares
 
 
 def analysed(runs):
@@ -44,47 +49,122 @@ def _col(d, name):
 
     return d[name].astype(float) if name in d else pd.Series(math.nan, index=d.index)
 
-# %% ../nbs/21_hypotheses.ipynb #0ff2f3b1
-def h1_table(runs, r2_min: float = H1_R2):
-    """H1 per variant and overall. `share` = runs with trajectory R² ≥ `r2_min` over **all** analysed runs (a run that
-    never burned in does not support H1); `share_burned_in` over the runs that burned in; beside them the per-batch
-    and noise-corrected R², the curve forms (best_none: no form fits) and held-out errors."""
-    import pandas as pd
 
-    rows = []
-    for g, d in _groups(analysed(runs)):
-        r2 = _col(d, "r_squared")
-        ok = r2.notna()
-        n_pass = int((r2[ok] >= r2_min).sum())
-        forms = d.best_form.value_counts() if "best_form" in d else pd.Series(dtype=int)
-        rows.append({
-            "group": g, "n": int(len(d)), "n_burned_in": int(ok.sum()), "n_pass": n_pass,
-            "share": n_pass / len(d) if len(d) else math.nan,
-            "share_burned_in": n_pass / int(ok.sum()) if ok.any() else math.nan,
-            "r2_median": float(r2.median()) if ok.any() else math.nan,
-            "r2_min": float(r2.min()) if ok.any() else math.nan,
-            "r2_batch_median": float(_col(d, "r_squared_batch").median()) if len(d) else math.nan,
-            "r2_noise_corrected_median": float(_col(d, "r_squared_noise_corrected").median()) if len(d) else math.nan,
-            **{f"best_{f}": int(forms.get(f, 0)) for f in (*CURVE_FORMS, "none")},
-            "holdout_best_median": float(_col(d, "holdout_best").median()) if len(d) else math.nan,
-            "holdout_power_law_median": float(_col(d, "holdout_error").median()) if len(d) else math.nan,
-            "alpha_full_median": float(_col(d, "alpha_full_binned").median()) if len(d) else math.nan,
-            "alpha_sched_median": float(_col(d, "alpha_sched").median()) if len(d) else math.nan,
-        })
-    t = pd.DataFrame(rows)
-    t["supported"] = t.share > H1_SHARE
-    return t
+def _flag(d, name):
+    "A boolean column (False where absent or null)."
+    return d[name].fillna(False).astype(bool) if name in d else d.index.to_series().map(lambda _: False)
 
-# %% ../nbs/21_hypotheses.ipynb #a8c5a6c7
-def _row(t, group):
-    r = t[t.group == group]
-    return None if r.empty else r.iloc[0]
+
+def _median_low(v) -> float:
+    "Median with NaN ranked below every value (a run without a value counts as the worst); NaN when that is the median."
+    a = np.where(np.isnan(np.asarray(v, float)), -np.inf, np.asarray(v, float))
+    m = float(np.median(a)) if a.size else math.nan
+    return m if np.isfinite(m) else math.nan
+
+
+def _median_high(v) -> float:
+    "Median with NaN ranked above every value (a run without an error counts as the worst); NaN when that is the median."
+    a = np.where(np.isnan(np.asarray(v, float)), np.inf, np.asarray(v, float))
+    m = float(np.median(a)) if a.size else math.nan
+    return m if np.isfinite(m) else math.nan
 
 # %% ../nbs/21_hypotheses.ipynb #dcbb44f3
 CONFIG_KEYS = ("variant", "lr", "weight_decay")  # a configuration: its seeds share everything else
 BASELINES = ("train_ce_15", "val_ce_15")  # the loss level at the end of the alpha_early window
 PREDICTORS = ("alpha_early", *BASELINES)
 LOCO_GAIN = 0.05  # the slope "adds" when level + slope predicts ≥ 5 % better (LOCO RMSE) than the level alone
+
+# %% ../nbs/21_hypotheses.ipynb #ded5ab8a
+def _config_labels(d) -> np.ndarray:
+    "One label per run naming its configuration (variant, lr, wd); without those columns every run is its own."
+    if not all(k in d for k in CONFIG_KEYS):
+        return np.array([str(v) for v in (d.run_id if "run_id" in d else d.index)])
+    return np.array(["|".join(str(v) for v in t) for t in zip(*(d[k] for k in CONFIG_KEYS))])
+
+
+def _weights(labels, n_boot: int, seed: int) -> np.ndarray:
+    "Row 0: the sample itself (all ones); rows 1…: the cluster-bootstrap resamples."
+    return np.vstack([np.ones((1, len(labels))), cluster_weights(labels, n_boot, seed)])
+
+# %% ../nbs/21_hypotheses.ipynb #46771f23
+def _verdict(holds: bool, n_configs: int) -> str:
+    "'supported', 'not supported', or 'too few configurations' (fewer than MIN_CONFIGS: no claim either way)."
+    if n_configs < MIN_CONFIGS:
+        return f"too few configurations ({n_configs} < {MIN_CONFIGS})"
+    return "supported" if holds else "not supported"
+
+
+def _degenerate(boot: np.ndarray, what: str = "") -> str:
+    "'' or why a bootstrap interval has zero width (every resample gives the same value)."
+    b = boot[np.isfinite(boot)]
+    if b.size and np.ptp(b) == 0:
+        return f"degenerate interval: every resample gives {what}{b[0]:+.2f}" if what else \
+            f"degenerate interval: every resample gives {b[0]:.2f}"
+    return ""
+
+
+def _share_ci(flags: np.ndarray, labels: np.ndarray, n_boot: int, seed: int, conf: float = 0.95):
+    """(lo, hi, note) of a share (mean of `flags`) over configuration-resampled runs (their seeds together): the
+    percentile interval; NaN with a reason when there are fewer than 3 configurations; a note when it is degenerate."""
+    flags = np.asarray(flags, float)
+    G = len(set(labels))
+    if n_boot <= 0 or len(flags) == 0:
+        return math.nan, math.nan, "not computed"
+    if G < 3:
+        return math.nan, math.nan, f"no interval: {G} configuration(s)"
+    W = cluster_weights(labels, n_boot, seed)
+    boot = (W @ flags) / W.sum(axis=1)
+    note = "degenerate interval: every run agrees" if _degenerate(boot) else ""
+    lo, hi = np.percentile(boot, [50 * (1 - conf), 50 * (1 + conf)])
+    return float(lo), float(hi), note
+
+# %% ../nbs/21_hypotheses.ipynb #0ff2f3b1
+def h1_table(runs, r2_min: float = H1_R2, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
+    """H1 per variant and overall, over **all** analysed runs: `share` of runs with trajectory R² ≥ `r2_min` (a run that
+    never burned in does not support it) and `adequate_share` of runs whose adequate form is the power law
+    (`best_form`, `forms.select_form`), each with a configuration-resampled interval; the noise cap of the R²
+    (`r2_cap_median`, `n_cap_below`: runs where `r2_min` is out of reach by noise); the forms; `verdict`."""
+    import pandas as pd
+
+    rows = []
+    for g, d in _groups(analysed(runs)):
+        r2, cap = _col(d, "r_squared"), _col(d, "r_squared_cap")
+        ok = r2.notna()
+        passed = (r2 >= r2_min).to_numpy()
+        adequate = (d.best_form == "power_law").to_numpy() if "best_form" in d else np.zeros(len(d), bool)
+        lab = _config_labels(d)
+        forms = d.best_form.value_counts() if "best_form" in d else pd.Series(dtype=int)
+        r = {"group": g, "n": int(len(d)), "n_configs": len(set(lab)), "n_burned_in": int(ok.sum()),
+             "n_pass": int(passed.sum()), "share": passed.mean() if len(d) else math.nan}
+        r["share_lo"], r["share_hi"], r["share_note"] = _share_ci(passed, lab, n_boot, seed, conf)
+        r["share_burned_in"] = r["n_pass"] / int(ok.sum()) if ok.any() else math.nan
+        r.update(n_adequate=int(adequate.sum()), adequate_share=adequate.mean() if len(d) else math.nan)
+        r["adequate_share_lo"], r["adequate_share_hi"], r["adequate_share_note"] = _share_ci(adequate, lab, n_boot, seed,
+                                                                                          conf)
+        r.update({
+            "r2_median": _median_low(r2), "r2_median_burned_in": float(r2.median()) if ok.any() else math.nan,
+            "r2_min": float(r2.min()) if ok.any() else math.nan,
+            "r2_cap_median": float(cap.median()) if cap.notna().any() else math.nan,
+            "n_cap_below": int((cap < r2_min).sum()),
+            "holdout_power_law_median": _median_high(_col(d, "holdout_error_excess")),
+            "holdout_best_median": float(_col(d, "holdout_best").median()) if len(d) else math.nan,
+            **{f"best_{f}": int(forms.get(f, 0)) for f in (*CURVE_FORMS, "none")},
+            "r2_batch_median": float(_col(d, "r_squared_batch").median()) if len(d) else math.nan,
+            "r2_noise_corrected_median": float(_col(d, "r_squared_noise_corrected").median()) if len(d) else math.nan,
+            "alpha_full_median": float(_col(d, "alpha_full_binned").median()) if len(d) else math.nan,
+            "alpha_sched_median": float(_col(d, "alpha_sched").median()) if len(d) else math.nan,
+        })
+        r["supported_r2"] = bool(r["share"] > H1_SHARE)
+        r["supported_adequacy"] = bool(r["adequate_share"] > H1_ADEQUATE_SHARE)
+        r["verdict"] = _verdict(r["supported_r2"] and r["supported_adequacy"], r["n_configs"])
+        r["supported"] = r["verdict"] == "supported"
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/21_hypotheses.ipynb #a8c5a6c7
+def _row(t, group):
+    r = t[t.group == group]
+    return None if r.empty else r.iloc[0]
 
 # %% ../nbs/21_hypotheses.ipynb #73b4a6d0
 def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -168,17 +248,22 @@ def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, s
     """A known-answer H1 sample: `n_runs` per-batch training curves of a given `shape` with multiplicative log-normal
     batch noise σ, fitted by `forms.fit_summary` as the export does; returns a runs table for `h1_table`.
     Shapes: 'power' (an exponential drop to burn-in near epoch 3–6, then L ∝ e^-b, b ∈ [0.4, 0.8]), 'exponential'
-    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in)."""
+    (the same drop, then L ∝ exp(-λe) over the same loss range), 'stuck' (never below 1.2 nats: no burn-in), or any
+    shape of `testing.synthetic_loss` (e.g. 'exponential_floor', with the study's schedule)."""
     import pandas as pd
 
-    from loss_lin_slope import forms
+    from loss_lin_slope import forms, testing
 
-    if shape not in ("power", "exponential", "stuck"):
-        raise ValueError(f"shape must be 'power', 'exponential' or 'stuck', not {shape!r}")
+    if shape not in ("power", "exponential", "stuck", *testing.SHAPE_FORMS):
+        raise ValueError(f"shape must be 'power', 'exponential', 'stuck' or one of testing.SHAPE_FORMS, not {shape!r}")
     rng = np.random.default_rng(seed)
     e = np.arange(1, epochs * steps_per_epoch + 1) / steps_per_epoch
     rows = []
     for i in range(n_runs):
+        if shape not in ("power", "exponential", "stuck"):
+            e, L, lrs = testing.synthetic_loss(shape, epochs, steps_per_epoch, sigma, seed=seed * 100_000 + i)
+            rows.append(_h1_row(f"{shape}-{i}", forms.fit_summary(e, L, lrs=lrs, **{"knee": False, **fit_kw})))
+            continue
         e0, b = rng.uniform(3, 6), rng.uniform(0.4, 0.8)
         start = 2.3 * np.exp(np.log(0.9 / 2.3) * e / e0)  # 2.3 nats at 0 to 0.9 at e0
         if shape == "power":
@@ -189,12 +274,16 @@ def simulate_h1_runs(shape: str = "power", n_runs: int = 20, epochs: int = 50, s
         else:
             start, late = 1.2 + 1.1 * np.exp(-e / e0), 1.2 + 1.1 * np.exp(-e / e0)
         L = np.where(e < e0, start, late) * np.exp(sigma * rng.standard_normal(e.size))
-        fs = forms.fit_summary(e, L, **{"curve_forms": False, "knee": False, **fit_kw})
-        rows.append({"run_id": f"{shape}-{i}", "variant": "base", "state": "complete", "in_ledger": True,
-                     "best_form": fs.get("best_form"), **{k: fs[k] for k in ("r_squared", "r_squared_batch",
-                     "r_squared_noise_corrected", "alpha_full_binned", "alpha_sched", "burn_in_epoch")},
-                     "holdout_error": fs["holdout_error"]})
+        rows.append(_h1_row(f"{shape}-{i}", forms.fit_summary(e, L, **{"knee": False, **fit_kw})))
     return pd.DataFrame(rows)
+
+
+def _h1_row(run_id: str, fs: dict) -> dict:
+    "A runs-table row of one simulated run (what h1_table reads)."
+    return {"run_id": run_id, "variant": "base", "state": "complete", "in_ledger": True, "best_form": fs.get("best_form"),
+            **{k: fs.get(k) for k in ("r_squared", "r_squared_cap", "r_squared_batch", "r_squared_noise_corrected",
+                                      "alpha_full_binned", "alpha_sched", "burn_in_epoch", "holdout_error",
+                                      "holdout_error_excess", "holdout_best")}}
 
 # %% ../nbs/21_hypotheses.ipynb #c38fdcf0
 def cluster_weights(groups, n_boot: int, seed: int = 0) -> np.ndarray:
@@ -206,15 +295,6 @@ def cluster_weights(groups, n_boot: int, seed: int = 0) -> np.ndarray:
     counts = np.zeros((n_boot, max(G, 1)))
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
     return counts[:, g]
-
-# %% ../nbs/21_hypotheses.ipynb #ded5ab8a
-def _config_labels(d) -> np.ndarray:
-    return np.array(["|".join(str(v) for v in t) for t in zip(*(d[k] for k in CONFIG_KEYS))])
-
-
-def _weights(labels, n_boot: int, seed: int) -> np.ndarray:
-    "Row 0: the sample itself (all ones); rows 1…: the cluster-bootstrap resamples."
-    return np.vstack([np.ones((1, len(labels))), cluster_weights(labels, n_boot, seed)])
 
 # %% ../nbs/21_hypotheses.ipynb #7febfd09
 def _wranks(x: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -299,42 +379,54 @@ def _interval(boot: np.ndarray, conf: float, est: float | None = None, n_cluster
     return float(bw(z0 - f * (z0 - zl))), float(bw(z0 + f * (zh - z0)))
 
 # %% ../nbs/21_hypotheses.ipynb #46599fdb
-def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
-    """H2 per variant and overall: Spearman ρ and Pearson r of (alpha_early, best_val_ce), 95 % intervals from
-    resampling configurations (variant, lr, wd) with their seeds; supported when the signed ρ ≥ H2_RHO."""
-    import pandas as pd
+def _h2_row(g: str, d, n_boot: int, seed: int, conf: float) -> dict:
+    "One row of `h2_table`: ρ and r of (alpha_early, best_val_ce) over the rows `d`, intervals by configurations."
     from scipy import stats
 
-    rows = []
-    for g, d in _groups(analysed(runs)):
-        d = d[np.isfinite(d.alpha_early.astype(float)) & np.isfinite(d.best_val_ce.astype(float))]
-        x, y = d.alpha_early.to_numpy(float), d.best_val_ce.to_numpy(float)
-        lab = _config_labels(d)
-        r = {"group": g, "n": len(d), "n_configs": len(set(lab)), "spearman": math.nan, "spearman_p": math.nan,
-             "spearman_lo": math.nan, "spearman_hi": math.nan, "pearson": math.nan, "pearson_lo": math.nan,
-             "pearson_hi": math.nan, "n_boot_used": 0}
-        if len(d) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            sp = stats.spearmanr(x, y)
-            r.update(spearman=float(sp.statistic), spearman_p=float(sp.pvalue),
-                     pearson=float(stats.pearsonr(x, y).statistic))
-            if n_boot > 0 and r["n_configs"] >= 3:
-                W = _weights(lab, n_boot, seed)[1:]
-                rs = _wcorr(_wranks(x, W), _wranks(y, W), W)
-                G = r["n_configs"]
-                r["spearman_lo"], r["spearman_hi"] = _interval(rs, conf, r["spearman"], G)
-                r["pearson_lo"], r["pearson_hi"] = _interval(_wcorr(np.broadcast_to(x, W.shape),
-                                                                    np.broadcast_to(y, W.shape), W), conf,
-                                                             r["pearson"], G)
-                r["n_boot_used"] = int(np.isfinite(rs).sum())
-        rows.append(r)
-    t = pd.DataFrame(rows)
-    t["supported"] = t.spearman >= H2_RHO
-    return t
+    d = d[np.isfinite(d.alpha_early.astype(float)) & np.isfinite(d.best_val_ce.astype(float))]
+    x, y = d.alpha_early.to_numpy(float), d.best_val_ce.to_numpy(float)
+    lab = _config_labels(d)
+    r = {"group": g, "n": len(d), "n_configs": len(set(lab)), "spearman": math.nan, "spearman_lo": math.nan,
+         "spearman_hi": math.nan, "spearman_note": "", "pearson": math.nan, "pearson_lo": math.nan,
+         "pearson_hi": math.nan, "n_boot_used": 0}
+    if len(d) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        r.update(spearman=float(stats.spearmanr(x, y).statistic), pearson=float(stats.pearsonr(x, y).statistic))
+        if n_boot > 0 and r["n_configs"] >= 3:
+            W = _weights(lab, n_boot, seed)[1:]
+            rs = _wcorr(_wranks(x, W), _wranks(y, W), W)
+            G = r["n_configs"]
+            r["spearman_lo"], r["spearman_hi"] = _interval(rs, conf, r["spearman"], G)
+            r["pearson_lo"], r["pearson_hi"] = _interval(_wcorr(np.broadcast_to(x, W.shape),
+                                                                np.broadcast_to(y, W.shape), W), conf, r["pearson"], G)
+            r["spearman_note"] = _degenerate(rs, "ρ = ")
+            r["n_boot_used"] = int(np.isfinite(rs).sum())
+        else:
+            r["spearman_note"] = f"no interval: {r['n_configs']} configuration(s)"
+    r["supported"] = bool(r["spearman"] >= H2_RHO) and r["n_configs"] >= MIN_CONFIGS
+    r["verdict"] = _verdict(bool(r["spearman"] >= H2_RHO), r["n_configs"])
+    return r
+
+
+def h2_table(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
+    """H2 per variant, overall, and overall without the runs that never learned (`all, learned only`, when there are
+    any): Spearman ρ and Pearson r of (alpha_early, best_val_ce), 95 % intervals from resampling configurations
+    (variant, lr, wd) with their seeds (`spearman_note`: why an interval is missing or degenerate; no p-value: one that
+    treats the runs as independent would be wrong, see above); `verdict`: supported when the signed ρ ≥ H2_RHO and the
+    group has ≥ MIN_CONFIGS configurations."""
+    import pandas as pd
+
+    a = analysed(runs)
+    rows = [_h2_row(g, d, n_boot, seed, conf) for g, d in _groups(a)]
+    nl = _flag(a, "never_learned")
+    if nl.any():
+        rows.append(_h2_row("all, learned only", a[~nl], n_boot, seed, conf))
+    return pd.DataFrame(rows)
 
 # %% ../nbs/21_hypotheses.ipynb #e63cd8ec
-def loco_rmse(y, X, configs) -> float:
-    """Leave-one-configuration-out RMSE of the least-squares prediction of y from the columns of X (plus an
-    intercept; X with no columns = predict the mean): each configuration's runs predicted by a fit on the others."""
+def loco_errors(y, X, configs) -> np.ndarray:
+    """Leave-one-configuration-out prediction errors of the least-squares fit of y on the columns of X (plus an
+    intercept; X with no columns = predict the mean): each configuration's runs predicted by a fit on the others.
+    All NaN when some fit has too few runs."""
     y = np.asarray(y, float)
     X = np.asarray(X, float).reshape(len(y), -1)
     A = np.column_stack([np.ones(len(y)), X])
@@ -343,17 +435,24 @@ def loco_rmse(y, X, configs) -> float:
     for c in np.unique(configs):
         m = configs == c
         if (~m).sum() <= A.shape[1]:
-            return math.nan
+            return np.full(len(y), math.nan)
         beta = np.linalg.lstsq(A[~m], y[~m], rcond=None)[0]
         err[m] = y[m] - A[m] @ beta
-    return float(np.sqrt(np.mean(err * err)))
+    return err
+
+
+def loco_rmse(y, X, configs) -> float:
+    "RMSE of `loco_errors` (NaN when undefined)."
+    e = loco_errors(y, X, configs)
+    return float(np.sqrt(np.mean(e * e))) if len(e) else math.nan
 
 # %% ../nbs/21_hypotheses.ipynb #651e79bd
 def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
-    """alpha_early and the two baselines (train/val CE at epoch 15) as predictors of best_val_ce, on the analysed runs
-    that have all three: each statistic of `spearman_stats` with its configuration-resampled interval, ρ per variant,
-    ρ(alpha_early) − ρ(predictor) with its interval (the same resamples), and the leave-one-configuration-out RMSE of
-    a linear prediction; then rows for level + slope together and for the mean alone (LOCO RMSE only)."""
+    """alpha_early and the two baselines (train/val CE at the window's end) as predictors of best_val_ce, on the
+    analysed runs that have all three: each statistic of `spearman_stats` with its configuration-resampled interval, ρ
+    per variant, ρ(alpha_early) − ρ(predictor) with its interval (the same resamples), and the leave-one-configuration-
+    out RMSE of a linear prediction; then rows for level + slope together, with `loco_gain` = RMSE(level) −
+    RMSE(level + slope) and its interval (configurations' held-out errors resampled), and for the mean alone."""
     import pandas as pd
 
     d = analysed(runs)
@@ -363,16 +462,16 @@ def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
     d = d[np.isfinite(d[cols].astype(float)).all(axis=1)]
     lab, var = _config_labels(d), d.variant.astype(str).to_numpy()
     y = d.best_val_ce.to_numpy(float)
-    enough = len(d) >= 4 and len(set(lab)) >= 3
+    G = len(set(lab))
+    enough = len(d) >= 4 and G >= 3
     W = _weights(lab, n_boot if enough else 0, seed)
     res = {p: spearman_stats(d[p].to_numpy(float), y, lab, var, W) if enough else {} for p in PREDICTORS}
     rows = []
     for p in PREDICTORS:
-        r = {"predictor": p, "n": len(d), "n_configs": len(set(lab))}
+        r = {"predictor": p, "n": len(d), "n_configs": G}
         for s in _STATS:
             v = res[p].get(s)
             r[s] = float(v[0]) if v is not None else math.nan
-            G = len(set(lab))
             r[f"{s}_lo"], r[f"{s}_hi"] = (_interval(v[1:], conf, float(v[0]), G) if v is not None
                                           else (math.nan, math.nan))
         for vv in sorted(set(var)):
@@ -382,35 +481,51 @@ def h2_predictors(runs, n_boot: int = 2000, seed: int = 0, conf: float = 0.95):
         if p != "alpha_early" and enough:
             delta = res["alpha_early"]["rho"] - res[p]["rho"]
             r["delta_rho"] = float(delta[0])
-            r["delta_rho_lo"], r["delta_rho_hi"] = _interval(delta[1:], conf, float(delta[0]), len(set(lab)),
-                                                             fisher=False)
+            r["delta_rho_lo"], r["delta_rho_hi"] = _interval(delta[1:], conf, float(delta[0]), G, fisher=False)
         else:
             r["delta_rho"] = r["delta_rho_lo"] = r["delta_rho_hi"] = math.nan
         r["loco_rmse"] = loco_rmse(y, d[p].to_numpy(float), lab) if enough else math.nan
         rows.append(r)
     for b in BASELINES:
-        rows.append({"predictor": f"{b} + alpha_early", "n": len(d), "n_configs": len(set(lab)),
-                     "loco_rmse": loco_rmse(y, d[[b, "alpha_early"]].to_numpy(float), lab) if enough else math.nan})
-    rows.append({"predictor": "none (the mean)", "n": len(d), "n_configs": len(set(lab)),
+        r = {"predictor": f"{b} + alpha_early", "n": len(d), "n_configs": G, "loco_rmse": math.nan,
+             "loco_gain": math.nan, "loco_gain_lo": math.nan, "loco_gain_hi": math.nan}
+        if enough:
+            eb, ej = loco_errors(y, d[b].to_numpy(float), lab), loco_errors(y, d[[b, "alpha_early"]].to_numpy(float), lab)
+            gain = np.sqrt(W @ (eb * eb) / W.sum(axis=1)) - np.sqrt(W @ (ej * ej) / W.sum(axis=1))
+            r.update(loco_rmse=float(np.sqrt(np.mean(ej * ej))), loco_gain=float(gain[0]))
+            r["loco_gain_lo"], r["loco_gain_hi"] = _interval(gain[1:], conf, float(gain[0]), G, fisher=False)
+        rows.append(r)
+    rows.append({"predictor": "none (the mean)", "n": len(d), "n_configs": G,
                  "loco_rmse": loco_rmse(y, np.empty((len(d), 0)), lab) if enough else math.nan})
     return pd.DataFrame(rows)
 
 # %% ../nbs/21_hypotheses.ipynb #71ff0101
-def slope_vs_level(pred) -> str:
-    "One line: does alpha_early add anything beyond the loss level at epoch 15 (LOCO rule, LOCO_GAIN), with Δρ."
+def _level_baseline(pred) -> str | None:
+    "The better baseline (lower LOCO RMSE) of `h2_predictors`, or None."
     if pred is None or not len(pred) or "loco_rmse" not in pred:
-        return "Slope vs level: not computed (the runs table has no baselines)."
+        return None
     t = pred.set_index("predictor")
     base = [b for b in BASELINES if b in t.index and np.isfinite(t.loc[b, "loco_rmse"])]
-    if not base:
+    return min(base, key=lambda k: t.loc[k, "loco_rmse"]) if base else None
+
+
+def slope_vs_level(pred) -> str:
+    "One sentence: does alpha_early add anything beyond the loss level at the window's end (LOCO rule), with intervals."
+    if pred is None or not len(pred) or "loco_rmse" not in pred:
+        return "Slope vs level: not computed (the runs table has no baselines)."
+    b = _level_baseline(pred)
+    if b is None:
         return "Slope vs level: too few runs with alpha_early and both baselines."
-    b = min(base, key=lambda k: t.loc[k, "loco_rmse"])
+    t = pred.set_index("predictor")
     e_b, e_j = t.loc[b, "loco_rmse"], t.loc[f"{b} + alpha_early", "loco_rmse"]
     adds = bool(e_j <= (1 - LOCO_GAIN) * e_b)
-    return (f"Slope vs level: alpha_early adds {'something' if adds else 'nothing'} beyond the level at epoch 15 "
-            f"— leave-one-configuration-out RMSE of best_val_ce from {b} {e_b:.4f} → with alpha_early {e_j:.4f} "
-            f"nats (adds when ≥ {LOCO_GAIN:.0%} lower); ρ(alpha_early) − ρ({b}) = {t.loc[b, 'delta_rho']:+.2f} "
-            f"[{t.loc[b, 'delta_rho_lo']:+.2f}, {t.loc[b, 'delta_rho_hi']:+.2f}].")
+    g = t.loc[f"{b} + alpha_early"]
+    gain = (f"{g['loco_gain']:+.4f} [{g['loco_gain_lo']:+.4f}, {g['loco_gain_hi']:+.4f}] nats"
+            if "loco_gain" in t and np.isfinite(g.get("loco_gain", math.nan)) else f"{e_b - e_j:+.4f} nats")
+    return (f"Slope vs level: alpha_early adds {'something' if adds else 'nothing'} beyond the level at the window's "
+            f"end ({b}): leave-one-configuration-out RMSE of best_val_ce {e_b:.4f} → {e_j:.4f} nats with the slope, "
+            f"a gain of {gain} (adds when ≥ {LOCO_GAIN:.0%} lower); ρ(alpha_early) − ρ({b}) = "
+            f"{t.loc[b, 'delta_rho']:+.2f} [{t.loc[b, 'delta_rho_lo']:+.2f}, {t.loc[b, 'delta_rho_hi']:+.2f}].")
 
 # %% ../nbs/21_hypotheses.ipynb #439d4996
 @dataclass
@@ -430,9 +545,36 @@ def _ids(ids, k: int = 5) -> str:
     ids = list(ids)
     return ", ".join(ids[:k]) + (f" and {len(ids) - k} more" if len(ids) > k else "")
 
+# %% ../nbs/21_hypotheses.ipynb #77a09fc5
+def _pct(v: float) -> str:
+    return "–" if not np.isfinite(v) else f"{v:.0%}" if abs(v) >= 0.095 else f"{v:.1%}"
+
+
+def _fits_condition(runs, r2_min: float, max_holdout: float) -> dict:
+    "The pilot gate's `fits` condition: median trajectory R² > r2_min and the power law's median test error ≤ max_holdout."
+    a = analysed(runs)
+    n = len(a)
+    if not n or not _col(a, "r_squared").notna().any():
+        never = int(_col(a, "r_squared").isna().sum())
+        return {"condition": "fits", "holds": False, "detail": "no analysed run with an R²: nothing to judge"
+                + (f" ({never} never burned in)" if never else "")}
+    r2, ho = _col(a, "r_squared"), _col(a, "holdout_error_excess")
+    med, med_ho = _median_low(r2), _median_high(ho)
+    n_never = int(r2.isna().sum())
+    ok_r2, ok_ho = bool(med > r2_min), bool(med_ho <= max_holdout)
+    r2_txt = (f"median trajectory R² {med:.4f} (needs > {r2_min})" if np.isfinite(med)
+              else f"median trajectory R² below every R² ({n_never} of {n} runs never burned in; needs > {r2_min})")
+    ho_txt = (f"the power law's median error on the last quarter of the trajectory {_pct(med_ho)} with the batch noise "
+              f"removed (needs ≤ {max_holdout:.0%})" if np.isfinite(med_ho)
+              else f"the power law's median test error undefined (needs ≤ {max_holdout:.0%})")
+    parts = [t for t, ok in ((ho_txt, ok_ho), (r2_txt, ok_r2)) if not ok] + \
+            [t for t, ok in ((r2_txt, ok_r2), (ho_txt, ok_ho)) if ok]
+    never = f"; {n_never} never burned in, counted as the worst fits" if n_never else ""
+    return {"condition": "fits", "holds": ok_r2 and ok_ho, "detail": "; ".join(parts) + f" over {n} analysed runs{never}"}
+
 # %% ../nbs/21_hypotheses.ipynb #4668e93d
-def go_no_go(check: verify.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
-    "The plan's verdict (see the table above) from verify's result and the runs table."
+def go_no_go(check: verify.SweepCheck, runs, r2_min: float = GO_R2, max_holdout: float = GO_HOLDOUT) -> Verdict:
+    "The plan's pilot gate (see the table above) from verify's result and the runs table."
     conds = []
     freq = [r for r in check.runs if any(i.kind == "frequency" for i in r.issues)]
     conds.append({"condition": "frequencies", "holds": not freq,
@@ -440,16 +582,7 @@ def go_no_go(check: verify.SweepCheck, runs, r2_min: float = GO_R2) -> Verdict:
                       f"{r.run_id} ({', '.join(m for i in r.issues if i.kind == 'frequency' for m in i.metrics)})"
                       for r in freq[:5]) + (" …" if len(freq) > 5 else "")) if freq else
                   "every metric at its specified frequency in every run"})
-    r2_all = analysed(runs).r_squared.astype(float)
-    r2, n_never = r2_all.dropna(), int(r2_all.isna().sum())
-    # every analysed run counts: one that never burned in has no R² and ranks below every R²
-    med = float(np.median(r2_all.fillna(-np.inf))) if len(r2_all) and len(r2) else math.nan
-    never = (f"; {n_never} never burned in, counted below every R²" if n_never else "")
-    conds.append({"condition": "r2", "holds": bool(len(r2)) and med > r2_min,
-                  "detail": (f"median trajectory R² = {med:.4f} over {len(r2_all)} analysed runs (needs > {r2_min})"
-                             f"{never}; min {r2.min():.4f}, share > {r2_min}: {(r2_all > r2_min).mean():.0%}"
-                             if len(r2) else "no analysed run with an R²: nothing to judge"
-                             + (f" ({n_never} never burned in)" if n_never else ""))})
+    conds.append(_fits_condition(runs, r2_min, max_holdout))
     data_kinds = {k for k, (cond, _) in verify.ISSUE_KINDS.items() if cond == "data"}
     parts = []
     for state in ("missing", "failed", "incomplete"):
@@ -498,7 +631,8 @@ def check(self: Analysis) -> verify.SweepCheck:
 # %% ../nbs/21_hypotheses.ipynb #719358c1
 def analyze_dataset(ds: export.Dataset, n_boot: int = 2000, seed: int = 0) -> Analysis:
     "H1, H2 (with the baselines) and the verdict for a built dataset."
-    return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs), h2_table(ds.runs, n_boot, seed),
+    return Analysis(ds.check.sweep, ds.check.path, ds, h1_table(ds.runs, n_boot=n_boot, seed=seed),
+                    h2_table(ds.runs, n_boot, seed),
                     go_no_go(ds.check, ds.runs), n_boot, seed, h2_predictors(ds.runs, n_boot, seed))
 
 # %% ../nbs/21_hypotheses.ipynb #52bcffa3
@@ -506,6 +640,37 @@ def analyze_sweep(sweep_dir, n_boot: int = 2000, seed: int = 0, workers: int | N
                   name: str | None = None, cache=None) -> Analysis:
     "Verify, fit and analyse a sweep directory (one pass over the runs; `cache`: see `export.reduce_run`)."
     return analyze_dataset(export.build_dataset(sweep_dir, name, workers=workers, cache=cache), n_boot, seed)
+
+# %% ../nbs/21_hypotheses.ipynb #205dbac4
+@patch
+def window_text(self: Analysis) -> str:
+    "The alpha_early window of the analysed runs in epochs and as a share of training ('varies' when runs differ)."
+    a = analysed(self.runs)
+    cols = ["early_window_start", "early_window_end", "max_epochs"]
+    if not len(a) or not all(c in a for c in cols) or a[cols].isna().all().any():
+        return "epochs 5–15 (the default window)"
+    w = {tuple(float(v) for v in t) for t in a[cols].dropna().itertuples(index=False)}
+    if len(w) > 1:
+        return "a window that varies between runs (see early_window_start/end in runs.parquet)"
+    s, e, n = w.pop()
+    return f"epochs {s:g}–{e:g} of {n:g} ({s / n:.0%}–{e / n:.0%} of training)"
+
+# %% ../nbs/21_hypotheses.ipynb #15f29dcb
+@patch
+def never_learned(self: Analysis) -> dict:
+    """The analysed runs that never learned (`verify.never_learned`) and what they do to H2's pooled ρ: ρ with and
+    without them and whether they `carry` it (dropping them moves ρ by ≥ CARRY_DELTA or flips H2's verdict)."""
+    a = analysed(self.runs)
+    ids = a.run_id[_flag(a, "never_learned")].tolist()
+    out = {"run_ids": ids, "rho_all": math.nan, "rho_learned": math.nan, "rho_learned_lo": math.nan,
+           "rho_learned_hi": math.nan, "carry": False}
+    h_all, h_l = _row(self.h2, "all"), _row(self.h2, "all, learned only")
+    if ids and h_all is not None and h_l is not None:
+        out.update(rho_all=float(h_all["spearman"]), rho_learned=float(h_l["spearman"]),
+                   rho_learned_lo=float(h_l["spearman_lo"]), rho_learned_hi=float(h_l["spearman_hi"]))
+        moved = abs(out["rho_all"] - out["rho_learned"]) >= CARRY_DELTA or not np.isfinite(out["rho_learned"])
+        out["carry"] = bool(moved or h_all["verdict"] != h_l["verdict"])
+    return out
 
 # %% ../nbs/21_hypotheses.ipynb #bac3c743
 def _num(row, k) -> float:
@@ -530,8 +695,8 @@ def _note(row, key: str) -> str:
 def exclusions(self: Analysis):
     """Every run outside the denominator of some figure, with the figure and the reason: runs outside the analysed
     sample (`excluded_from` = 'all'), analysed runs that never burned in (outside `share_burned_in` and the R²
-    median/min; they stay in H1's `share` and GO as failures), and analysed runs without the values H2 or its
-    baselines need."""
+    median/min; they stay in H1's `share` and GO as failures), analysed runs without the values H2 or its
+    baselines need, and analysed runs that never learned (outside H2's "learned only" row)."""
     import pandas as pd
 
     r = self.runs
@@ -541,6 +706,10 @@ def exclusions(self: Analysis):
     for _, row in r[~r.index.isin(a.index)].iterrows():
         out.append({**{c: row.get(c) for c in cols}, "excluded_from": "all", "reason": row.get("reason") or ""})
     for _, row in a.iterrows():
+        if row.get("never_learned") is True or row.get("never_learned") == 1:
+            out.append({**{c: row.get(c) for c in cols}, "excluded_from": "H2 'all, learned only' (never learned)",
+                        "reason": next((w for w in str(row.get("warnings") or "").split(" | ")
+                                        if w.startswith(verify.NEVER_LEARNED)), verify.NEVER_LEARNED)})
         if not np.isfinite(_num(row, "r_squared")):
             out.append({**{c: row.get(c) for c in cols},
                         "excluded_from": "H1 share_burned_in and R² median/min (counted as not supporting H1)",
@@ -557,36 +726,113 @@ def exclusions(self: Analysis):
     return pd.DataFrame(out, columns=[*cols, "excluded_from", "reason"])
 
 # %% ../nbs/21_hypotheses.ipynb #d0694001
+def _iv(r, k: str, pct: bool = False) -> str:
+    "'value [lo, hi]' of column k of row r (a note instead of a degenerate or missing interval)."
+    v, lo, hi = (float(r.get(x, math.nan)) for x in (k, f"{k}_lo", f"{k}_hi"))
+    f = _pct if pct else (lambda z: f"{z:+.2f}")
+    if not np.isfinite(v):
+        return "–"
+    note = str(r.get(f"{k}_note", "") or "")
+    if note.startswith("degenerate") or not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{f(v)} ({note or 'no interval'})"
+    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+
+
+@patch
+def gate_line(self: Analysis) -> str:
+    "The pilot gate in one sentence: GO/NO-GO for launching the full sweep, and every failed condition."
+    v = self.verdict
+    why = "; ".join(v.reasons) if v.reasons else "metrics at their frequencies, good fits, clean data"
+    return f"{v.word} ({self.sweep}): pilot gate for the full sweep — {why}."
+
+
+@patch
+def h1_line(self: Analysis) -> str:
+    "H1 in one sentence: both criteria with their intervals, which one fails, and the noise caveat."
+    h = _row(self.h1, "all")
+    if h is None or not h["n"]:
+        return "H1: no analysed runs."
+    r2 = f"{_iv(h, 'share', True)} of {h['n']} runs reach trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%})"
+    ad = f"the power law is the adequate form in {_iv(h, 'adequate_share', True)} (needs > {H1_ADEQUATE_SHARE:.0%})"
+    if h["verdict"] == "supported":
+        s = f"H1 supported: {r2}, and {ad}."
+    elif h["verdict"] == "not supported":
+        fail = [t for t, ok in ((r2, h["supported_r2"]), (ad, h["supported_adequacy"])) if not ok]
+        held = [t for t, ok in ((r2, h["supported_r2"]), (ad, h["supported_adequacy"])) if ok]
+        s = "H1 not supported: " + " and ".join(fail) + (f", although {held[0]}" if held else "") + "."
+    else:
+        s = f"H1: {h['verdict']} to claim either way; {r2}, and {ad}."
+    rivals = {f: int(h.get(f"best_{f}", 0)) for f in (*CURVE_FORMS, "none") if f != "power_law"}
+    rivals = {f: k for f, k in rivals.items() if k}
+    if rivals and not h["supported_adequacy"]:
+        s += " Best forms instead: " + ", ".join(f"{f} {k}" for f, k in sorted(rivals.items(), key=lambda t: -t[1])) + "."
+    if h["n_cap_below"]:
+        s += (f" Caveat: at the measured batch noise R² ≥ {H1_R2} is out of reach in {h['n_cap_below']} of {h['n']} runs "
+              f"(a perfect power law would reach a median {h['r2_cap_median']:.3f}).")
+    never = int(h["n"] - h["n_burned_in"])
+    if never:
+        s += f" {never} run(s) never burned in and count against it."
+    return s
+
+
+@patch
+def h2_line(self: Analysis) -> str:
+    "H2 in one sentence: pooled ρ with its interval, whether it survives within variants and beats the level, caveats."
+    h = _row(self.h2, "all")
+    if h is None or not np.isfinite(h["spearman"]):
+        return "H2: too few runs."
+    word = {"supported": "H2 supported", "not supported": "H2 not supported"}.get(h["verdict"], f"H2: {h['verdict']}")
+    s = (f"{word}: ρ(alpha_early, best_val_ce) = {_iv(h, 'spearman')} over {h['n']} runs in {h['n_configs']} "
+         f"configurations (needs ≥ +{H2_RHO}; alpha_early over {self.window_text()})")
+    hp = self.h2_predictors
+    if hp is not None and len(hp) and "rho_partial_variant" in hp:
+        t = hp.set_index("predictor")
+        if "alpha_early" in t.index and np.isfinite(t.loc["alpha_early", "rho_partial_variant"]):
+            pr = t.loc["alpha_early"]
+            lo = pr["rho_partial_variant_lo"]
+            s += (f"; within variants (partial ρ | variant) {_iv(pr, 'rho_partial_variant')}: "
+                  + ("it survives" if np.isfinite(lo) and lo > 0 else "not shown to survive, so differences between "
+                     "variants may carry it"))
+        b = _level_baseline(hp)
+        if b is not None and f"{b} + alpha_early" in t.index:
+            g = t.loc[f"{b} + alpha_early"]
+            adds = "adds something" in slope_vs_level(hp)
+            s += (f"; beyond the level at the window's end ({b}): Δρ = {_iv(t.loc[b], 'delta_rho')}, LOCO RMSE gain "
+                  f"{g['loco_gain']:+.4f} [{g['loco_gain_lo']:+.4f}, {g['loco_gain_hi']:+.4f}] nats — the slope adds "
+                  + ("something" if adds else "nothing"))
+    s += "."
+    nl = self.never_learned()
+    if nl["run_ids"]:
+        k = len(nl["run_ids"])
+        s += (f" Caveat: {k} run(s) that never learned carry ρ — without them ρ = "
+              f"{_iv({'v': nl['rho_learned'], 'v_lo': nl['rho_learned_lo'], 'v_hi': nl['rho_learned_hi']}, 'v')}."
+              if nl["carry"] else
+              f" {k} run(s) never learned; without them ρ = {nl['rho_learned']:+.2f} (they do not carry it).")
+    return s
+
+
 @patch
 def hypothesis_lines(self: Analysis) -> tuple[str, str]:
-    "H1 and H2 over all analysed runs, one line each (supported or not, the figure and what it needs)."
-    h1, h2 = _row(self.h1, "all"), _row(self.h2, "all")
-    bi = (f"{h1['share_burned_in']:.0%} of the {h1['n_burned_in']} that burned in" if h1 is not None and
-          h1["n_burned_in"] else "none burned in")
-    h1s = (f"H1 {'supported' if h1['supported'] else 'not supported'}: {h1['share']:.0%} of {h1['n']} analysed "
-           f"runs with trajectory R² ≥ {H1_R2} (needs > {H1_SHARE:.0%}; {bi})" if h1 is not None and h1["n"]
-           else "H1: no runs")
-    h2s = (f"H2 {'supported' if h2['supported'] else 'not supported'}: ρ = {h2['spearman']:+.2f} "
-           f"[{h2['spearman_lo']:+.2f}, {h2['spearman_hi']:+.2f}] over {h2['n']} runs in {h2['n_configs']} "
-           f"configurations (needs ρ ≥ +{H2_RHO}; expected sign +)"
-           if h2 is not None and np.isfinite(h2["spearman"]) else "H2: too few runs")
-    return h1s, h2s
+    "H1 and H2 over all analysed runs, one sentence each (`h1_line`, `h2_line`)."
+    return self.h1_line(), self.h2_line()
+
+
+@patch
+def lines(self: Analysis) -> list[str]:
+    "The report's headline, one sentence each: the pilot gate, H1, H2 (what `lls report` prints, in the same words)."
+    return [self.gate_line(), *self.hypothesis_lines()]
+
+
+@patch
+def line(self: Analysis) -> str:
+    "The headline sentences (`lines`), one per line."
+    return "\n".join(self.lines())
 
 # %% ../nbs/21_hypotheses.ipynb #cb83f911
 @patch
 def slope_line(self: Analysis) -> str:
     "Whether the slope adds anything beyond the loss level at epoch 15 (`slope_vs_level`)."
     return slope_vs_level(self.h2_predictors)
-
-# %% ../nbs/21_hypotheses.ipynb #b0b1a98d
-@patch
-def line(self: Analysis) -> str:
-    "The verdict in one line: GO/NO-GO, its reasons, then H1 and H2."
-    h1s, h2s = self.hypothesis_lines()
-    head = f"{self.verdict.word} ({self.sweep})"
-    if self.verdict.reasons:
-        head += ": " + " | ".join(self.verdict.reasons)
-    return f"{head} || {h1s} || {h2s}"
 
 # %% ../nbs/21_hypotheses.ipynb #78c6cf27
 @patch
@@ -598,4 +844,5 @@ def to_dict(self: Analysis) -> dict:
             "h1": self.h1.to_dict("records"), "h2": self.h2.to_dict("records"),
             "h2_predictors": [] if hp is None else hp.to_dict("records"), "slope_vs_level": self.slope_line(),
             "n_boot": self.n_boot, "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
-            "exclusions": self.exclusions().to_dict("records")}
+            "exclusions": self.exclusions().to_dict("records"), "headline": self.lines(), "window": self.window_text(),
+            "never_learned": self.never_learned()}
