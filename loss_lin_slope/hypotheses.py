@@ -15,10 +15,10 @@ from . import export, verify
 
 # %% auto #0
 __all__ = ['H1_R2', 'H1_SHARE', 'H1_ADEQUATE_SHARE', 'H2_RHO', 'MIN_CONFIGS', 'GO_R2', 'GO_HOLDOUT', 'CARRY_DELTA', 'CURVE_FORMS',
-           'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN', 'analysed', 'h1_table', 'bootstrap_indices',
-           'corr_ci', 'spearman_of_normal', 'simulate_h2_sweep', 'simulate_h1_runs', 'cluster_weights',
-           'spearman_stats', 'h2_table', 'loco_errors', 'loco_rmse', 'h2_predictors', 'slope_vs_level', 'Verdict',
-           'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep']
+           'FORM_WORDS', 'CONFIG_KEYS', 'BASELINES', 'PREDICTORS', 'LOCO_GAIN', 'analysed', 'h1_table',
+           'bootstrap_indices', 'corr_ci', 'spearman_of_normal', 'simulate_h2_sweep', 'simulate_h1_runs',
+           'cluster_weights', 'spearman_stats', 'h2_table', 'loco_errors', 'loco_rmse', 'h2_predictors',
+           'slope_vs_level', 'Verdict', 'go_no_go', 'Analysis', 'analyze_dataset', 'analyze_sweep']
 
 # %% ../nbs/21_hypotheses.ipynb #fd20730c
 H1_R2 = 0.98  # a run "is a power law" when its trajectory R² (r_squared) ≥ this (pre-registered)
@@ -30,6 +30,9 @@ GO_R2 = 0.95  # the pilot gate's good fits: median trajectory R² of the analyse
 GO_HOLDOUT = 0.05  # ... and the power law's median test error, bin noise removed, ≤ this (= forms.FORM_FIT_MAX)
 CARRY_DELTA = 0.10  # runs that never learned "carry" ρ when dropping them moves it by ≥ this or flips H2's verdict
 CURVE_FORMS = export.CURVE_FORM_NAMES  # the forms forms.select_form compares
+FORM_WORDS = {"power_law": "power law", "power_law_offset": "power law + offset", "exponential": "exponential",
+              "exponential_offset": "exponential + floor", "stretched_exponential": "stretched exponential",
+              "schedule": "schedule-aware", "none": "none adequate"}  # the forms in words (headline, report)
 
 
 def analysed(runs):
@@ -547,7 +550,8 @@ def _ids(ids, k: int = 5) -> str:
 
 # %% ../nbs/21_hypotheses.ipynb #77a09fc5
 def _pct(v: float) -> str:
-    return "–" if not np.isfinite(v) else f"{v:.0%}" if abs(v) >= 0.095 else f"{v:.1%}"
+    "A share as a percentage: 2 significant digits below 10 %, '0%' for zero, '–' when undefined."
+    return "–" if not np.isfinite(v) else f"{v:.0%}" if abs(v) >= 0.095 or v == 0 else f"{v:.1%}"
 
 
 def _fits_condition(runs, r2_min: float, max_holdout: float) -> dict:
@@ -570,6 +574,9 @@ def _fits_condition(runs, r2_min: float, max_holdout: float) -> dict:
     parts = [t for t, ok in ((ho_txt, ok_ho), (r2_txt, ok_r2)) if not ok] + \
             [t for t, ok in ((r2_txt, ok_r2), (ho_txt, ok_ho)) if ok]
     never = f"; {n_never} never burned in, counted as the worst fits" if n_never else ""
+    cap = float(_col(a, "r_squared_cap").median())
+    if not ok_r2 and np.isfinite(cap) and cap <= r2_min:
+        never += f"; at the measured batch noise a perfect power law would reach a median R² of {cap:.3f}"
     return {"condition": "fits", "holds": ok_r2 and ok_ho, "detail": "; ".join(parts) + f" over {n} analysed runs{never}"}
 
 # %% ../nbs/21_hypotheses.ipynb #4668e93d
@@ -765,7 +772,8 @@ def h1_line(self: Analysis) -> str:
     rivals = {f: int(h.get(f"best_{f}", 0)) for f in (*CURVE_FORMS, "none") if f != "power_law"}
     rivals = {f: k for f, k in rivals.items() if k}
     if rivals and not h["supported_adequacy"]:
-        s += " Best forms instead: " + ", ".join(f"{f} {k}" for f, k in sorted(rivals.items(), key=lambda t: -t[1])) + "."
+        s += " Adequate forms instead: " + ", ".join(f"{FORM_WORDS.get(f, f)} {k}" for f, k in
+                                                     sorted(rivals.items(), key=lambda t: -t[1])) + "."
     if h["n_cap_below"]:
         s += (f" Caveat: at the measured batch noise R² ≥ {H1_R2} is out of reach in {h['n_cap_below']} of {h['n']} runs "
               f"(a perfect power law would reach a median {h['r2_cap_median']:.3f}).")
