@@ -77,7 +77,7 @@ def _log_predict(form: str, p: Mapping[str, float], x: np.ndarray, lx: np.ndarra
             if "log_a0" in p:
                 return p["log_a0"] - p["s"] * _boxcox(lx, p["beta"])
             return math.log(p["a"]) - p["c"] * np.exp(p["beta"] * lx)  # given as (a, c, beta)
-        la = p.get("log_a", math.log(p["a"]) if "a" in p else NAN)
+        la = p["log_a"] if "log_a" in p else (math.log(p["a"]) if "a" in p else NAN)
         if form == "power_law":
             return la - p["b"] * lx
         if form == "power_law_offset":
@@ -256,7 +256,7 @@ def _fit_exp_offset(x: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
     if not starts:
         return {}, NAN, False
     ssr, L0, lA, ll = min(starts)
-    floor = 1e-9 * float(y.min())
+    log_l0 = math.log(L0) if L0 > 0 else math.log(1e-9) + float(ly.min())  # (in logs: y.min() may underflow)
 
     def res(p):
         with np.errstate(over="ignore", invalid="ignore"):
@@ -265,7 +265,7 @@ def _fit_exp_offset(x: np.ndarray, ly: np.ndarray) -> tuple[dict, float, bool]:
 
     conv = True
     try:
-        o = optimize.least_squares(res, [math.log(max(L0, floor)), lA, ll], method="lm", xtol=1e-10, ftol=1e-10,
+        o = optimize.least_squares(res, [log_l0, lA, ll], method="lm", xtol=1e-10, ftol=1e-10,
                                    max_nfev=2000)
         if math.isfinite(o.cost) and 2.0 * o.cost < ssr:
             ssr, L0, lA, ll, conv = 2.0 * float(o.cost), math.exp(o.x[0]), float(o.x[1]), float(o.x[2]), o.status > 0

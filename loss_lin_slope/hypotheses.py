@@ -792,6 +792,8 @@ def h2_line(self: Analysis) -> str:
     word = {"supported": "H2 supported", "not supported": "H2 not supported"}.get(h["verdict"], f"H2: {h['verdict']}")
     s = (f"{word}: ρ(alpha_early, best_val_ce) = {_iv(h, 'spearman')} over {h['n']} runs in {h['n_configs']} "
          f"configurations (needs ≥ +{H2_RHO}; alpha_early over {self.window_text()})")
+    if np.isfinite(h["spearman_lo"]) and h["spearman_lo"] <= 0:
+        s += ", and its interval includes 0 (no association is not ruled out)"
     hp = self.h2_predictors
     if hp is not None and len(hp) and "rho_partial_variant" in hp:
         t = hp.set_index("predictor")

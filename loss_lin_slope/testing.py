@@ -263,6 +263,7 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     best = int(np.argmin(np.where(fin, V, np.inf))) if fin.any() else None
     final = status in ("completed", "diverged", "failed")
     fit = forms.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
+                            smooth=cfg.monitors.burn_in_smooth,
                              window=tuple(cfg.monitors.early_window), curve_forms=final)
     failure, diverged = _summary_failure(kind, bs, L)
     adjustments, history = _summary_attempts(kind)
