@@ -378,7 +378,7 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1.5em au
 line-height:1.4}h1{font-size:24px;margin:.2em 0 .6em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0;max-width:100%}th,td{border:1px solid #ccc;
 padding:3px 6px;vertical-align:top}td{overflow-wrap:break-word}th{background:#f3f3f3;text-align:left;font-weight:600}
-td.num{text-align:right;white-space:nowrap}td.txt{text-align:left}caption{text-align:left;font-size:12px;color:#555}
+td.num{text-align:right}td.txt{text-align:left}caption{text-align:left;font-size:12px;color:#555}
 .headline{display:grid;gap:.6em;margin:0 0 1em}.card{border:1px solid #ccc;border-radius:6px;padding:.6em .8em}
 .badge{display:inline-block;font-weight:bold;border-radius:4px;padding:.1em .5em;margin-right:.5em}
 .go,.supported{background:#d9f2d9;color:#145214}.nogo,.not{background:#f8d7d7;color:#7a1010}
