@@ -21,10 +21,10 @@ from .demo import DEMO, run_demo, run_preflight
 from .executors import SubmitError, check_slurm_extra, check_slurm_value
 from .export import build_dataset, cache_dir, export_sweep
 from .files import json_default
-from .hypotheses import write_report
 from .ledger import DEFAULT_RESOURCES, TRAIN_PARAMS, Ledger
 from .profile import profile_concurrency, profile_variants, recommend_workers_per_gpu
 from .recover import DIVERGENCE_POLICIES, MAX_MEM_GB, recover_sweep
+from .report import write_report
 from .status import format_status, sweep_status
 from .sweep import submit_sweep
 from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep
@@ -602,14 +602,15 @@ def add_dataset_commands(sub):
 
 # %% ../nbs/23_cli.ipynb #55a2b923
 def cmd_report(args) -> int:
-    "`lls report`: write the HTML and JSON report, print the verdict in one line; exit 0 whatever the verdict."
+    "`lls report`: write the HTML and JSON report, print the headline (pilot gate, H1, H2); exit 0 whatever the verdict."
     sweep_dir = _resolve(args)
     try:
         p, a = write_report(sweep_dir, args.out, n_boot=args.n_boot, seed=args.seed, workers=args.workers,
                             cache=not args.no_cache)
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
-    print(a.line())
+    for line in a.lines():
+        print(line)
     print(f"wrote {p} and {p.with_suffix('.json')}", file=sys.stderr)
     return 0
 
@@ -619,7 +620,7 @@ def add_report_commands(sub):
     "Add `lls report`."
     p = sub.add_parser("report", help="H1/H2 analysis, GO/NO-GO verdict and a self-contained HTML report",
                        description="Verify and analyse a sweep; write DIR/report.html (figures embedded) and "
-                                   "DIR/report.json; print the verdict in one line.")
+                                   "DIR/report.json; print the pilot gate, H1 and H2, one sentence each.")
     _sweep_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
@@ -715,7 +716,7 @@ def cmd_demo(args) -> int:
     "`lls demo`: run the mini study (`run_demo`), print the verdict and where the dataset, report and runs are; exit 1 unless every run completed."
     r = run_demo(args.out, seeds=args.seeds, epochs=args.epochs, dataset=args.dataset, workers=args.workers,
                  progress=sys.stderr.isatty())
-    print(f"verdict: {r['verdict']}" + (f" — {'; '.join(r['reasons'])}" if r["reasons"] else ""))
+    print(f"verdict: {r['headline'][0]}")  # the pilot gate, in the report's words
     for h in r["hypotheses"]:
         print(f"  {h}")
     print(f"dataset: {r['dataset']}")

@@ -141,7 +141,10 @@ class MonitorConfig:
     noise_every_epochs: int = 2
     noise_batches: int = 8
     slope_threshold: float = 1.0  # burn-in: smoothed training CE ≤ this
-    early_window: tuple[float, float] = (5.0, 15.0)  # alpha_early = slope over these epochs
+    burn_in_smooth: int = 50  # burn-in: trailing mean over this many steps (the study's 50 of 19,550; the demo scales it)
+    early_window: tuple[float, float] = (5.0, 15.0)  # alpha_early = slope over these epochs (its end: H2's baselines)
+    early_window_share: tuple[float, float] = (0.1, 0.3)  # the window as shares of training: make_config scales
+    # early_window with the run's length (5–15 of 50 epochs; 1.6–4.8 of 16)
 
 # %% ../nbs/00_config.ipynb #3b6707ae
 @dataclass
@@ -352,6 +355,10 @@ def _check_monitors(mo: MonitorConfig, da: DataConfig):
     _check(mo.noise_every_epochs >= 1, "monitors.noise_every_epochs", mo.noise_every_epochs, "an integer ≥ 1")
     _check(mo.noise_batches >= 2, "monitors.noise_batches", mo.noise_batches, "an integer ≥ 2")
     _check(mo.slope_threshold > 0, "monitors.slope_threshold", mo.slope_threshold, pos)
+    _check(mo.burn_in_smooth >= 1, "monitors.burn_in_smooth", mo.burn_in_smooth, "an integer ≥ 1 (steps)")
+    a, b = mo.early_window_share  # first: early_window may have been derived from it
+    _check(0 < a < b <= 1, "monitors.early_window_share", list(mo.early_window_share),
+           "two shares of training 0 < start < end ≤ 1")
     a, b = mo.early_window
     _check(0 < a < b, "monitors.early_window", list(mo.early_window), "two epochs 0 < start < end")
 
@@ -460,6 +467,15 @@ def make_config(variant: str = "base", **overrides) -> ExperimentConfig:
         # A shortened (or lengthened) run keeps the plan's shape: warmup = 10 % of training (5 of 50 epochs).
         base = ExperimentConfig()
         d["schedule"]["warmup_epochs"] = base.schedule.warmup_epochs * e / base.trainer.max_epochs
+    if "monitors.early_window" in given and "monitors.early_window_share" in given:
+        raise ConfigError("monitors.early_window", overrides.get("monitors.early_window"),
+                          "one of monitors.early_window (epochs) or monitors.early_window_share (shares of training), "
+                          "not both")
+    if "monitors.early_window" not in given and ({"trainer.max_epochs", "monitors.early_window_share"} & given):
+        # ... and measures alpha_early (and H2's baselines, at the window's end) over the same share of training
+        share = d["monitors"]["early_window_share"]
+        if type(e) is int and isinstance(share, (list, tuple)) and len(share) == 2:
+            d["monitors"]["early_window"] = [round(float(share[0]) * e, 9), round(float(share[1]) * e, 9)]
     return ExperimentConfig.from_dict(d)
 
 # %% ../nbs/00_config.ipynb #232419df

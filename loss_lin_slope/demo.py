@@ -11,16 +11,25 @@ from pathlib import Path
 from .config import VARIANTS, ConfigError, make_config
 
 # %% auto #0
-__all__ = ['STUDY_STEPS_PER_EPOCH', 'DEMO', 'scaled_curvature_every', 'demo_params', 'run_demo', 'preflight_config',
-           'preflight_checks', 'run_preflight']
+__all__ = ['STUDY_STEPS_PER_EPOCH', 'STUDY_STEPS', 'DEMO', 'scaled_curvature_every', 'scaled_burn_in_smooth', 'demo_params',
+           'run_demo', 'preflight_config', 'preflight_checks', 'run_preflight']
 
 # %% ../nbs/22_demo.ipynb #6c5d6574
 STUDY_STEPS_PER_EPOCH = 391  # CIFAR-10: 50,000 images / batch 128
 
 
+STUDY_STEPS = 50 * STUDY_STEPS_PER_EPOCH  # 19,550 optimizer steps in a study run
+
+
 def scaled_curvature_every(steps_per_epoch: int, every: int = 500) -> int:
     "Curvature interval keeping the study's rhythm (500 of 391 steps per epoch) at another epoch length."
     return max(1, round(every / STUDY_STEPS_PER_EPOCH * steps_per_epoch))
+
+
+def scaled_burn_in_smooth(total_steps: int, smooth: int = 50, least: int = 8) -> int:
+    """Burn-in's trailing-mean window keeping the study's share of training (50 of 19,550 steps), but never below
+    `least` steps (the trailing mean is a noise filter: fewer batches would let one lucky batch mark burn-in)."""
+    return max(least, round(smooth * total_steps / STUDY_STEPS))
 
 # %% ../nbs/22_demo.ipynb #be03e421
 DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
@@ -38,6 +47,7 @@ def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_trai
     params = dict(epochs=epochs, dataset=dataset, n_train=n_train, n_val=n_val, batch_size=batch_size,
                   width_mult=width_mult, data_dir=data_dir)
     overrides = {"monitors.curvature_every_n_steps": scaled_curvature_every(spe) * DEMO["curvature_thin"],
+                 "monitors.burn_in_smooth": scaled_burn_in_smooth(spe * epochs),
                  "monitors.trace_matvecs": DEMO["trace_matvecs"], "data.eval_batch_size": 256,
                  "data.crop_scale": DEMO["crop_scale"],
                  "monitors.flush_every_n_steps": 50}
@@ -58,7 +68,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
              dataset: str = "synthetic", workers: int = 2, variants=None, lrs=None, wds=None,
              progress: bool = True, say=print, **size) -> dict:
     "Mini sweep → verify → export → report under `out/`; returns the paths and the verdict."
-    from loss_lin_slope import export, hypotheses, prune, sweep, verify
+    from loss_lin_slope import export, prune, report, sweep, verify
     from loss_lin_slope.cli_args import format_rows
 
     for key, v in (("seeds", seeds), ("workers", workers)):
@@ -81,7 +91,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     check = verify.verify_sweep(sweep_dir, "demo")
     say("verify: " + check.summary_line())
     exp = export.export_sweep(sweep_dir, out / "dataset", name="demo")
-    html, analysis = hypotheses.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
+    html, analysis = report.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
     bt, bt_meta, bt_paths = prune.backtest_sweep(sweep_dir, out / "backtest", n_boot=DEMO["backtest_boot"])
     say("backtest: " + prune.backtest_note(bt, bt_meta))
     for line in format_rows(prune.backtest_rows(bt), "table").splitlines():
@@ -91,6 +101,7 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,
               "backtest": str(bt_paths["json"].resolve()),
               "verify_ok": check.ok,
+              "headline": analysis.lines(), "window": analysis.window_text(),
               "hypotheses": [*analysis.hypothesis_lines(), analysis.slope_line(), _exclusion_line(analysis)],
               "seconds": round(time.time() - t0, 1)}
     return result

@@ -26,7 +26,8 @@ __all__ = ['CURVE_FORM_NAMES', 'RUN_FIELDS', 'RESULT_COLUMNS', 'SERIES_FIELDS', 
            'build_dataset', 'data_dictionary', 'ExportResult', 'export_sweep']
 
 # %% ../nbs/19_export.ipynb #3935760a
-CURVE_FORM_NAMES = ("power_law", "power_law_offset", "exponential", "stretched_exponential", "schedule")
+CURVE_FORM_NAMES = ("power_law", "power_law_offset", "exponential", "exponential_offset", "stretched_exponential",
+                    "schedule")
 
 def _field(name, typ, description, unit=""):
     import pyarrow as pa
@@ -61,6 +62,10 @@ RUN_FIELDS = [
     ("wall_time_s", "f64", "Wall time of the run (summary.json)", "s"),
     ("steps_per_s", "f64", "Training throughput (summary.json)", "steps/s"),
     ("peak_mem_bytes", "i64", "Peak accelerator (or host) memory of the run (summary.json)", "bytes"),
+    ("warnings", "str", "What verify found suspicious without being a data issue, joined by ' | ' (verify.check_run)", ""),
+    ("never_learned", "bool", "True when verify warns that the run never learned: training CE over its last 10 % of "
+                              "steps ≥ 0.9·ln(classes), or best validation accuracy ≤ 1.5/classes "
+                              "(verify.never_learned)", ""),
     ("best_val_ce", "f64", "Lowest validation cross-entropy (loss_val_nats) over all validations (H2's target)",
      "nats"),
     ("best_val_epoch", "f64", "Epoch of best_val_ce", "epochs"),
@@ -68,8 +73,12 @@ RUN_FIELDS = [
                            "per-batch CE over its last quarter epoch. H2's baseline predictor", "nats"),
     ("val_ce_15", "f64", "Validation CE at the last validation at or before epoch 15 (within half an epoch; the end of "
                          "the alpha_early window). H2's second baseline predictor", "nats"),
-    ("alpha_early", "f64", f"Early slope (H2's predictor), epochs 5–15 = steps 5·S … 15·S (S = steps_per_epoch): "
-                           f"{_SLOPE}", ""),
+    ("early_window_start", "f64", "Start of the alpha_early window (monitors.early_window; 10 % of training by "
+                                  "default: epoch 5 of 50)", "epochs"),
+    ("early_window_end", "f64", "End of the alpha_early window, where H2's baselines are read (30 % of training by "
+                                "default: epoch 15 of 50)", "epochs"),
+    ("alpha_early", "f64", f"Early slope (H2's predictor) over the window [early_window_start, early_window_end] "
+                           f"(epochs 5–15 of 50 = steps 5·S … 15·S, S = steps_per_epoch): {_SLOPE}", ""),
     ("alpha_early_stderr", "f64", "Standard error of alpha_early", ""),
     ("alpha_early_ci_low", "f64", "Lower end of the 95 % Student-t interval of alpha_early", ""),
     ("alpha_early_ci_high", "f64", "Upper end of the 95 % Student-t interval of alpha_early", ""),
@@ -92,6 +101,10 @@ RUN_FIELDS = [
                            "(slopes.noise_sigma)", "ln nats"),
     ("residual_power", "f64", "Mean squared log residual of the quarter-epoch geometric means around the trajectory "
                               "fit (lack of fit after burn-in, not batch noise)", ""),
+    ("bin_noise", "f64", "Log noise of one quarter-epoch geometric mean: noise_sigma / √(batches per bin)", "ln nats"),
+    ("r_squared_cap", "f64", "The trajectory R² a perfect power law with this run's slope would reach at its bin noise: "
+                             "b²Var(ln x)/(b²Var(ln x) + bin_noise²). H1's 0.98 is out of reach by noise when this is "
+                             "below it", ""),
     ("alpha_full_binned", "f64", "Slope of the trajectory fit: d ln(quarter-epoch geometric-mean training CE) / d ln(mean epoch), "
                                  "burn-in to the last step", ""),
     ("alpha_full_binned_stderr", "f64", "Standard error of alpha_full_binned (from the bin residuals)", ""),
@@ -105,20 +118,31 @@ RUN_FIELDS = [
     ("knee_loss", "f64", "Training CE at the knee", "nats"),
     ("knee_slope_before", "f64", "Log-log slope before the knee", ""),
     ("knee_slope_after", "f64", "Log-log slope after the knee", ""),
-    ("best_form", "str", "Curve form with the lowest AIC on the quarter-epoch means after burn-in (parsimony rule): "
-                         + " | ".join(CURVE_FORM_NAMES) + "; 'none' when no form's held-out error is ≤ 5 % "
-                         "(forms.FORM_FIT_MAX)", ""),
-    ("best_form_aic", "str", "The AIC pick, also when no form fits", ""),
+    ("best_form", "str", "The curve form chosen on a validation part of the post-burn-in quarter-epoch means and "
+                         "adequate on a later test part (forms.select_form: fit 50 % → choose on 25 % → test on 25 %): "
+                         + " | ".join(CURVE_FORM_NAMES) + "; 'none' when the chosen form's test error, bin noise "
+                         "removed, is > 0.05 (forms.FORM_FIT_MAX). 'power_law' only when the power law is adequate and "
+                         "no rival's validation error is > 10 % lower (forms.FORM_MARGIN)", ""),
+    ("best_form_aic", "str", "The lowest AIC (parsimony rule) over all the post-burn-in quarter-epoch means", ""),
     *[(f"r2_{f}", "f64", f"R² (log space) of the {f.replace('_', ' ')} fit of the quarter-epoch means after burn-in", "")
       for f in CURVE_FORM_NAMES],
     *[(f"delta_aic_{f}", "f64", f"AIC of the {f.replace('_', ' ')} fit minus the best form's (0 = best)", "")
       for f in CURVE_FORM_NAMES],
-    *[(f"holdout_{f}", "f64", f"The {f.replace('_', ' ')} form fitted on the first half of the post-burn-in "
-                              "quarter-epoch means: geometric-mean relative error predicting the second half", "")
+    *[(f"valid_{f}", "f64", f"The {f.replace('_', ' ')} form fitted on the first 50 % of the post-burn-in "
+                            "quarter-epoch means: RMSE of the log residuals predicting the next 25 % (validation)", "")
       for f in CURVE_FORM_NAMES],
-    ("holdout_best", "f64", "The lowest holdout_<form> (a form fits when ≤ 0.05)", ""),
-    ("holdout_best_form", "str", "The form with the lowest held-out error", ""),
-    ("holdout_error", "f64", "holdout_power_law (kept under its old name)", ""),
+    *[(f"holdout_{f}", "f64", f"The {f.replace('_', ' ')} form fitted on the first 75 % of the post-burn-in "
+                              "quarter-epoch means: RMSE of the log residuals predicting the last 25 % (test)", "")
+      for f in CURVE_FORM_NAMES],
+    ("holdout_best_form", "str", "The form chosen on the validation part (forms.select_form), adequate or not", ""),
+    ("holdout_best", "f64", "The chosen form's test error (holdout_<form> of holdout_best_form; not the minimum over "
+                            "forms, which would choose on the test part)", ""),
+    ("holdout_best_excess", "f64", "holdout_best with the bin noise removed: √max(holdout_best² − bin_noise², 0)", ""),
+    ("holdout_flags", "str", "Forms whose extrapolation left the positive range (their error is finite: such a "
+                             "prediction counts as 1 % of the smallest observed loss), '' when none", ""),
+    ("holdout_error", "f64", "holdout_power_law: the power law's test error (RMSE of log residuals)", ""),
+    ("holdout_error_excess", "f64", "holdout_error with the bin noise removed (the GO gate's and H1's adequacy "
+                                    "measure: ≤ 0.05)", ""),
     ("alpha_sched", "f64", "Schedule-aware slope: d ln(training CE) / d ln(cumulative learning rate), burn-in to end",
      ""),
     ("alpha_sched_stderr", "f64", "Standard error of alpha_sched", ""),
@@ -161,6 +185,10 @@ SERIES_FIELDS = {
         ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate", ""),
         ("curv_seconds", "f64", "Wall time of this estimate", "s"),
         ("curv_lr", "f64", "Learning rate the next optimizer step applies at these parameters", ""),
+        ("curv_rel_residual", "f64", "Lanczos relative residual ‖Hv − λv‖/|λ| of lambda_max at this measurement "
+                                     "(NaN where the run did not record it)", ""),
+        ("curv_converged", "f64", "1 when the Lanczos iteration for lambda_max converged (residual ≤ tolerance), 0 when "
+                                  "not, NaN where the run did not record it", ""),
         ("stability_ratio", "f64", "lambda_max / the SGD stability threshold 2(1+β)/η (η = curv_lr, β = momentum; "
                                    "Nesterov: (2+2β)/((1+2β)η)); 1 = edge of stability. NaN for AdamW "
                                    "(preconditioned sharpness, out of scope)", "")],
@@ -199,9 +227,11 @@ def run_fits(data: verify.RunData) -> dict:
     lst, lr = rm.series("lr")
     with_lr = len(lst) == len(st) and np.array_equal(lst, st)
     fs = forms.fit_summary(st / S, loss, lrs=lr if with_lr else None, steps=st if with_lr else None,
-                            threshold=cfg.monitors.slope_threshold, window=tuple(cfg.monitors.early_window))
+                            threshold=cfg.monitors.slope_threshold, smooth=cfg.monitors.burn_in_smooth,
+                            window=tuple(cfg.monitors.early_window))
     notes = [f"{k.removesuffix('_reason')}: {v}" for k, v in fs.items() if k.endswith("_reason") and v]
     out = {k: fs.get(k) for k, *_ in RUN_FIELDS if k in fs}
+    out["early_window_start"], out["early_window_end"] = (float(v) for v in cfg.monitors.early_window)
     vs, v = rm.series("loss_val_nats")
     fin = np.isfinite(v)
     if fin.any():
@@ -236,7 +266,8 @@ def run_row(check: RunCheck, fits: dict | None = None) -> dict:
                retries=check.retries, adjustments=json.dumps(check.adjustments, default=str),
                steps_completed=check.steps_completed, steps_planned=check.steps_planned,
                steps_per_epoch=check.steps_per_epoch, epochs_completed=check.epochs_completed,
-               max_epochs=check.max_epochs)
+               max_epochs=check.max_epochs, warnings=" | ".join(check.warnings),
+               never_learned=any(w.startswith(verify.NEVER_LEARNED) for w in check.warnings))
     row.update({k: check.perf.get(k) for k in ("wall_time_s", "steps_per_s", "peak_mem_bytes")})
     if fits and check.state == "complete" and check.in_ledger:
         row.update(fits)
@@ -278,6 +309,8 @@ def run_series(data: verify.RunData) -> dict[str, dict[str, np.ndarray]]:
                               "lr": lr[b - 1] if len(lr) == len(st) else np.full(len(b), np.nan)}
     for stem, group in SERIES_GROUPS.items():
         out[stem] = _wide(rm, [m for m, g in METRICS.items() if g == group], S)
+        for f, *_ in SERIES_FIELDS[stem][len(_KEY):]:  # a column the run did not record (older runs): NaN
+            out[stem].setdefault(f, np.full(len(out[stem]["step"]), np.nan))
     out["slopes"] = _wide(rm, ["loss_slope_full", "loss_slope_5_15"], S)
     return out
 

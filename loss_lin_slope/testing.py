@@ -27,15 +27,16 @@ from .sweep import submit_sweep
 from .verify import LN2, Cadence
 
 # %% auto #0
-__all__ = ['FAULTS', 'OUTCOMES', 'SHAPES', 'SMALL', 'SyntheticSweep', 'make_synthetic_sweep', 'faulty_sweep', 'fake_sweep',
-           'stand_in_notebook', 'stand_ins', 'slurm_oom_sweep']
+__all__ = ['FAULTS', 'OUTCOMES', 'SHAPES', 'SMALL', 'SHAPE_FORMS', 'SyntheticSweep', 'make_synthetic_sweep', 'faulty_sweep',
+           'synthetic_loss', 'fake_sweep', 'stand_in_notebook', 'stand_ins', 'slurm_oom_sweep']
 
 # %% ../nbs/18_testing.ipynb #f26d3b68
 FAULTS = ("missing", "nan", "duplicate", "truncated", "frequency")
 
 OUTCOMES = ("failed", "diverged", "interrupted", "running", "adjusted")
 
-SHAPES = ("power", "exponential", "logistic", "stuck")  # stuck: never reaches burn-in (CE stays > 1.3)
+SHAPES = ("power", "exponential", "logistic", "stuck", "never_learned")  # stuck: never reaches burn-in (CE stays > 1.3);
+# never_learned: training CE stays at ln 10 and accuracy at chance
 
 _STOP_AT = {"failed": 0.4, "diverged": 0.3, "interrupted": 0.6, "running": 0.7}
 
@@ -91,6 +92,8 @@ def _curve(shape: str, e: np.ndarray, a: float) -> np.ndarray:
         return 0.05 + 2.25 / (1.0 + np.exp(2.5 * a * (np.log(e + 1e-3) - np.log(8.0))))
     if shape == "stuck":  # a run that never trains past the burn-in threshold (1.0 nats)
         return 1.3 + 1.0 * np.exp(-e * a / 4.0)
+    if shape == "never_learned":  # CE stays at ln 10 (chance for 10 classes): the loss barely moves
+        return np.log(10.0) * (1.0 - 0.01 * (1.0 - np.exp(-e / 3.0)))
     raise ValueError(f"shape={shape!r} is not one of {', '.join(SHAPES)}")
 
 # %% ../nbs/18_testing.ipynb #03062a04
@@ -111,7 +114,8 @@ def _batch_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: st
         L[-2:] = np.nan
     out["loss_train_nats"] = (steps, L)
     out["loss_train_bits"] = (steps, L / LN2)
-    out["acc_train"] = (steps, np.clip(1 - L / 2.4 + 0.02 * rng.standard_normal(len(steps)), 0, 1))
+    acc = 0.1 if shape == "never_learned" else 1 - L / 2.4  # a run that never learned guesses: chance accuracy
+    out["acc_train"] = (steps, np.clip(acc + 0.02 * rng.standard_normal(len(steps)), 0, 1))
     out["lr"] = (steps, _lr_schedule(steps, S, cfg))
     out["wd"] = (steps, np.full(len(steps), cfg.optim.weight_decay))
 
@@ -125,7 +129,8 @@ def _val_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str,
     V = 1.05 * _curve(shape, ve, a) + gap + 0.003 * ve + 0.005 * rng.standard_normal(len(vs))
     out["loss_val_nats"] = (vs, V)
     out["loss_val_bits"] = (vs, V / LN2)
-    out["acc_val"] = (vs, np.clip(1 - V / 2.6, 0, 1))
+    out["acc_val"] = (vs, np.clip((0.1 + 0.01 * rng.standard_normal(len(vs))) if shape == "never_learned" else 1 - V / 2.6,
+                                  0, 1))
     out["grad_norm_l2"] = (vs, 5 * np.sqrt(_curve(shape, ve, a)) * np.exp(0.1 * rng.standard_normal(len(vs))))
     out["weight_norm_l2"] = (vs, 30 + 5 * np.log1p(ve))
 
@@ -259,6 +264,7 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
     best = int(np.argmin(np.where(fin, V, np.inf))) if fin.any() else None
     final = status in ("completed", "diverged", "failed")
     fit = forms.fit_summary(bs / S, L, lrs=rows["lr"][1], steps=bs, threshold=cfg.monitors.slope_threshold,
+                            smooth=cfg.monitors.burn_in_smooth,
                              window=tuple(cfg.monitors.early_window), curve_forms=final)
     failure, diverged = _summary_failure(kind, bs, L)
     adjustments, history = _summary_attempts(kind)
@@ -449,6 +455,44 @@ SMALL = dict(epochs=16, steps_per_epoch=40, curvature_every_n_steps=100, chunk_e
 def faulty_sweep(root, name: str = "faulty", n_runs: int = 14) -> SyntheticSweep:
     "A `SMALL` sweep with one run of every fault and every outcome: the fixture the verify, export and archive tests share."
     return make_synthetic_sweep(Path(root), name, n_runs=n_runs, faults={k: 1 for k in FAULTS + OUTCOMES}, **SMALL)
+
+# %% ../nbs/18_testing.ipynb #3b7f073f
+SHAPE_FORMS = {"power": "power_law", "power_offset": "power_law_offset", "exponential_floor": "exponential_offset",
+               "stretched": "stretched_exponential", "schedule": "schedule", "never_learned": None}
+
+
+def synthetic_loss(shape: str, epochs: int = 50, steps_per_epoch: int = 391, sigma: float = 0.15, seed: int = 0,
+                   lr: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    "(epoch, per-batch training CE, lr) of one run of a known `shape` (see `SHAPE_FORMS` and the table above)."
+    from loss_lin_slope.forms import annealing_areas
+
+    if shape not in SHAPE_FORMS:
+        raise ValueError(f"shape={shape!r} is not one of {', '.join(SHAPE_FORMS)}")
+    rng = np.random.default_rng([seed, list(SHAPE_FORMS).index(shape)])
+    total = int(epochs) * int(steps_per_epoch)
+    st = np.arange(1, total + 1)
+    e = st / steps_per_epoch
+    lrs = schedule_lr(st, lr, 0.1 * total, total)
+    smooth = lambda b: (1.0 + (e / 1.5) ** 3) ** (-b / 3.0)  # noqa: E731
+    if shape == "power":
+        L = 2.3 * smooth(rng.uniform(0.4, 0.8))
+    elif shape == "power_offset":
+        b, li = rng.uniform(0.6, 1.0), rng.uniform(0.05, 0.15)
+        L = li + (2.3 - li) * smooth(b)
+    elif shape == "exponential_floor":
+        tau, l0 = rng.uniform(5, 10), rng.uniform(0.03, 0.1)
+        L = l0 + (2.3 - l0) * np.exp(-e / tau)
+    elif shape == "stretched":
+        beta, c = rng.uniform(0.3, 0.6), rng.uniform(0.6, 1.0)
+        L = 2.3 * np.exp(-c * e**beta)
+    elif shape == "schedule":
+        s1, s2 = annealing_areas(lrs)
+        alpha, kappa, l0 = rng.uniform(0.4, 0.7), rng.uniform(0.3, 0.6), 0.1
+        base = l0 + 2.2 * (1.0 + s1 / 0.5) ** -alpha
+        L = base - kappa * (base[-1] - l0) / s2[-1] * s2
+    else:
+        L = np.log(10.0) * (1.0 - 0.03 * (1.0 - np.exp(-e / 3.0)))
+    return e, L * np.exp(sigma * rng.standard_normal(total)), lrs
 
 # %% ../nbs/18_testing.ipynb #a877eddb
 def fake_sweep(tmp, n: int = 4):

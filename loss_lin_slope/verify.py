@@ -23,10 +23,11 @@ from .run import STATUSES, dead_run_reason, lock_state
 from .store import live_chunks, metric_schema
 
 # %% auto #0
-__all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS', 'CHECK_STATES', 'VERIFY_COLUMNS', 'Cadence',
-           'Issue', 'RunMetrics', 'scan_metrics', 'RunCheck', 'RunData', 'load_yaml', 'check_run', 'find_run_dirs',
-           'SweepCheck', 'plan_sweep', 'missing_check', 'apply_plan', 'iter_sweep', 'default_workers', 'map_runs',
-           'package_fn', 'require_expected', 'verify_sweep', 'verify_rows', 'run_fingerprint']
+__all__ = ['GROUPS', 'TOLERANCE', 'LN2', 'BITS_PAIRS', 'BITS_TOL', 'ISSUE_KINDS', 'CHECK_STATES', 'NEVER_LEARNED',
+           'NEVER_LEARNED_CE', 'NEVER_LEARNED_ACC', 'VERIFY_COLUMNS', 'Cadence', 'Issue', 'RunMetrics', 'scan_metrics',
+           'RunCheck', 'RunData', 'load_yaml', 'never_learned', 'check_run', 'find_run_dirs', 'SweepCheck',
+           'plan_sweep', 'missing_check', 'apply_plan', 'iter_sweep', 'default_workers', 'map_runs', 'package_fn',
+           'require_expected', 'verify_sweep', 'verify_rows', 'run_fingerprint']
 
 # %% ../nbs/12_verify.ipynb #221570a9
 GROUPS = ("batch", "val", "curvature", "noise", "epoch", "epoch_after_window")
@@ -313,8 +314,31 @@ def _read_summary(path: Path, issues: list) -> dict | None:
         issues.append(Issue("summary", f"status {s.get('status')!r} is not one of {', '.join(STATUSES)}"))
     return s
 
+# %% ../nbs/12_verify.ipynb #0f9ceb9b
+NEVER_LEARNED = "never learned"  # the prefix of the warning
+NEVER_LEARNED_CE = 0.9  # never learned: training CE over the last 10 % of steps ≥ this × ln(classes) ...
+NEVER_LEARNED_ACC = 1.5  # ... or best validation accuracy ≤ this × chance (1 / classes)
+
+
+def never_learned(rm: RunMetrics, num_classes: int = 10) -> str:
+    "'' or the warning that the run never learned (the criteria above), with its numbers."
+    C = int(num_classes)
+    why = []
+    L = rm.values.get("loss_train_nats", np.empty(0))
+    L = L[np.isfinite(L) & (L > 0)]
+    if L.size:
+        tail = float(np.exp(np.log(L[-max(1, L.size // 10):]).mean()))
+        if tail >= NEVER_LEARNED_CE * math.log(C):
+            why.append(f"training CE {tail:.3g} nats over the last 10 % of steps ≥ {NEVER_LEARNED_CE:g}·ln {C} = "
+                       f"{NEVER_LEARNED_CE * math.log(C):.3g}")
+    acc = rm.values.get("acc_val", np.empty(0))
+    acc = acc[np.isfinite(acc)]
+    if acc.size and acc.max() <= NEVER_LEARNED_ACC / C:
+        why.append(f"best validation accuracy {acc.max():.3g} ≤ {NEVER_LEARNED_ACC:g}/{C} = {NEVER_LEARNED_ACC / C:.3g}")
+    return f"{NEVER_LEARNED}: " + "; ".join(why) if why else ""
+
 # %% ../nbs/12_verify.ipynb #259ea4dc
-def _warnings(rm: RunMetrics, summary: dict | None) -> list[str]:
+def _warnings(rm: RunMetrics, summary: dict | None, cfg: ExperimentConfig | None = None) -> list[str]:
     "What looks wrong without being impossible (shown by `verify --json` and `sweep status`; the state ignores it)."
     out = []
     for m, v in rm.values.items():
@@ -326,6 +350,10 @@ def _warnings(rm: RunMetrics, summary: dict | None) -> list[str]:
     knee = (summary or {}).get("knee_epoch")
     if knee is not None and not (isinstance(knee, (int, float)) and 1 <= knee <= 20):
         out.append(f"knee_epoch {knee} outside [1, 20]")
+    if (summary or {}).get("status") == "completed":
+        nl = never_learned(rm, cfg.model.num_classes if cfg else 10)
+        if nl:
+            out.append(nl)
     return out
 
 # %% ../nbs/12_verify.ipynb #01444f33
@@ -548,7 +576,7 @@ def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck |
     if unknown:
         c.notes.append(f"metrics not in the spec (ignored): {', '.join(unknown)}")
     c.issues = issues
-    c.warnings = _warnings(rm, summary)
+    c.warnings = _warnings(rm, summary, cfg)
     dead = dead_run_reason(path, s) if c.status == "running" else None
     if dead:  # `running` but nobody holds the run lock: the process is gone, the run is interrupted
         c.status = "interrupted"

@@ -140,13 +140,15 @@ def test_report(sweeps, tmp_path):
     root, faulty, clean = sweeps
     code, out, err = run_lls("report", "clean", "--runs-dir", root, "--out", tmp_path / "r1", "--n-boot", "200")
     assert code == 0, err
-    assert len(out.strip().splitlines()) == 1 and out.startswith("GO (clean) || H1 ")
+    lines = out.strip().splitlines()  # the headline: pilot gate, H1, H2, one sentence each, the report's words
+    assert len(lines) == 3 and out.startswith("GO (clean): pilot gate") and lines[1].startswith("H1 ") and "||" not in out
     html = (tmp_path / "r1" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "<script" not in html and "http://" not in html
     code, out, err = run_lls("report", "faulty", "--runs-dir", root, "--out", tmp_path / "r2", "--n-boot", "200")
-    assert code == 0 and len(out.strip().splitlines()) == 1 and out.startswith("NO-GO (faulty): frequencies:")
+    assert code == 0 and len(out.strip().splitlines()) == 3 and out.startswith("NO-GO (faulty): pilot gate for the full "
+                                                                              "sweep — frequencies:")
     rep = json.loads((tmp_path / "r2" / "report.json").read_text())
-    assert {c["condition"]: c["holds"] for c in rep["conditions"]} == {"frequencies": False, "r2": True, "data": False}
+    assert {c["condition"]: c["holds"] for c in rep["conditions"]} == {"frequencies": False, "fits": True, "data": False}
     assert len(rep["exclusions"]) == 8
 
 
