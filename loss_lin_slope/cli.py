@@ -606,7 +606,7 @@ def cmd_report(args) -> int:
     sweep_dir = _resolve(args)
     try:
         p, a = write_report(sweep_dir, args.out, n_boot=args.n_boot, seed=args.seed, workers=args.workers,
-                            cache=not args.no_cache)
+                            cache=not args.no_cache, backtest=args.backtest)
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from None
     for line in a.lines():
@@ -625,6 +625,7 @@ def add_report_commands(sub):
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for the 95%% intervals (default 2000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--backtest", metavar="FILE", help="a backtest.json (`lls backtest`) for the report's Pruning section")
     p.set_defaults(func=cmd_report)
 
 # %% ../nbs/23_cli.ipynb #fd3ac056

@@ -91,11 +91,11 @@ def run_demo(out: str | Path = "demo", seeds: int = DEMO["seeds"], epochs: int =
     check = verify.verify_sweep(sweep_dir, "demo")
     say("verify: " + check.summary_line())
     exp = export.export_sweep(sweep_dir, out / "dataset", name="demo")
-    html, analysis = report.write_report(sweep_dir, out / "report", name="demo", n_boot=1000)
     bt, bt_meta, bt_paths = prune.backtest_sweep(sweep_dir, out / "backtest", n_boot=DEMO["backtest_boot"])
     say("backtest: " + prune.backtest_note(bt, bt_meta))
     for line in format_rows(prune.backtest_rows(bt), "table").splitlines():
         say("  " + line)
+    html, analysis = report.write_report(sweep_dir, out / "report", name="demo", n_boot=1000, backtest=bt_paths["json"])
     v = analysis.verdict
     result = {"verdict": v.word, "reasons": list(v.reasons), "dataset": str(exp.out.resolve()),
               "report": str(Path(html).resolve()), "runs": str(sweep_dir.resolve()), "n_runs": n,

@@ -622,6 +622,7 @@ class Analysis:
     n_boot: int
     seed: int
     h2_predictors: object = None  # pandas.DataFrame of `h2_predictors` (slope against the baselines)
+    backtest: tuple | None = None  # (table, meta) of a pruning backtest (`prune.read_backtest`), or None: not run
 
 # %% ../nbs/21_hypotheses.ipynb #5c536edd
 @patch(as_prop=True)
@@ -855,4 +856,6 @@ def to_dict(self: Analysis) -> dict:
             "h2_predictors": [] if hp is None else hp.to_dict("records"), "slope_vs_level": self.slope_line(),
             "n_boot": self.n_boot, "seed": self.seed, "counts": self.check.counts, "notes": self.check.notes,
             "exclusions": self.exclusions().to_dict("records"), "headline": self.lines(), "window": self.window_text(),
-            "never_learned": self.never_learned()}
+            "never_learned": self.never_learned(),
+            "backtest": None if self.backtest is None else {"meta": self.backtest[1],
+                                                           "rules": self.backtest[0].drop(columns="pruned").to_dict("records")}}

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import heapq
-import html
 import math
 import time
 from collections import deque
@@ -22,7 +21,7 @@ __all__ = ['CURVE_COLUMNS', 'SCHEDULE_COLUMNS', 'CONFIG_KEYS', 'WARMUP_SHARE', '
            'SIM_KINDS', 'DEFAULT_AT_SHARE', 'RULE_COLORS', 'check_curves', 'schedule_area', 'slope_predictions',
            'slope_decide', 'slope_rule', 'require_optuna', 'peer_pruner', 'replay', 'simulate_curves',
            'default_at_epoch', 'backtest', 'write_backtest', 'read_backtest', 'fig_backtest', 'backtest_rows',
-           'backtest_note', 'backtest_html', 'sweep_curves', 'sweep_concurrency', 'available_rules', 'backtest_sweep']
+           'backtest_note', 'sweep_curves', 'sweep_concurrency', 'available_rules', 'backtest_sweep']
 
 # %% ../nbs/19a_prune.ipynb #64989e48
 CURVE_COLUMNS = ("run_id", "variant", "lr", "weight_decay", "seed", "epoch", "loss_train_nats", "loss_val_nats")
@@ -581,18 +580,6 @@ def fig_backtest(table, title: str = ""):
     ax.legend(fontsize=8, loc="best")
     return fig
 
-
-def _png(fig) -> str:
-    import base64
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
 # %% ../nbs/19a_prune.ipynb #a39d7c7b
 def _interval(v: float, lo: float, hi: float, fmt: str) -> str:
     if not math.isfinite(v):
@@ -621,21 +608,6 @@ def backtest_note(table, meta: dict | None = None) -> str:
     return (f"{meta.get('sweep', 'sweep')}: {r.n_runs} runs in {r.n_configs} configurations, decided at epoch "
             f"{r.at_epoch:g}, replayed {r.concurrency} at a time in submission order; 95 % intervals over "
             f"{r.n_boot} resamples of configurations{few}.")
-
-# %% ../nbs/19a_prune.ipynb #d6bd81e8
-def backtest_html(table, meta: dict | None = None) -> str:
-    "The report's \"Pruning\" section: what was replayed, a table (one row per rule) and the compute-vs-regret figure."
-    import pandas as pd
-
-    t = pd.DataFrame(backtest_rows(table)).to_html(index=False, border=0, escape=True)
-    fig = fig_backtest(table, f"Pruning backtest: {(meta or {}).get('sweep', '')}".rstrip(": "))
-    return "\n".join([
-        "<h2>Pruning</h2>",
-        f"<p>{html.escape(backtest_note(table, meta))} Compute saved = 1 − epochs trained ÷ epochs of the unpruned "
-        "sweep; regret = best_val_ce of the best kept run − the sweep's best (nats). The Optuna rules are Optuna's "
-        "own pruners replayed on the same curves; the slope rule predicts each run's final validation CE from its "
-        "own curve (<code>prune.SLOPE_RULE</code>).</p>", t,
-        f'<img alt="compute fraction vs regret per pruning rule" src="data:image/png;base64,{_png(fig)}">'])
 
 # %% ../nbs/19a_prune.ipynb #09b76b36
 def sweep_curves(sweep_dir, workers: int | None = None, cache=None):

@@ -33,7 +33,7 @@ from loss_lin_slope.hypotheses import (
     analyze_sweep,
 )
 
-from . import config, export, files, verify
+from . import config, export, files, prune, verify
 
 # %% auto #0
 __all__ = ['LABELS', 'GLOSSARY', 'VARIANT_COLORS', 'VAL_CLIP', 'SECTIONS', 'label', 'html_table', 'transpose', 'fig_h1', 'fig_h2',
@@ -595,6 +595,26 @@ def _html_sharpness(a: Analysis) -> list[str]:
             "where it bounds the step (plain SGD with momentum). " + e(conv) + "</p>",
             f"<ul class='small'>{skipped}</ul>" if skipped else "", _img(f, "sharpness")]
 
+# %% ../nbs/21a_report.ipynb #eca571ca
+def _html_pruning(a: Analysis) -> list[str]:
+    "The pruning backtest when the report was given one (its note, one row per rule, the figure); else how to get it."
+    if a.backtest is None:
+        return ["<h2 id='pruning'>Pruning</h2>",
+                f"<p class='small'>Not run for this report: <code>lls backtest {html.escape(a.sweep)} --out DIR</code> "
+                "replays the pruning rules (Optuna's and the slope rule) on the sweep's curves; <code>lls report … "
+                "--backtest DIR/backtest.json</code> shows them here.</p>"]
+    import pandas as pd
+
+    table, meta = a.backtest
+    return ["<h2 id='pruning'>Pruning</h2>",
+            f"<p>{html.escape(prune.backtest_note(table, meta))} Compute saved = 1 − epochs trained ÷ epochs of the "
+            "unpruned sweep; regret = best validation CE of the best kept run − the sweep's best (nats). The Optuna rules "
+            "are Optuna's own pruners replayed on the same curves; the slope rule predicts each run's final validation "
+            "CE from its own curve (<code>prune.SLOPE_RULE</code>), fixed before any real sweep was seen.</p>",
+            html_table(pd.DataFrame(prune.backtest_rows(table))),
+            _img(prune.fig_backtest(table, f"Pruning backtest: {meta.get('sweep', a.sweep)}"),
+                 "compute fraction vs regret per pruning rule")]
+
 # %% ../nbs/21a_report.ipynb #522232b6
 def _html_glossary(a: Analysis) -> list[str]:
     "The glossary: each term in words, then the codes the JSON uses for the columns shown."
@@ -606,7 +626,7 @@ def _html_glossary(a: Analysis) -> list[str]:
 
 # %% ../nbs/21a_report.ipynb #e199e6ca
 SECTIONS: list[Callable[[Analysis], list[str]]] = [_html_gate, _html_data, _html_h1, _html_h2, _html_curves,
-                                                   _html_sharpness]
+                                                   _html_sharpness, _html_pruning]
 
 
 def add_section(fn: Callable[[Analysis], list[str]]) -> Callable[[Analysis], list[str]]:
@@ -634,9 +654,12 @@ def render_report(a: Analysis) -> str:
 
 # %% ../nbs/21a_report.ipynb #81bb62a7
 def write_report(sweep_dir, out, n_boot: int = 2000, seed: int = 0, workers: int | None = None,
-                 name: str | None = None, cache=None) -> tuple[Path, Analysis]:
-    "Analyse a sweep and write `out/report.html` (self-contained) and `out/report.json`; returns (html path, analysis)."
+                 name: str | None = None, cache=None, backtest=None) -> tuple[Path, Analysis]:
+    """Analyse a sweep and write `out/report.html` (self-contained) and `out/report.json`; returns (html path, analysis).
+    `backtest`: a `backtest.json` (`lls backtest`, `prune.backtest_sweep`) whose rules the "Pruning" section shows."""
+    bt = None if backtest is None else prune.read_backtest(backtest)  # a bad file fails before any analysis
     a = analyze_sweep(sweep_dir, n_boot=n_boot, seed=seed, workers=workers, name=name, cache=cache)
+    a.backtest = bt
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     p = out / "report.html"

@@ -150,6 +150,18 @@ def test_report(sweeps, tmp_path):
     rep = json.loads((tmp_path / "r2" / "report.json").read_text())
     assert {c["condition"]: c["holds"] for c in rep["conditions"]} == {"frequencies": False, "fits": True, "data": False}
     assert len(rep["exclusions"]) == 8
+    # the backtest of `lls backtest` is the report's Pruning section; a file that is not one is refused before any work
+    code, out, err = run_lls("backtest", "clean", "--runs-dir", root, "--out", tmp_path / "bt", "--rules", "median,slope",
+                             "--n-boot", "20")
+    assert code == 0, err
+    code, out, err = run_lls("report", "clean", "--runs-dir", root, "--out", tmp_path / "r3", "--n-boot", "100",
+                             "--backtest", tmp_path / "bt" / "backtest.json")
+    assert code == 0, err
+    html = (tmp_path / "r3" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 6 and "id='pruning'" in html
+    code, out, err = run_lls("report", "clean", "--runs-dir", root, "--out", tmp_path / "r4",
+                             "--backtest", tmp_path / "r2" / "report.json")
+    assert code == 2 and "not a backtest.json" in err and not (tmp_path / "r4").exists(), err
 
 
 def test_sweep_recover_plans_on_a_synthetic_sweep(sweeps):
