@@ -180,6 +180,18 @@ def _gpus_arg(s: str) -> str:
     raise ArgError(f"{s!r} is not a comma-separated list of GPU indices (or 'none')")
 
 # %% ../nbs/23_cli.ipynb #668499cc
+def _finished(res: dict | None) -> int:
+    """Print what a local pool's runs ended as; exit code 1 when one did not complete (`running`: a start its run lock
+    refused, the run alive elsewhere; `pruned`: a decision — neither is a failure)."""
+    if not res:
+        return 0
+    bad = {rid: s for rid, s in res.items() if s not in ("completed", "running", "pruned")}
+    n_pruned = sum(s == "pruned" for s in res.values())
+    print(f"finished {len(res)} runs: {len(res) - len(bad) - n_pruned} completed" + f", {n_pruned} pruned" * (n_pruned > 0)
+          + (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
+    return 1 if bad else 0
+
+
 def _cmd_unprune(args, params: dict) -> int:
     "`lls sweep submit NAME --unprune RUN …`: resume pruned runs from their checkpoints (`sweep.unprune_runs`)."
     given = [f"--{k.replace('_', '-')}" for k in params] + ["--set"] * bool(args.set) + ["--force"] * args.force
@@ -196,16 +208,11 @@ def _cmd_unprune(args, params: dict) -> int:
     verb = "would un-prune" if r["dry_run"] else "un-pruned"
     jobs = ", ".join(f"{rid}: {j}" for rid, j in r["job_ids"].items())
     print(f"{args.name}: {verb} {len(r['unprune'])} run(s), resumed from their checkpoints" + (f" ({jobs})" if jobs else ""))
-    res = r.get("results") or {}
-    bad = {rid: s for rid, s in res.items() if s not in ("completed", "running")}
-    if res:
-        print(f"finished {len(res)} runs: {len(res) - len(bad)} completed" +
-              (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
-    return 1 if bad else 0
+    return _finished(r.get("results"))
 
 # %% ../nbs/23_cli.ipynb #85acd87c
 def cmd_submit(args) -> int:
-    "`lls sweep submit`: exit 0, or 1 when a local run did not complete."
+    "`lls sweep submit`: exit 0, or 1 when a local run did not complete (nor was pruned)."
 
     params = {k: getattr(args, k) for k in TRAIN_PARAMS if getattr(args, k, None) is not None}
     if args.unprune:
@@ -234,13 +241,7 @@ def cmd_submit(args) -> int:
         print(f"job array(s): {', '.join(arrays)}; ledger: {Ledger(args.name, args.out_dir).path}")
     sk = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items())) or "none"
     print(f"{args.name}: {verb} {len(r['submit'])} of {r['planned']} runs ({r['executor']}); skipped: {sk}")
-    res = r.get("results")
-    if res:  # `running`: a start its run lock refused (the run is alive in another process): not a failure
-        bad = {rid: s for rid, s in res.items() if s not in ("completed", "running")}
-        print(f"finished {len(res)} runs: {len(res) - len(bad)} completed" +
-              (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
-        return 1 if bad else 0
-    return 0
+    return _finished(r.get("results"))
 
 # %% ../nbs/23_cli.ipynb #d5a404a8
 def cmd_status(args) -> int:
@@ -279,7 +280,7 @@ def cmd_recover(args) -> int:
     n = sum(x["action"] == "resubmit" for x in r["rows"])
     print(f"{args.name}: {len(r['rows'])} failed run(s); {'would resubmit' if r['dry_run'] else 'resubmitted'} {n}")
     res = r.get("results")  # `running`: a start its run lock refused (the run is alive elsewhere): not a failure
-    return 1 if res and any(s not in ("completed", "running") for s in res.values()) else 0
+    return 1 if res and any(s not in ("completed", "running", "pruned") for s in res.values()) else 0
 
 # %% ../nbs/23_cli.ipynb #707c7ddf
 def cmd_profile(args) -> int:
