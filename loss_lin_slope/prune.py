@@ -893,7 +893,7 @@ def live_note(res: dict) -> str:
     done = [rid for rid, st in res["ended"].items() if st == "pruned"]
     verb = "would prune" if res["dry_run"] else "pruned"
     n = acts.count("prune") if res["dry_run"] else len(done)
-    rest = [f"{len(res['stopped']) - len(done)} signalled, not (yet) pruned"] if len(res["stopped"]) > len(done) else []
+    rest = [f"{len(res['stopped']) - len(done)} to prune not pruned (see above)"] if len(res["stopped"]) > len(done) else []
     return "; ".join([f"{res['name']}: {res['rule']} rule at epoch {res['at_epoch']:g} (keep {p['keep']:.0%}, "
                       f"confidence {p['conf']:g}) on {sum(r['reached'] for r in res['rows'])} runs at that epoch: "
                       f"{verb} {n}, kept {acts.count('keep')} running, {acts.count('pruned')} pruned before", *rest])
