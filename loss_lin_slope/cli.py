@@ -26,14 +26,15 @@ from .profile import profile_concurrency, profile_variants, recommend_workers_pe
 from .recover import DIVERGENCE_POLICIES, MAX_MEM_GB, recover_sweep
 from .report import write_report
 from .status import format_status, sweep_status
-from .sweep import submit_sweep
+from .sweep import submit_sweep, unprune_runs
 from .verify import VERIFY_COLUMNS, verify_rows, verify_sweep
 
 # %% auto #0
 __all__ = ['COMMAND_GROUPS', 'PLAN_COLUMNS', 'command_group', 'build_parser', 'main', 'plan_rows', 'cmd_plan', 'cmd_config',
-           'add_grid_commands', 'cmd_submit', 'cmd_status', 'cmd_recover', 'cmd_profile', 'add_sweep_commands',
-           'cmd_verify', 'cmd_export', 'cmd_collect', 'add_dataset_commands', 'cmd_report', 'add_report_commands',
-           'cmd_backtest', 'add_backtest_commands', 'cmd_demo', 'cmd_preflight', 'add_demo_commands']
+           'add_grid_commands', 'cmd_submit', 'cmd_status', 'cmd_recover', 'cmd_profile', 'cmd_prune',
+           'add_sweep_commands', 'cmd_verify', 'cmd_export', 'cmd_collect', 'add_dataset_commands', 'cmd_report',
+           'add_report_commands', 'cmd_backtest', 'add_backtest_commands', 'cmd_demo', 'cmd_preflight',
+           'add_demo_commands']
 
 # %% ../nbs/23_cli.ipynb #28189706
 class _Formatter(argparse.HelpFormatter):
@@ -178,11 +179,44 @@ def _gpus_arg(s: str) -> str:
         return s
     raise ArgError(f"{s!r} is not a comma-separated list of GPU indices (or 'none')")
 
+# %% ../nbs/23_cli.ipynb #668499cc
+def _finished(res: dict | None) -> int:
+    """Print what a local pool's runs ended as; exit code 1 when one did not complete (`running`: a start its run lock
+    refused, the run alive elsewhere; `pruned`: a decision — neither is a failure)."""
+    if not res:
+        return 0
+    bad = {rid: s for rid, s in res.items() if s not in ("completed", "running", "pruned")}
+    n_pruned = sum(s == "pruned" for s in res.values())
+    print(f"finished {len(res)} runs: {len(res) - len(bad) - n_pruned} completed" + f", {n_pruned} pruned" * (n_pruned > 0)
+          + (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
+    return 1 if bad else 0
+
+
+def _cmd_unprune(args, params: dict) -> int:
+    "`lls sweep submit NAME --unprune RUN …`: resume pruned runs from their checkpoints (`sweep.unprune_runs`)."
+    given = [f"--{k.replace('_', '-')}" for k in params] + ["--set"] * bool(args.set) + ["--force"] * args.force
+    if given:
+        raise CLIError(f"--unprune resumes runs as the ledger planned them: {given[0]} cannot be given with it")
+    try:
+        r = unprune_runs(args.name, args.unprune, args.out_dir, _resources_from_args(args), args.notebook,
+                         args.dry_run, progress=not args.no_progress)
+    except (OSError, subprocess.SubprocessError, SubmitError) as e:
+        raise CLIError(f"submission failed: {e}") from None
+    if args.json:
+        print(json.dumps(r, indent=1, default=json_default))
+        return 0
+    verb = "would un-prune" if r["dry_run"] else "un-pruned"
+    jobs = ", ".join(f"{rid}: {j}" for rid, j in r["job_ids"].items())
+    print(f"{args.name}: {verb} {len(r['unprune'])} run(s), resumed from their checkpoints" + (f" ({jobs})" if jobs else ""))
+    return _finished(r.get("results"))
+
 # %% ../nbs/23_cli.ipynb #85acd87c
 def cmd_submit(args) -> int:
-    "`lls sweep submit`: exit 0, or 1 when a local run did not complete."
+    "`lls sweep submit`: exit 0, or 1 when a local run did not complete (nor was pruned)."
 
     params = {k: getattr(args, k) for k in TRAIN_PARAMS if getattr(args, k, None) is not None}
+    if args.unprune:
+        return _cmd_unprune(args, params)
     try:
         r = submit_sweep(args.name, args.variants, args.lrs, args.wds, args.seeds, params,
                          parse_overrides(args.set or []), args.out_dir, args.executor, _resources_from_args(args),
@@ -207,13 +241,7 @@ def cmd_submit(args) -> int:
         print(f"job array(s): {', '.join(arrays)}; ledger: {Ledger(args.name, args.out_dir).path}")
     sk = ", ".join(f"{n} {s}" for s, n in sorted(skipped.items())) or "none"
     print(f"{args.name}: {verb} {len(r['submit'])} of {r['planned']} runs ({r['executor']}); skipped: {sk}")
-    res = r.get("results")
-    if res:  # `running`: a start its run lock refused (the run is alive in another process): not a failure
-        bad = {rid: s for rid, s in res.items() if s not in ("completed", "running")}
-        print(f"finished {len(res)} runs: {len(res) - len(bad)} completed" +
-              (", " + ", ".join(f"{rid}: {s}" for rid, s in bad.items()) if bad else ""))
-        return 1 if bad else 0
-    return 0
+    return _finished(r.get("results"))
 
 # %% ../nbs/23_cli.ipynb #d5a404a8
 def cmd_status(args) -> int:
@@ -252,7 +280,7 @@ def cmd_recover(args) -> int:
     n = sum(x["action"] == "resubmit" for x in r["rows"])
     print(f"{args.name}: {len(r['rows'])} failed run(s); {'would resubmit' if r['dry_run'] else 'resubmitted'} {n}")
     res = r.get("results")  # `running`: a start its run lock refused (the run is alive elsewhere): not a failure
-    return 1 if res and any(s not in ("completed", "running") for s in res.values()) else 0
+    return 1 if res and any(s not in ("completed", "running", "pruned") for s in res.values()) else 0
 
 # %% ../nbs/23_cli.ipynb #707c7ddf
 def cmd_profile(args) -> int:
@@ -414,6 +442,9 @@ def _add_submit(ssub):
     _add_exec_args(p, defaults=True)
     p.add_argument("--dry-run", action="store_true", help="print what would be submitted; write nothing")
     p.add_argument("--force", action="store_true", help="rerun every run of the grid from scratch (not live ones)")
+    p.add_argument("--unprune", nargs="+", metavar="RUN_ID", default=None,
+                   help="resume these pruned runs (lls sweep prune) from their checkpoints, on the executor they ran "
+                        "on; the grid options are not used")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_submit)
 
@@ -455,6 +486,53 @@ def _add_recover(ssub):
     _add_exec_args(p, defaults=False)
     p.set_defaults(func=cmd_recover)
 
+# %% ../nbs/23_cli.ipynb #33a52aec
+_PRUNE_OPTIONS = ("at_epoch", "rule", "keep", "conf")
+
+
+def cmd_prune(args) -> int:
+    """`lls sweep prune`: the slope rule's decision for every run at `--at-epoch`, and the pruned runs stopped (not with
+    `--dry-run`); exit 1 when a run to prune could not be stopped or had not recorded it within `--wait`."""
+    from loss_lin_slope.prune import live_note, live_rows, prune_sweep
+
+    params = {k: getattr(args, k) for k in ("keep", "conf") if getattr(args, k) is not None}
+    try:
+        r = prune_sweep(args.name, args.at_epoch, args.rule, params, args.out_dir, args.dry_run, args.wait)
+    except ConfigError as e:
+        if e.key in _PRUNE_OPTIONS:  # name the option the user typed
+            raise CLIError(f"--{e.key.replace('_', '-')}={e.value!r} is not allowed: {e.allowed}") from None
+        raise
+    if args.json:
+        print(json.dumps(r, indent=1, default=json_default))
+    else:
+        print(format_rows(live_rows(r), "table"))
+        print(live_note(r))
+    return 1 if any(st == "running" for st in r["ended"].values()) or len(r["ended"]) < len(r["stopped"]) else 0
+
+# %% ../nbs/23_cli.ipynb #de4824fd
+def _add_prune(ssub):
+    "`lls sweep prune`."
+    p = ssub.add_parser("prune", help="stop running runs that the slope rule says will not end among the best",
+                        description="Decide every run that has reached --at-epoch with the slope rule (prune.SLOPE_RULE: "
+                                    "each run's final validation CE predicted from its own curve; prune when worse "
+                                    "than the k-th best with the stated confidence), on the runs' live metrics; stop "
+                                    "the pruned running runs through their executor (each records status pruned); "
+                                    "`lls sweep submit NAME --unprune RUN` resumes one. Run it again as runs reach "
+                                    "the epoch: it re-decides the running ones.")
+    _add_common(p)
+    p.add_argument("--rule", default="slope", metavar="RULE", help="the pruning rule (slope: the only live rule)")
+    p.add_argument("--at-epoch", type=float, required=True, metavar="E",
+                   help="decision epoch, in (0, the runs' planned epochs)")
+    p.add_argument("--keep", type=float, default=None, metavar="SHARE",
+                   help="share of the runs that is never pruned, the k best predictions (default 0.25)")
+    p.add_argument("--conf", type=float, default=None, metavar="P",
+                   help="confidence that a run is worse than the k-th best needed to prune it (default 0.9)")
+    p.add_argument("--wait", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for the stopped runs to record `pruned` (default 120)")
+    p.add_argument("--dry-run", action="store_true", help="print the decisions; stop and write nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_prune)
+
 # %% ../nbs/23_cli.ipynb #1ad66e28
 def _add_profile(sub):
     "`lls profile`."
@@ -481,14 +559,15 @@ def _add_profile(sub):
 # %% ../nbs/23_cli.ipynb #c3b44cd0
 @command_group
 def add_sweep_commands(sub):
-    "Add `lls sweep submit | status | recover` and `lls profile` to the `lls` subparsers `sub`."
+    "Add `lls sweep submit | status | recover | prune` and `lls profile` to the `lls` subparsers `sub`."
 
-    sw = sub.add_parser("sweep", help="submit, monitor and recover a sweep (SLURM or local)",
+    sw = sub.add_parser("sweep", help="submit, monitor, recover and prune a sweep (SLURM or local)",
                         description="The sweep: one papermill run of the train notebook per grid point.")
     ssub = sw.add_subparsers(dest="sweep_command", metavar="SUBCOMMAND", required=True)
     _add_submit(ssub)
     _add_status(ssub)
     _add_recover(ssub)
+    _add_prune(ssub)
     _add_profile(sub)
 
 # %% ../nbs/23_cli.ipynb #a33c4565
@@ -572,9 +651,9 @@ def cmd_collect(args) -> int:
 @command_group
 def add_dataset_commands(sub):
     "Add `lls collect`, `lls verify` and `lls export`."
-    p = sub.add_parser("verify", help="check a sweep's runs: complete, missing, failed, diverged, incomplete, corrupt",
+    p = sub.add_parser("verify", help="check a sweep's runs: complete, missing, failed, diverged, incomplete, corrupt, pruned",
                        description="Expected runs (the sweep ledger) vs present; each run classified; step, "
-                                   "frequency, NaN and bits checks. Exit 1 when any run is not complete.")
+                                   "frequency, NaN and bits checks. Exit 1 when any run is not complete (or pruned).")
     _sweep_arg(p)
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--all", action="store_true", help="list every run, not only those that are not complete")

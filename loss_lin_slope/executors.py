@@ -21,13 +21,14 @@ from pathlib import Path
 from .config import ConfigError, check_name
 from .files import json_default, read_json, write_json
 from .ledger import JOBS, Ledger, unqueue
+from .run import pruned_reason
 
 # %% auto #0
 __all__ = ['REFUSED_EXIT', 'KERNEL_START_TRIES', 'SLURM_STRING_OPTIONS', 'SACCT_FIELDS', 'SCHED_ACTIVE', 'STUCK_REASONS',
            'read_events', 'check_spec', 'RunRefused', 'wait_for_notebook', 'run_job', 'detect_gpus', 'local_slots',
            'PoolInterrupted', 'run_local', 'check_slurm_value', 'check_slurm_extra', 'slurm_parameters',
            'sbatch_preview', 'submit_slurm', 'parse_sacct', 'sacct_states', 'stuck_reason', 'parse_squeue',
-           'pending_reasons', 'default_notebook', 'make_spec', 'run_resources', 'SubmitError', 'launch']
+           'pending_reasons', 'default_notebook', 'make_spec', 'run_resources', 'SubmitError', 'launch', 'stop_run']
 
 # %% ../nbs/13_executors.ipynb #91bdabab
 _REQUEUING = threading.Event()
@@ -247,7 +248,7 @@ class PoolInterrupted(KeyboardInterrupt):
 def _final_state(rc: int | None, summary: dict | None) -> str:
     "A finished local job's state: the summary's, unless it never got past `running` (then `failed`)."
     st = (summary or {}).get("status")
-    return st if st in ("completed", "diverged", "interrupted", "failed") else "failed"
+    return st if st in ("completed", "diverged", "interrupted", "failed", "pruned") else "failed"
 
 # %% ../nbs/13_executors.ipynb #ce9fad8f
 def _refused_state(spec: dict, summary: dict | None) -> tuple[str, str]:
@@ -354,7 +355,8 @@ def _pool_worker(gpu: int | None, ledger: Ledger, todo: list, lock, stop, starte
                 procs[rid] = p
             rc = p.wait()
         summary = read_json(Path(spec["run_dir"]) / "summary.json")
-        state, reason = _refused_state(spec, summary) if rc == REFUSED_EXIT else (_final_state(rc, summary), None)
+        state, reason = (_refused_state(spec, summary) if rc == REFUSED_EXIT else
+                         (_final_state(rc, summary), pruned_reason(summary)))  # pruned: the run's reason
         _mark_ended(ledger, rid, rc, state, reason)
         with lock:
             procs.pop(rid, None)
@@ -722,3 +724,51 @@ def launch(ledger: Ledger, d: dict, items: list[tuple[str, bool, str | None]], e
     else:
         raise ConfigError("executor", executor, "slurm or local")
     return [s for _, s, _ in specs], ids
+
+# %% ../nbs/13_executors.ipynb #4300a432
+def _holder_pid(rec: dict, run_dir) -> int:
+    "The pid of the run lock's holder `rec`, checked: a process of this host, started no later than its lock."
+    import platform
+    from datetime import datetime
+
+    import psutil
+
+    pid, host = rec.get("pid"), rec.get("host")
+    if host != platform.node() or not isinstance(pid, int):
+        raise RuntimeError(f"run {Path(run_dir).name}: its run lock is held by pid {pid} on host {host}, not a process "
+                           f"of this host ({platform.node()}): stop it there, or through its executor")
+    try:
+        t_lock = datetime.fromisoformat(str(rec.get("started_at"))).timestamp()
+        fresh = psutil.Process(pid).create_time() <= t_lock + 2
+    except (ValueError, psutil.Error):
+        fresh = False
+    if not fresh:
+        raise RuntimeError(f"run {Path(run_dir).name}: pid {pid} of its run lock record is not the process that took "
+                           "the lock: not signalled")
+    return pid
+
+# %% ../nbs/13_executors.ipynb #9e383d2e
+def stop_run(entry: dict, run_dir, signum: int = signal.SIGTERM) -> str:
+    """Send the live run of ledger `entry` (its directory `run_dir`) its executor's stop signal (see above); returns
+    the route taken. `RuntimeError` naming the run when it is not alive or the signal cannot be sent."""
+    from loss_lin_slope.run import lock_state
+
+    held, rec = lock_state(run_dir)
+    if not held:
+        raise RuntimeError(f"run {Path(run_dir).name} is not running (nobody holds its run lock): nothing to stop")
+    name = signal.Signals(signum).name
+    job = str(entry.get("job_id") or "")
+    if entry.get("executor") == "slurm":
+        if not re.fullmatch(r"\d+(_\d+)?", job):
+            raise RuntimeError(f"run {Path(run_dir).name}: job id {job!r} is not a SLURM job id")
+        cmd = ["scancel", f"--signal={name.removeprefix('SIG')}", job]
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RuntimeError(f"{' '.join(cmd)}: {e}") from None
+        if p.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {(p.stderr or p.stdout).strip()[:300]}")
+        return " ".join(cmd)
+    pid = _holder_pid(rec, run_dir)
+    os.kill(pid, signum)
+    return f"{name} to pid {pid} (the run lock's holder)"

@@ -44,9 +44,9 @@ RUN_FIELDS = [
     ("seed", "i64", "Random seed", ""),
     ("lr", "f64", "Peak learning rate (after the linear warmup, before the cosine decay)", ""),
     ("weight_decay", "f64", "Weight decay (L2 for SGD, decoupled for AdamW)", ""),
-    ("state", "str", "Verdict of `lls verify`: complete | missing | failed | diverged | incomplete | corrupt. "
+    ("state", "str", "Verdict of `lls verify`: complete | missing | failed | diverged | incomplete | corrupt | pruned. "
                      "Result columns are null unless complete", ""),
-    ("status", "str", "status in summary.json: completed | running | interrupted | diverged | failed "
+    ("status", "str", "status in summary.json: completed | running | interrupted | diverged | failed | pruned "
                       "(null when there is no summary)", ""),
     ("reason", "str", "Why the run is excluded from the analysis ('' when it is complete and in the ledger)", ""),
     ("issues", "str", "Every issue verify found, as 'kind: detail', joined by ' | ' (kinds: verify.ISSUE_KINDS)", ""),

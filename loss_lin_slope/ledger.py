@@ -24,7 +24,7 @@ from .run import STATUSES
 # %% auto #0
 __all__ = ['LEDGER', 'JOBS', 'LEDGER_STATES', 'EXECUTORS', 'ACTIVE', 'TRAIN_PARAMS', 'PARAM_KEYS', 'DEFAULT_RESOURCES',
            'ENTRY_FIELDS', 'RESOURCE_FIELDS', 'SKIP_STATES', 'LedgerError', 'check_ledger', 'read_ledger', 'Ledger',
-           'plan_runs', 'merge_grid', 'select_runs', 'unqueue']
+           'plan_runs', 'merge_grid', 'select_runs', 'unqueue', 'unprune']
 
 # %% ../nbs/11_ledger.ipynb #26748daa
 LEDGER = "sweep.json"
@@ -378,7 +378,7 @@ def merge_grid(ledger: dict, grid: dict, runs: dict) -> dict:
     return ledger
 
 # %% ../nbs/11_ledger.ipynb #1e86cb64
-SKIP_STATES = frozenset({"completed", "queued", "running", "diverged"})
+SKIP_STATES = frozenset({"completed", "queued", "running", "diverged", "pruned"})
 
 def select_runs(states: dict, run_ids, force: bool = False) -> tuple[list, dict]:
     "`(to_submit, skipped)`: run ids to submit (in the given order) and run_id → reason for the others."
@@ -398,4 +398,13 @@ def unqueue(entry: dict) -> dict:
     "The ledger `entry` of a queued run that never started, back to `pending`: its unused attempt and record removed."
     entry["state"], entry["attempts"] = "pending", max(0, entry.get("attempts", 0) - 1)
     entry["history"] = (entry.get("history") or [])[:-1]
+    return entry
+
+# %% ../nbs/11_ledger.ipynb #59c21f00
+def unprune(entry: dict, request: dict | None, when: float | None = None) -> dict:
+    "The ledger `entry` of a pruned run, back to `pending`: the withdrawn prune `request` kept in its last attempt's record."
+    entry["state"], entry["reason"] = "pending", None
+    hist = entry.setdefault("history", [])
+    if hist:
+        hist[-1]["unpruned"] = {"time": time.time() if when is None else when, "request": request or {}}
     return entry

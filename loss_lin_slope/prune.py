@@ -15,13 +15,15 @@ import numpy as np
 
 from .config import ConfigError
 from .files import read_json, write_json
+from .run import PRUNE_REQUEST, lock_state, pruned_reason, read_summary, run_status
 
 # %% auto #0
 __all__ = ['CURVE_COLUMNS', 'SCHEDULE_COLUMNS', 'CONFIG_KEYS', 'WARMUP_SHARE', 'VIRTUAL_STEPS', 'SLOPE_RULE', 'PEERS', 'RULES',
-           'SIM_KINDS', 'DEFAULT_AT_SHARE', 'RULE_COLORS', 'check_curves', 'schedule_area', 'slope_predictions',
-           'slope_decide', 'slope_rule', 'require_optuna', 'peer_pruner', 'replay', 'simulate_curves',
-           'default_at_epoch', 'backtest', 'write_backtest', 'read_backtest', 'fig_backtest', 'backtest_rows',
-           'backtest_note', 'sweep_curves', 'sweep_concurrency', 'available_rules', 'backtest_sweep']
+           'SIM_KINDS', 'DEFAULT_AT_SHARE', 'RULE_COLORS', 'LIVE_RULES', 'check_curves', 'schedule_area',
+           'slope_predictions', 'slope_decide', 'slope_rule', 'require_optuna', 'peer_pruner', 'replay',
+           'simulate_curves', 'default_at_epoch', 'backtest', 'write_backtest', 'read_backtest', 'fig_backtest',
+           'backtest_rows', 'backtest_note', 'sweep_curves', 'sweep_concurrency', 'available_rules', 'backtest_sweep',
+           'live_curves', 'check_live', 'live_decisions', 'prune_request', 'prune_sweep', 'live_rows', 'live_note']
 
 # %% ../nbs/19a_prune.ipynb #64989e48
 CURVE_COLUMNS = ("run_id", "variant", "lr", "weight_decay", "seed", "epoch", "loss_train_nats", "loss_val_nats")
@@ -684,3 +686,182 @@ def backtest_sweep(sweep_dir, out, at_epoch: float | None = None, rules=None, co
 
     plt.close(fig)
     return table, meta, {"json": js, "figure": png}
+
+# %% ../nbs/19a_prune.ipynb #ef461bce
+LIVE_RULES = ("slope",)  # the rules that decide on each run's own curve, hence on a live sweep
+
+# %% ../nbs/19a_prune.ipynb #837340fc
+def live_curves(sweep_dir) -> tuple:
+    """`(curves, runs)` of a live sweep: the validation CE of every run of its ledger that has one, from its live metric
+    chunks (`store.read_metrics`; `loss_train_nats` NaN: the rule reads validations), with `step` and the schedule of
+    its `config.yaml`, in submission order; `runs`: run_id → its directory."""
+    import pandas as pd
+
+    from loss_lin_slope.config import ExperimentConfig
+    from loss_lin_slope.ledger import Ledger
+    from loss_lin_slope.store import read_metrics
+
+    sweep_dir = Path(sweep_dir)
+    led = Ledger(sweep_dir.name, sweep_dir.parent)
+    parts, runs = [], {}
+    for rid in led.read()["runs"]:
+        path = led.run_dir(rid)
+        try:
+            cfg = ExperimentConfig.from_yaml((path / "config.yaml").read_text())
+        except (OSError, ValueError):  # not started, or a config that cannot be read: nothing to decide on
+            continue
+        v = read_metrics(path, metrics=("loss_val_nats",))
+        v = v[np.isfinite(v.value.to_numpy(dtype=float))]
+        if not len(v):
+            continue
+        pos = v.epoch.to_numpy() > 0
+        spe = (read_summary(path) or {}).get("steps_per_epoch") or round(float(np.median(v.step[pos] / v.epoch[pos])))
+        parts.append(pd.DataFrame(dict(
+            run_id=rid, variant=cfg.variant, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, seed=cfg.seed,
+            epoch=v.epoch.to_numpy(), loss_train_nats=math.nan, loss_val_nats=v.value.to_numpy(), step=v.step.to_numpy(),
+            steps_per_epoch=int(spe), max_epochs=float(cfg.trainer.max_epochs),
+            warmup_epochs=float(cfg.schedule.warmup_epochs), eta_min=float(cfg.schedule.eta_min))))
+        runs[rid] = path
+    cols = [*CURVE_COLUMNS, "step", *SCHEDULE_COLUMNS]
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols))[cols], runs
+
+# %% ../nbs/19a_prune.ipynb #64c35046
+def check_live(name: str, at_epoch, rule: str = "slope", out_dir="runs") -> tuple:
+    """`(ledger, states)` of sweep `name` if it can be pruned live at `at_epoch` by `rule` (see above), `states` every
+    run's state (`running` while its run lock is held, else `run.run_status`); else `ConfigError` naming the parameter."""
+    from collections import Counter
+
+    from loss_lin_slope.ledger import Ledger
+
+    _need(rule in LIVE_RULES, "rule", rule, "one of " + ", ".join(LIVE_RULES) + " (Optuna's pruners compare with "
+          "completed runs: `lls backtest` replays them)")
+    _need(isinstance(at_epoch, (int, float)) and not isinstance(at_epoch, bool) and 0 < at_epoch < math.inf,
+          "at_epoch", at_epoch, "a number of epochs > 0")
+    led = Ledger(name, out_dir)
+    _need(led.exists(), "sweep", name, f"a submitted sweep (no ledger at {led.path})")
+    runs = led.read()["runs"]
+    epochs = min((e["params"].get("epochs") or 50 for e in runs.values()), default=0)
+    _need(at_epoch < epochs, "at_epoch", at_epoch, f"a number of epochs in (0, {epochs}): the decision comes before "
+          "the runs end")
+    states = {}
+    for rid in runs:  # `running` but nobody holds the lock: a dead run, interrupted (`run.dead_run_reason`)
+        st = run_status(led.run_dir(rid)) or "not started"
+        states[rid] = "running" if lock_state(led.run_dir(rid))[0] else ("interrupted" if st == "running" else st)
+    _need("running" in states.values(), "sweep", name, f"a running sweep: none of its {len(runs)} runs is running "
+          "(" + ", ".join(f"{n} {s}" for s, n in sorted(Counter(states.values()).items())) + "); prune stops running runs")
+    return led, states
+
+# %% ../nbs/19a_prune.ipynb #9fda0972
+def live_decisions(name: str, at_epoch: float, rule: str = "slope", params: dict | None = None, out_dir="runs"):
+    """`(decisions, ledger)`: the slope rule at `at_epoch` on the live curves of sweep `name` (`slope_rule` on
+    `live_curves`), one row per run with a validation, with its `state` and `action` (see above)."""
+    led, states = check_live(name, at_epoch, rule, out_dir)
+    curves, _ = live_curves(led.dir)
+    _need(len(curves) > 0, "sweep", name, "a sweep whose runs have written validation metrics (none has yet: prune "
+          "once the runs have reached the decision epoch)")
+    t = slope_rule(curves, float(at_epoch), **(params or {}))
+    t["state"] = t.run_id.map(states)
+    run = (t.state == "running").to_numpy()
+    prune, reached = t.prune.to_numpy(dtype=bool), t.reached.to_numpy(dtype=bool)
+    t["action"] = np.select([~reached & run, ~reached, t.state == "pruned", prune & run, prune, run],
+                            [f"not at epoch {at_epoch:g} yet", "-", "pruned", "prune", t.state, "keep"], "-")
+    return t, led
+
+# %% ../nbs/19a_prune.ipynb #b2059cd5
+def prune_request(row, at_epoch: float, rule: str, params: dict | None, sweep: str) -> dict:
+    "The request `prune.json` of the run of decision `row` (of `live_decisions`): the rule, its parameters, the evidence."
+    import os
+    import platform
+
+    ev = {k: float(row[c]) for k, c in (("predicted", "predicted"), ("low", "pred_low"), ("high", "pred_high"),
+                                        ("threshold", "threshold"), ("confidence", "confidence"), ("slope", "slope"))}
+    ev.update(rank=int(row["rank"]), k=int(row["k"]), n_points=int(row["n_points"]))
+    return {"rule": rule, "at_epoch": float(at_epoch), "params": {**SLOPE_RULE, **(params or {})}, "evidence": ev,
+            "sentence": str(row["evidence"]), "sweep": sweep, "run_id": str(row["run_id"]),
+            "requested_at": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+            "requested_by": {"host": platform.node(), "pid": os.getpid()}}
+
+# %% ../nbs/19a_prune.ipynb #9d884052
+def _stop(led, entry: dict, rid: str, req: dict) -> str:
+    "Write `rid`'s request (unless one stands) and stop it through its executor; withdraw the request if that fails."
+    from loss_lin_slope.executors import stop_run
+
+    p = led.run_dir(rid) / PRUNE_REQUEST
+    fresh = not p.exists()
+    if fresh:
+        write_json(p, req)
+    try:
+        return stop_run(entry, led.run_dir(rid))
+    except RuntimeError as e:
+        if fresh:
+            p.unlink(missing_ok=True)
+        return f"not stopped: {e}"
+
+
+def _wait_ended(paths: dict, wait_s: float) -> dict:
+    "run_id → its status once it has ended (`pruned` recorded, or its lock free), `running` if still not after `wait_s`."
+    t0, out = time.time(), {}
+    while True:
+        for rid, p in paths.items():
+            st = run_status(p)
+            if rid not in out and (st == "pruned" or (st != "running" and not lock_state(p)[0])):
+                out[rid] = st
+        if len(out) == len(paths) or time.time() - t0 >= wait_s:
+            return {rid: out.get(rid, "running") for rid in paths}
+        time.sleep(0.25)
+
+# %% ../nbs/19a_prune.ipynb #18c74685
+def prune_sweep(name: str, at_epoch: float, rule: str = "slope", params: dict | None = None, out_dir="runs",
+                dry_run: bool = False, wait_s: float = 120.0) -> dict:
+    """Decide sweep `name` at `at_epoch` (`live_decisions`) and stop the runs to prune (see above); returns the
+    decisions (`rows`), how each pruned run was stopped (`stopped`) and how it ended (`ended`)."""
+    t, led = live_decisions(name, at_epoch, rule, params, out_dir)
+    cols = ["run_id", "state", "reached", "predicted", "pred_low", "pred_high", "rank", "k", "confidence", "prune",
+            "action", "evidence"]
+    res = {"name": name, "rule": rule, "at_epoch": float(at_epoch), "params": {**SLOPE_RULE, **(params or {})},
+           "dry_run": dry_run, "rows": t[cols].to_dict("records"), "stopped": {}, "ended": {}}
+    todo = t[t.action == "prune"]
+    if dry_run or not len(todo):
+        return res
+    entries = led.read()["runs"]
+    for _, row in todo.iterrows():
+        rid = row.run_id
+        res["stopped"][rid] = _stop(led, entries[rid], rid, prune_request(row, at_epoch, rule, params, name))
+    sent = {rid: led.run_dir(rid) for rid, how in res["stopped"].items() if not how.startswith("not stopped")}
+    res["ended"] = _wait_ended(sent, wait_s) if sent else {}
+    for rid, st in res["ended"].items():
+        if st not in ("pruned", "running"):  # it ended otherwise (completed first): the request is moot
+            (sent[rid] / PRUNE_REQUEST).unlink(missing_ok=True)
+    done = {rid: pruned_reason(read_summary(sent[rid])) for rid, st in res["ended"].items() if st == "pruned"}
+    if done:
+        with led.update() as d:
+            for rid, why in done.items():
+                d["runs"][rid]["state"], d["runs"][rid]["reason"] = "pruned", why
+    return res
+
+# %% ../nbs/19a_prune.ipynb #71a8c720
+def live_rows(res: dict) -> list[dict]:
+    "One dict per run of a `prune_sweep` result, for the table `lls sweep prune` prints."
+    out = []
+    for r in res["rows"]:
+        pred = (f"{r['predicted']:.4g} [{r['pred_low']:.4g}, {r['pred_high']:.4g}]"
+                if r["reached"] and math.isfinite(r["predicted"]) else "-")
+        rank = f"{r['rank']}/{r['k']}" if r["reached"] and r["rank"] else "-"
+        conf = f"{r['confidence']:.3f}" if r["reached"] and math.isfinite(r["confidence"]) else "-"
+        ended = res["ended"].get(r["run_id"]) or ("not stopped" if r["run_id"] in res["stopped"] else "")
+        out.append({"run_id": r["run_id"], "state": r["state"], "predicted (nats)": pred, "rank/k": rank,
+                    "confidence": conf, "action": r["action"] + (f" → {ended}" if ended else "")})
+    return out
+
+# %% ../nbs/19a_prune.ipynb #5f000aa6
+def live_note(res: dict) -> str:
+    "One line: what `lls sweep prune` decided and did."
+    acts = [r["action"] for r in res["rows"]]
+    p = res["params"]
+    done = [rid for rid, st in res["ended"].items() if st == "pruned"]
+    verb = "would prune" if res["dry_run"] else "pruned"
+    n = acts.count("prune") if res["dry_run"] else len(done)
+    rest = [f"{len(res['stopped']) - len(done)} to prune not pruned (see above)"] if len(res["stopped"]) > len(done) else []
+    return "; ".join([f"{res['name']}: {res['rule']} rule at epoch {res['at_epoch']:g} (keep {p['keep']:.0%}, "
+                      f"confidence {p['conf']:g}) on {sum(r['reached'] for r in res['rows'])} runs at that epoch: "
+                      f"{verb} {n}, kept {acts.count('keep')} running, {acts.count('pruned')} pruned before", *rest])

@@ -302,7 +302,7 @@ def fig_states(check: verify.SweepCheck):
     if len(df):
         t = pd.crosstab(df.variant, df.state).reindex(columns=[s for s in verify.CHECK_STATES if s in set(df.state)])
         colors = {"complete": "#2ca02c", "missing": "#7f7f7f", "failed": "#d62728", "diverged": "#ff7f0e",
-                  "incomplete": "#bcbd22", "corrupt": "#8c564b"}
+                  "incomplete": "#bcbd22", "corrupt": "#8c564b", "pruned": "#17becf"}
         bottom = np.zeros(len(t))
         for s in t.columns:
             ax.bar(t.index, t[s], bottom=bottom, color=colors[s], label=s)

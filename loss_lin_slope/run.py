@@ -28,30 +28,27 @@ import numpy as np
 from fastcore.basics import patch
 
 from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
-from .files import atomic_write_text, json_default
-from .store import MetricStore, check_logger, live_sink, read_metrics
+from .files import atomic_write_text, json_default, read_json
+from .look import plot_loss, show_summary  # noqa: F401 (train.ipynb calls run.show_summary)
+from .store import MetricStore, check_logger, live_sink
 
 # %% auto #0
-__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'NOTEBOOK_PARAMETERS',
-           'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'write_summary', 'read_summary', 'run_dir',
-           'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt', 'prepare_run_dir', 'RunLocked',
-           'RunLock', 'lock_state', 'dead_run_reason', 'check_startable', 'notebook_config', 'RunInterrupted',
-           'run_experiment', 'show_summary', 'plot_loss']
-
-# %% auto #0
-__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES', 'NOTEBOOK_PARAMETERS',
-           'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'HEADLINE', 'write_summary', 'read_summary', 'run_dir',
-           'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt', 'prepare_run_dir', 'RunLocked',
-           'RunLock', 'lock_state', 'dead_run_reason', 'check_startable', 'notebook_config', 'RunInterrupted',
-           'run_experiment', 'show_summary', 'plot_loss']
+__all__ = ['log', 'STATUSES', 'FINAL_STATUSES', 'PRUNE_REQUEST', 'SUMMARY_FIELDS', 'LOCK_FILE', 'LOCK_BYTES',
+           'NOTEBOOK_PARAMETERS', 'CONFIG_PARAMETERS', 'TINY_PARAMETERS', 'write_summary', 'read_summary', 'run_status',
+           'pruned_reason', 'run_dir', 'stored_config', 'checkpoint_step', 'find_checkpoint', 'archive_attempt',
+           'prepare_run_dir', 'RunLocked', 'RunLock', 'lock_state', 'dead_run_reason', 'check_startable',
+           'notebook_config', 'RunInterrupted', 'run_experiment']
 
 # %% ../nbs/10_run.ipynb #104d4753
 log = logging.getLogger(__name__)
 
-STATUSES = ("running", "completed", "interrupted", "diverged", "failed")
-"Values of `summary.json`'s `status`; `completed`, `diverged` are final (a rerun does not train again)."
+STATUSES = ("running", "completed", "interrupted", "diverged", "failed", "pruned")
+"Values of `summary.json`'s `status`; `completed`, `diverged`, `pruned` are final (a rerun does not train again)."
 
-FINAL_STATUSES = ("completed", "diverged")
+FINAL_STATUSES = ("completed", "diverged", "pruned")
+
+PRUNE_REQUEST = "prune.json"
+"The prune request in a run directory (`lls sweep prune` writes it, the run reads it on a stop signal): see Pruned."
 
 # %% ../nbs/10_run.ipynb #3ed254e6
 def _finite_or_none(x):
@@ -75,7 +72,7 @@ SUMMARY_FIELDS = (
     "status", "run_id", "sweep", "variant", "lr", "weight_decay", "seed", "run_dir", "model_channels",
     "best_val_ce", "best_val_epoch", "alpha_early", "alpha_full", "r_squared", "knee_epoch", "burn_in_loss",
     "burn_in_epoch", "steps_completed", "epochs_completed", "steps_per_epoch", "wall_time_s", "steps_per_s",
-    "peak_mem_bytes", "failure", "diverged", "attempt", "adjustments", "retries", "history", "checkpoints",
+    "peak_mem_bytes", "failure", "diverged", "pruned", "attempt", "adjustments", "retries", "history", "checkpoints",
     "started_at", "updated_at", "finished_at", "host", "device", "versions",
 )
 "The fields of `summary.json` (the table above)."
@@ -100,6 +97,21 @@ def read_summary(path: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
+
+# %% ../nbs/10_run.ipynb #67e8c940
+def run_status(path: str | os.PathLike, summary: dict | None = None) -> str | None:
+    "The status of the run at `path` (`summary`: its summary, if already read): `pruned` only while its request stands."
+    s = read_summary(path) if summary is None else summary
+    st = s.get("status") if isinstance(s, dict) else None
+    return "interrupted" if st == "pruned" and not (Path(path) / PRUNE_REQUEST).exists() else st
+
+# %% ../nbs/10_run.ipynb #ceaa5045
+def pruned_reason(summary) -> str | None:
+    "Why the run of a `pruned` summary was pruned (its `pruned.reason`); None for a summary of any other status."
+    if not (isinstance(summary, dict) and summary.get("status") == "pruned"):
+        return None
+    p = summary.get("pruned")
+    return str(p.get("reason") or "pruned") if isinstance(p, dict) else "pruned"
 
 # %% ../nbs/10_run.ipynb #133ce0e2
 def run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs") -> Path:
@@ -148,7 +160,8 @@ def find_checkpoint(path: str | os.PathLike) -> Path | None:
 def archive_attempt(path: str | os.PathLike) -> Path | None:
     "Move the current attempt's files to `attempts/<k>/` (k = 1, 2, …); returns that folder (None if nothing to move)."
     path = Path(path)
-    items = [path / n for n in ("config.yaml", "summary.json", "metrics", "checkpoints") if (path / n).exists()]
+    names = ("config.yaml", "summary.json", "metrics", "checkpoints", PRUNE_REQUEST)
+    items = [path / n for n in names if (path / n).exists()]
     if not items:
         return None
     k = 1 + max((int(p.name) for p in (path / "attempts").glob("*") if p.name.isdigit()), default=0)
@@ -169,7 +182,7 @@ def prepare_run_dir(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", 
     if not exists:
         action, ckpt = "new", None
     elif old is not None and old.to_dict() == cfg.to_dict() and resume:
-        status = (prev or {}).get("status")
+        status = run_status(path, prev or {})
         ckpt = None if status in FINAL_STATUSES else find_checkpoint(path)
         action = "done" if status in FINAL_STATUSES else ("resume" if ckpt is not None else "restart")
     else:
@@ -645,10 +658,11 @@ def update(self: _Run, status: str | None = None, final: bool = False, **extra) 
 
 # %% ../nbs/10_run.ipynb #8ed75060
 def _report_done(cfg, path, prev, say) -> dict:
-    "A completed or diverged run is not trained again: say so, and return its summary."
-    st = prev.get("status")
+    "A completed, diverged or pruned run is not trained again: say so, and return its summary."
+    st, pr = prev.get("status"), prev.get("pruned") or {}
     extra = (f" at step {prev['diverged']['step']} (training loss {prev['diverged']['value']}); not retraining"
              if st == "diverged" and prev.get("diverged") else "")
+    extra += f" ({pr.get('reason')}; --unprune resumes it)" if st == "pruned" and isinstance(pr, dict) else ""
     say(f"run {cfg.run_id} is already {st}{extra}: {path.resolve()}")
     return prev
 
@@ -678,7 +692,7 @@ def _first_summary(cfg, path, prev: dict, history: list, from_step, attempt, adj
                          "burn_in_loss", "burn_in_epoch")),
         "steps_completed": from_step or 0, "epochs_completed": None,
         "steps_per_epoch": prev.get("steps_per_epoch"), "wall_time_s": 0.0, "steps_per_s": None,
-        "peak_mem_bytes": None, "failure": None, "diverged": None, "attempt": int(attempt),
+        "peak_mem_bytes": None, "failure": None, "diverged": None, "pruned": None, "attempt": int(attempt),
         "adjustments": list(adjustments) or list(prev.get("adjustments") or []), "retries": len(history) - 1,
         "history": history, "checkpoints": {"last": None, "best": None, "top_k": []},
         "started_at": history[-1]["started_at"], "updated_at": _now(), "finished_at": None,
@@ -782,6 +796,17 @@ def _record_failure(run: _Run, lock: RunLock, cfg, e: BaseException) -> None:
         log.error("could not record the failure in summary.json: %r", e2)
     log.error("run %s failed:\n%s", cfg.run_id, tb)
 
+# %% ../nbs/10_run.ipynb #a7fec26a
+def _record_pruned(run: _Run, cfg, path, req: dict, say) -> dict:
+    "Stopped with a prune request `req` standing: the run ends `pruned`, the request, why and where in its summary."
+    run._progress(run.summary)
+    at = req.get("at_epoch")
+    reason = f"pruned at epoch {at:g} by the {req.get('rule')} rule" if isinstance(at, (int, float)) else "pruned"
+    where = {"step": run.summary.get("steps_completed"), "epoch": run.summary.get("epochs_completed")}
+    run.update("pruned", final=True, pruned={**req, "reason": reason, **where}, finished_at=_now())
+    say(f"run {cfg.run_id} {reason} (stopped at step {where['step']}): {path}")
+    return run.summary
+
 # %% ../nbs/10_run.ipynb #c8638756
 def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signals, grace_s, verbose, lock,
                     logger=None, **trainer_kwargs) -> dict:
@@ -821,6 +846,8 @@ def _run_experiment(cfg, out_dir, resume, attempt, adjustments, callbacks, signa
                 with contextlib.suppress(Exception):
                     run.flush()
                 run.compact()
+                if interrupted and isinstance(req := read_json(path / PRUNE_REQUEST), dict):  # see Pruned
+                    return _record_pruned(run, cfg, path, req, say)
                 if interrupted:
                     msg = _record_interruption(run, lock, cfg, stop, e, signum, say)
                     raise RunInterrupted(signum, msg) from (None if isinstance(e, RunInterrupted) else e)
@@ -849,56 +876,3 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | os.PathLike = "runs", r
         raise
     finally:
         lock.release()
-
-# %% ../nbs/10_run.ipynb #824b7e42
-HEADLINE = ("status", "run_id", "steps_completed", "epochs_completed", "best_val_ce", "best_val_epoch", "alpha_early",
-            "alpha_full", "r_squared", "knee_epoch", "burn_in_loss", "burn_in_epoch", "wall_time_s", "steps_per_s",
-            "peak_mem_bytes", "retries", "run_dir")
-
-
-def show_summary(summary: dict):
-    "The headline fields of a summary as a pandas Series (failure reason and divergence included when present)."
-    import pandas as pd
-
-    d = {k: summary.get(k) for k in HEADLINE}
-    if summary.get("diverged"):
-        d["diverged"] = f"step {summary['diverged']['step']}: {summary['diverged']['value']}"
-    if summary.get("failure"):
-        d["failure"] = summary["failure"].get("reason")
-    return pd.Series(d, name="summary", dtype=object)
-
-# %% ../nbs/10_run.ipynb #f928e4de
-def plot_loss(path: str | os.PathLike, ax=None, smooth: int = 50):
-    "Log-log training loss of the run at `path` with burn-in, the `alpha_full` fit and the validation loss."
-    import matplotlib.pyplot as plt
-
-    from loss_lin_slope import slopes
-
-    path = Path(path)
-    cfg, summ = stored_config(path), read_summary(path) or {}
-    df = read_metrics(path, metrics=("loss_train_nats", "loss_val_nats"))
-    tr, va = df[df.metric == "loss_train_nats"], df[df.metric == "loss_val_nats"]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6.5, 4.2))
-    x, y = tr.epoch.to_numpy(), tr.value.to_numpy()
-    ok = (x > 0) & np.isfinite(y) & (y > 0)
-    ax.loglog(x[ok], y[ok], lw=0.6, alpha=0.45, color="C0", label="training CE (per step)")
-    threshold = cfg.monitors.slope_threshold if cfg else 1.0
-    if ok.sum() >= 2:
-        sm = slopes.smoothed_loss(y, smooth)
-        ax.loglog(x[ok], sm[ok], lw=1.4, color="C0", label=f"trailing mean ({smooth} steps)")
-        i = slopes.burn_in_index(y, threshold, smooth)
-        if i is not None:
-            ax.plot([x[i]], [sm[i]], "o", color="C3", ms=7, label=f"burn-in (epoch {x[i]:.2f})")
-            fit = slopes.full_slope(x, y, threshold, smooth, burn_in=i)
-            if fit.ok:
-                xs = np.geomspace(max(x[i], 1e-9), x[ok].max(), 50)
-                ax.loglog(xs, fit.predict(xs), "--", color="C3", lw=1.6,
-                          label=f"power law, slope {fit.slope:.3f} (R² {fit.r2:.3f})")
-    if len(va):
-        ax.loglog(va.epoch, va.value, "s-", ms=3, lw=1, color="C2", label="validation CE")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy (nats)")
-    ax.set_title(f"{summ.get('run_id', path.name)} — {summ.get('status', '?')}", fontsize=9)
-    ax.legend(fontsize=7)
-    return ax

@@ -18,6 +18,7 @@ from .config import ConfigError
 from .executors import SCHED_ACTIVE, pending_reasons, sacct_states, stuck_reason
 from .files import read_json, write_json
 from .ledger import ACTIVE, LEDGER_STATES, Ledger, unqueue
+from .run import pruned_reason, run_status
 from .verify import RunCheck, check_run, run_fingerprint
 
 # %% auto #0
@@ -38,11 +39,11 @@ def reconcile_run(entry: dict, summary: dict | None, sched: dict | None = None, 
     if sched is not None and sched.get("state") in SCHED_ACTIVE:
         return SCHED_ACTIVE[sched["state"]], None
     if sched is None and lstate in ACTIVE and owner_alive is not False:
-        if lstate == "running" and sstat == "completed":
-            return "completed", None
+        if lstate == "running" and sstat in ("completed", "pruned"):
+            return sstat, pruned_reason(summary)
         return lstate, None
-    if sstat == "completed":
-        return "completed", None
+    if sstat in ("completed", "pruned"):
+        return sstat, pruned_reason(summary)
     if dead and sstat == "running" and sched is None:  # the process is gone without recording its end
         return "interrupted", dead
     if sstat in ("diverged", "failed", "interrupted"):
@@ -145,6 +146,8 @@ def run_state(ledger: Ledger, rid: str, entry: dict, summary: dict | None, sched
             owners[key] = owner_alive(entry.get("owner"))
         alive = owners[key]
     locked, holder, dead = lock_view(ledger.run_dir(rid), summary)
+    if run_status(ledger.run_dir(rid), summary) != (summary or {}).get("status"):  # un-pruned: read as the run does
+        summary = {**summary, "status": "interrupted"}
     unstarted = (alive is False and not locked and entry.get("state") == "queued"
                  and "started" not in (entry.get("history") or [{}])[-1])
     state, reason = reconcile_run({**entry, "state": "pending"} if unstarted else entry, summary, srec, alive, dead,
@@ -315,7 +318,7 @@ def sweep_status(name: str, out_dir="runs", scheduler: bool = True, stuck_hours:
     for r in out_runs.values():
         counts[r["state"]] += 1
         per_variant.setdefault(r["variant"], {s: 0 for s in LEDGER_STATES})[r["state"]] += 1
-    finished = counts["completed"] + counts["failed"] + counts["diverged"]
+    finished = counts["completed"] + counts["failed"] + counts["diverged"] + counts["pruned"]
     fail_rate = counts["failed"] / finished if finished else 0.0
     alerts = _alerts(out_runs, counts, finished, fail_rate, stuck, stuck_hours, nan_runs, corrupt)
     mean, eta = _eta(runs, out_runs, summaries, counts)
@@ -387,7 +390,7 @@ def format_status(st: dict) -> str:
     else:
         lines.append("data quality: no problems (the checks of `lls verify`: files readable, every step once at its "
                      "frequency, no NaN outside config.NAN_ALLOWED, values in range)")
-    bad = [(rid, r) for rid, r in st["runs"].items() if r["state"] in ("failed", "diverged", "interrupted")]
+    bad = [(rid, r) for rid, r in st["runs"].items() if r["state"] in ("failed", "diverged", "interrupted", "pruned")]
     for rid, r in bad[:20]:
         lines.append(f"  {r['state']:<11} {rid}  {r.get('reason') or ''}")
     for w in st.get("warnings", []) + st.get("notes", []):

@@ -9,11 +9,13 @@ import contextlib
 
 from .config import ConfigError
 from .executors import SubmitError, detect_gpus, launch, run_local, sbatch_preview
-from .ledger import DEFAULT_RESOURCES, JOBS, Ledger, merge_grid, plan_runs, select_runs
+from .files import read_json, write_json
+from .ledger import DEFAULT_RESOURCES, JOBS, Ledger, merge_grid, plan_runs, select_runs, unprune
+from .run import PRUNE_REQUEST
 from .status import current_states
 
 # %% auto #0
-__all__ = ['submit_sweep']
+__all__ = ['submit_sweep', 'unprune_runs']
 
 # %% ../nbs/17_sweep.ipynb #2e19c9f1
 def _require_data(params: dict | None, overrides: dict | None) -> None:
@@ -67,5 +69,64 @@ def submit_sweep(name: str, variants=None, lrs=None, wds=None, seeds=None, param
         raise err
     if executor == "local" and specs:
         result["results"] = run_local(ledger, specs, int(res["workers_per_gpu"]),
+                                      detect_gpus() if res["gpus"] is None else list(res["gpus"]), progress)
+    return result
+
+# %% ../nbs/17_sweep.ipynb #cf4c34f6
+def _check_unprune(ledger: Ledger, d: dict, run_ids, scheduler: bool) -> None:
+    "`ConfigError` naming `unprune` unless every run of `run_ids` is in the ledger and pruned."
+    if not run_ids:
+        raise ConfigError("unprune", "", "one or more run ids of pruned runs")
+    states = current_states(ledger, d, scheduler)
+    for rid in run_ids:
+        if rid not in d["runs"]:
+            raise ConfigError("unprune", rid, f"a run of sweep {ledger.name} (its ledger has no such run)")
+        if states.get(rid) != "pruned":
+            raise ConfigError("unprune", rid, f"a pruned run (it is {states.get(rid)}; only a pruned run is un-pruned)")
+
+# %% ../nbs/17_sweep.ipynb #b6ba2ea8
+def unprune_runs(name: str, run_ids, out_dir="runs", resources: dict | None = None, notebook=None,
+                 dry_run: bool = False, progress: bool = True, scheduler: bool = True) -> dict:
+    "Resume the pruned runs `run_ids` of sweep `name` from their checkpoints (see above); returns what was (or would be) done."
+    ledger = Ledger(name, out_dir)
+    if not ledger.exists():
+        raise ConfigError("sweep", name, f"a submitted sweep (no ledger at {ledger.path})")
+    run_ids = list(dict.fromkeys(run_ids))
+    ctx = contextlib.nullcontext(ledger.read()) if dry_run else ledger.update()
+    with ctx as d:
+        _check_unprune(ledger, d, run_ids, scheduler)
+        result = {"name": name, "unprune": run_ids, "dry_run": dry_run, "job_ids": {}}
+        if dry_run:
+            return result
+        res = {**DEFAULT_RESOURCES, **{k: v for k, v in (d.get("executor") or {}).items() if k != "kind"},
+               **{k: v for k, v in (resources or {}).items() if v is not None}}
+        by_exec, requests = {}, {}
+        for rid in run_ids:
+            p = ledger.run_dir(rid) / PRUNE_REQUEST
+            requests[rid] = read_json(p, {})
+            p.unlink(missing_ok=True)  # withdrawn before the launch: a job that starts at once must not find it
+            unprune(d["runs"][rid], requests[rid])
+            ex = d["runs"][rid].get("executor") or (d.get("executor") or {}).get("kind") or "local"
+            by_exec.setdefault(ex, []).append((rid, True, "unprune: resume the pruned run"))
+        specs_local, err = [], None
+        try:
+            for ex, items in by_exec.items():
+                try:
+                    specs, ids = launch(ledger, d, items, ex, res, notebook)
+                except SubmitError as e:
+                    err, ids, specs = e, e.ids, []
+                result["job_ids"].update(ids)
+                specs_local += specs if ex == "local" else []
+                if err is not None:
+                    break
+        finally:
+            for rid in run_ids:
+                if rid not in result["job_ids"]:  # not launched: the run stays pruned, its request put back
+                    write_json(ledger.run_dir(rid) / PRUNE_REQUEST, requests[rid])
+                    d["runs"][rid]["state"] = "pruned"
+    if err is not None:
+        raise err
+    if specs_local:
+        result["results"] = run_local(ledger, specs_local, int(res["workers_per_gpu"]),
                                       detect_gpus() if res["gpus"] is None else list(res["gpus"]), progress)
     return result

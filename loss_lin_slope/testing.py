@@ -279,7 +279,7 @@ def _synthetic_summary(job, S, n_done, kind, rows, seconds_per_step, checkpoints
                                                      "burn_in_loss", "burn_in_epoch")},
         "steps_completed": int(n_done), "epochs_completed": n_done / S, "steps_per_epoch": int(S),
         "wall_time_s": n_done * seconds_per_step, "steps_per_s": 1.0 / seconds_per_step,
-        "peak_mem_bytes": 2_500_000_000, "failure": failure, "diverged": diverged,
+        "peak_mem_bytes": 2_500_000_000, "failure": failure, "diverged": diverged, "pruned": None,
         "attempt": len(history), "adjustments": adjustments, "retries": len(history) - 1, "history": history,
         "checkpoints": checkpoints, "started_at": fmt(t0), "updated_at": fmt(t0 + n_done * seconds_per_step),
         "finished_at": fmt(t0 + n_done * seconds_per_step) if final else None, "host": "synthetic",

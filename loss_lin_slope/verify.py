@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from . import config
 from .config import METRICS, ExperimentConfig
 from .ledger import read_ledger
-from .run import STATUSES, dead_run_reason, lock_state
+from .run import PRUNE_REQUEST, STATUSES, dead_run_reason, lock_state, pruned_reason, run_status
 from .store import live_chunks, metric_schema
 
 # %% auto #0
@@ -210,7 +210,7 @@ def scan_metrics(run_dir) -> tuple[RunMetrics, list[Issue]]:
     return rm, issues
 
 # %% ../nbs/12_verify.ipynb #98e97a58
-CHECK_STATES = ("complete", "missing", "failed", "diverged", "incomplete", "corrupt")
+CHECK_STATES = ("complete", "missing", "failed", "diverged", "incomplete", "corrupt", "pruned")
 
 @dataclass
 class RunCheck:
@@ -518,6 +518,9 @@ def _classify(c: RunCheck, summary: dict | None) -> None:
     elif data_issues:
         c.state = "corrupt"
         c.reason = "; ".join(str(i) for i in data_issues)
+    elif c.status == "pruned":  # a legitimate end (see above)
+        c.state = "pruned"
+        c.reason = f"{pruned_reason(summary)}, stopped at {progress}"
     elif c.status != "completed" or (c.steps_completed or 0) < (c.steps_planned or 0):
         c.state = "incomplete"
         c.reason = f"{c.status or 'no status'}: {progress}" + (f" ({why})" if why else "")
@@ -548,7 +551,9 @@ def check_run(path, run_id: str | None = None, keep: bool = False) -> RunCheck |
     rm, read_issues = scan_metrics(path)
     issues += read_issues
     s = summary or {}
-    c = RunCheck(run_id or path.name, "corrupt", status=s.get("status"), path=str(path))
+    c = RunCheck(run_id or path.name, "corrupt", status=run_status(path, s), path=str(path))
+    if c.status != s.get("status"):
+        c.notes.append("summary.json says pruned, but its request prune.json was withdrawn (un-pruned): interrupted")
     _copy_run_fields(c, cfg, s)
     S = s.get("steps_per_epoch") or _infer_spe(rm)
     if not s.get("steps_per_epoch"):
@@ -633,8 +638,8 @@ def counts(self: SweepCheck) -> dict[str, int]:
 # %% ../nbs/12_verify.ipynb #946485a7
 @patch(as_prop=True)
 def ok(self: SweepCheck) -> bool:
-    "Every run complete and in the ledger (when there is one)."
-    return all(r.state == "complete" and r.in_ledger for r in self.runs)
+    "Every run complete (or pruned: a legitimate end) and in the ledger (when there is one)."
+    return all(r.state in ("complete", "pruned") and r.in_ledger for r in self.runs)
 
 
 # %% ../nbs/12_verify.ipynb #5ca64435
@@ -800,8 +805,9 @@ def _code_key() -> str:
 
 # %% ../nbs/12_verify.ipynb #6907cfa0
 def run_fingerprint(path) -> str:
-    """SHA-256 of the code key, the run's path, (name, size, mtime_ns) of its config, summary and live chunks, and
-    whether its run lock is held (a run whose process died is checked again: it is then a dead run)."""
+    """SHA-256 of the code key, the run's path, (name, size, mtime_ns) of its config, summary and live chunks,
+    whether its run lock is held (a run whose process died is checked again: it is then a dead run) and whether a
+    prune request stands (an un-pruned run is checked again: it is then interrupted)."""
     path = Path(path).resolve()
     items = []
     for name in ("config.yaml", "summary.json"):
@@ -817,4 +823,5 @@ def run_fingerprint(path) -> str:
         except OSError:  # deleted since it was listed (a compaction): the key changes, the run is read again
             items.append((p.name, None, None))
     items.append(("lock", lock_state(path)[0]))
+    items.append(("prune", (path / PRUNE_REQUEST).exists()))
     return hashlib.sha256(json.dumps([_code_key(), str(path), items]).encode()).hexdigest()

@@ -8,8 +8,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "loss_lin_slope"
 LAYERS = ["config", "files", "cli_args", "slopes", "forms", "curvature", "noise", "loaders", "model", "module",
-          "callbacks", "store", "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep", "testing", "export",
-          "prune", "archive", "hypotheses", "report", "demo", "cli"]
+          "callbacks", "store", "look", "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep",
+          "testing", "export", "prune", "archive", "hypotheses", "report", "demo", "cli"]
 
 
 def package_imports(path: Path) -> set[str]:
