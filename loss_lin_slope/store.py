@@ -20,10 +20,6 @@ from .files import atomic_write_bytes
 __all__ = ['METRIC_COLUMNS', 'LOGGERS', 'metric_schema', 'chunk_name', 'live_chunks', 'MetricStore', 'read_metrics',
            'compact_chunks', 'check_logger', 'LiveCurves', 'live_sink']
 
-# %% auto #0
-__all__ = ['METRIC_COLUMNS', 'LOGGERS', 'metric_schema', 'chunk_name', 'live_chunks', 'MetricStore', 'read_metrics',
-           'compact_chunks', 'check_logger', 'LiveCurves', 'live_sink']
-
 # %% ../nbs/09a_store.ipynb #e461c6bb
 METRIC_COLUMNS = {"step": "int64", "epoch": "float64", "metric": "object", "value": "float64", "time": "float64"}
 "The long-format metric columns and their pandas dtypes (`time`: Unix seconds)."
