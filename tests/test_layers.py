@@ -9,7 +9,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "loss_lin_slope"
 LAYERS = ["config", "files", "cli_args", "slopes", "curvature", "noise", "loaders", "model", "module", "callbacks",
           "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep", "testing", "export",
-          "archive", "hypotheses", "demo", "cli"]
+          "archive", "hypotheses", "demo", "cli", "__main__"]
 
 
 def package_imports(path: Path) -> set[str]:
