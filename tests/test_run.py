@@ -36,7 +36,7 @@ from helpers import (
 
 from loss_lin_slope import run
 from loss_lin_slope.callbacks import expected_counts
-from loss_lin_slope.config import METRICS, ExperimentConfig
+from loss_lin_slope.config import METRICS, ConfigError, ExperimentConfig
 
 OVERRIDES = {"monitors.curvature_every_n_steps": 4, "monitors.noise_every_epochs": 1, "monitors.curvature_max_iter": 4,
              "monitors.trace_matvecs": 3, "monitors.noise_batches": 2, "monitors.early_window": [0.5, 1.0],
@@ -47,6 +47,12 @@ TINY = {"epochs": 2, "batch_size": 32, "width_mult": 0.125, "n_train": 256, "n_v
 
 def log_text(tmp: Path, tag: str) -> str:
     return (tmp / f"{tag}.log").read_text()
+
+
+def notebook_outputs(nb_path: Path) -> list[dict]:
+    "Every output of an executed notebook's code cells, in order."
+    nb = json.loads(Path(nb_path).read_text())
+    return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
 
 def run_dir_for(out_dir: Path, name: str) -> Path:
@@ -126,10 +132,12 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     assert sorted(df[df.metric == "lambda_max"].step) == [4, 8, 12, 16]
     assert sorted(df[df.metric == "gradient_variance"].step) == [8, 16]
     assert sorted(df[df.metric == "loss_slope_full"].step) == [8, 16]
-    # the output notebook shows the summary and the plot
-    nb = json.loads((tmp_path / "run.ipynb").read_text())
-    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    # the output notebook shows the summary and the plot, and no third-party noise
+    outputs = notebook_outputs(tmp_path / "run.ipynb")
     assert any("image/png" in o.get("data", {}) for o in outputs)
+    text = json.dumps(outputs)
+    for noise in ("srun", "LeafSpec", "litlogger", "Tip:", "Warning"):
+        assert noise not in text, f"{noise!r} in the output notebook: {text[:3000]}"
 
 
 def test_readme_command_with_relative_out_dir(tmp_path):
@@ -149,7 +157,7 @@ def test_readme_command_with_relative_out_dir(tmp_path):
 @pytest.mark.parametrize("param,value,message", [
     ("lr", -1, "lr=-1 is not allowed"),
     ("variant", "nope", "variant='nope' is not allowed"),
-    ("lrr", 0.1, "lrr=0.1 is not allowed: unknown notebook parameter (did you mean 'lr'?)"),
+    ("learning_rate", 0.1, "learning_rate=0.1 is not allowed: unknown notebook parameter (did you mean 'lr'?)"),
     ("overrides", '{"lr": -1}', "contradicts lr = 0.1"),  # was a TypeError from make_config
     ("n_train", 16, "n_train=16 is not allowed: at least batch_size (32)"),  # no training step at all
     ("dataset", "cifar10", "CIFAR-10 not found"),  # data_dir 'data' has no CIFAR-10 here
@@ -162,6 +170,20 @@ def test_bad_parameters_fail_before_training(tmp_path, param, value, message):
     assert rc != 0
     assert "ConfigError" in text and message in text, text[-2000:]
     assert not out.exists()  # no run directory at all, let alone one claiming success
+    # one clear line: the output notebook's first output is the message alone, and so is the terminal's last word
+    first = notebook_outputs(tmp_path / "bad.ipynb")[0]
+    assert first["output_type"] == "error" and first["traceback"] == [f"ConfigError: {first['evalue']}"], first
+    assert message in first["evalue"] and f"ConfigError: {first['evalue']}" in text.splitlines(), text[-2000:]
+
+
+def test_unknown_notebook_parameter_names_the_closest():
+    "In-process (the papermill path is the test above): a misspelling is matched by spelling, an abbreviation's\n"
+    "long form by its initials."
+    for given, message in (("lrr", "lrr=0.1 is not allowed: unknown notebook parameter (did you mean 'lr'?)"),
+                           ("learning_rate", "(did you mean 'lr'?)"), ("bs", "(did you mean 'batch_size'?)")):
+        with pytest.raises(ConfigError) as e:
+            run.notebook_config({given: 0.1})
+        assert message in str(e.value), e.value
 
 
 def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
