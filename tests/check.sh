@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything CI checks, in order. Run from the repository root with the venv's bin on PATH:
 #   PATH="$PWD/.venv/bin:$PATH" bash tests/check.sh           # all of it, as CI runs it; extra arguments go to pytest
+#       (`-m "slow or not slow"` adds the tests marked slow; `LLS_TEST_WORKERS=N`: pytest-xdist's workers, default 3)
 #   PATH="$PWD/.venv/bin:$PATH" bash tests/check.sh --quick   # the inner loop (≤ 3 minutes): export, clean, README,
 #       ruff, and nbdev_test of the notebooks that differ from main (committed or not; `LLS_BASE=branch` for another)
 # The full run requires a committed tree (it checks that the generated files equal what is committed); --quick
@@ -62,9 +63,13 @@ fi
 step "nbdev_test"
 nbdev_test --n_workers 2 --timing
 
-step "pytest tests/"
+# pytest on 3 workers (pytest-xdist): one mostly waits for the Slurm cluster, two keep the 2 cores busy; tests that
+# share a module or session fixture carry an `xdist_group` and run on one worker (`--dist loadgroup`); conftest.py
+# orders the longest first. Tests marked `slow` (torch.compile's inductor backend, ~3 min) are left out: `-m slow`
+# runs only them, `-m "slow or not slow"` everything; `-n 0` runs in one process; other arguments go to pytest.
+step "pytest tests/ on ${LLS_TEST_WORKERS:-3} workers"
 set +e
-python -m pytest tests/ -ra --durations=15 "$@"
+python -m pytest tests/ -n "${LLS_TEST_WORKERS:-3}" --dist loadgroup -m "not slow" -ra --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi

@@ -96,3 +96,15 @@ def demo(tmp_path_factory, wheel) -> SimpleNamespace:
     d.sweep = d.out / "runs" / "demo"
     return d
 
+
+
+# The long ones first, so that pytest-xdist's two workers finish together (the longest-first rule): the Slurm module
+# mostly waits for the cluster, the `demo` group builds the wheel and trains 8 runs, `reference` trains and kills runs.
+FIRST = ("test_sweep_slurm.py", "test_wheel.py", "test_demo.py", "test_fast_path.py", "test_run.py", "test_docs.py",
+         "test_sweep_local.py", "test_live_logger.py", "test_dataset_cli.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    "Order the tests: the modules in `FIRST` first, in that order (a stable sort: within a module, as written)."
+    rank = {name: i for i, name in enumerate(FIRST)}
+    items.sort(key=lambda it: rank.get(it.path.name, len(FIRST)))

@@ -80,7 +80,8 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame, tol: float = 1e-6):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    "An uninterrupted tiny run (started once, in the background, shared by the resume tests)."
+    "An uninterrupted tiny run (started once, in the background; read by the tiny-run test and the resume tests):\n"
+    "`reference()` waits for it and returns its values; `.run_dir`, `.notebook` (papermill's output), `.tmp`."
     tmp = tmp_path_factory.mktemp("reference")
     p = start(tmp, "ref", out_dir=tmp / "runs", name="tiny", **TINY)
     state = {}
@@ -92,16 +93,17 @@ def reference(tmp_path_factory):
             state["df"] = values(run_dir_for(tmp / "runs", "tiny"))
         return state["df"]
 
+    get.run_dir, get.notebook, get.tmp = run_dir_for(tmp / "runs", "tiny"), tmp / "ref.ipynb", tmp
     yield get
     if p.poll() is None:
         kill_tree(p.pid, signal.SIGKILL)
 
 
-def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
-    p = start(tmp_path, "run", out_dir=tmp_path / "runs", lr=0.1, **TINY)
-    rc = finish(p)
-    assert rc == 0, log_text(tmp_path, "run")[-3000:]
-    (rd,) = (tmp_path / "runs" / "t").iterdir()
+@pytest.mark.xdist_group("reference")  # with the other readers of the module's `reference` run
+def test_tiny_run_records_every_metric_at_its_frequency(reference):
+    "The reference run (TINY at the default lr 0.1; read only): its directory, summary, metrics and notebook."
+    reference()  # finished
+    rd = reference.run_dir
     assert sorted(x.name for x in rd.iterdir()) == [".lock", "checkpoints", "config.yaml", "metrics", "run.log",
                                                     "summary.json"]  # .lock: the run lock's file (free now)
     cfg = ExperimentConfig.from_yaml((rd / "config.yaml").read_text())
@@ -133,7 +135,7 @@ def test_tiny_run_records_every_metric_at_its_frequency(tmp_path):
     assert sorted(df[df.metric == "gradient_variance"].step) == [8, 16]
     assert sorted(df[df.metric == "loss_slope_full"].step) == [8, 16]
     # the output notebook shows the summary and the plot, and no third-party noise
-    outputs = notebook_outputs(tmp_path / "run.ipynb")
+    outputs = notebook_outputs(reference.notebook)
     assert any("image/png" in o.get("data", {}) for o in outputs)
     text = json.dumps(outputs)
     for noise in ("srun", "LeafSpec", "litlogger", "Tip:", "Warning"):
@@ -186,6 +188,7 @@ def test_unknown_notebook_parameter_names_the_closest():
         assert message in str(e.value), e.value
 
 
+@pytest.mark.xdist_group("reference")
 def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "tiny")
@@ -226,6 +229,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     assert summary_of(rd)["retries"] == 1
 
 
+@pytest.mark.xdist_group("reference")
 def test_signals_checkpoint_mark_interrupted_and_resume_exactly(tmp_path, reference):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "tiny")
