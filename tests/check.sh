@@ -63,13 +63,13 @@ fi
 step "nbdev_test"
 nbdev_test --n_workers 2 --timing
 
-# pytest on 3 workers (pytest-xdist): one mostly waits for the Slurm cluster, two keep the 2 cores busy; tests that
-# share a module or session fixture carry an `xdist_group` and run on one worker (`--dist loadgroup`); conftest.py
-# orders the longest first. Tests marked `slow` (torch.compile's inductor backend, ~3 min) are left out: `-m slow`
+# pytest on 3 workers (pytest-xdist): one mostly waits for the Slurm cluster, two keep the 2 cores busy; a module
+# runs on one worker (`--dist loadscope`: its module fixtures are built once), in conftest.py's order (longest
+# first, not xdist's reordering by test count). Tests marked `slow` (torch.compile's inductor backend, ~3 min) are left out: `-m slow`
 # runs only them, `-m "slow or not slow"` everything; `-n 0` runs in one process; other arguments go to pytest.
 step "pytest tests/ on ${LLS_TEST_WORKERS:-3} workers"
 set +e
-python -m pytest tests/ -n "${LLS_TEST_WORKERS:-3}" --dist loadgroup -m "not slow" -ra --durations=25 "$@"
+python -m pytest tests/ -n "${LLS_TEST_WORKERS:-3}" --dist loadscope --no-loadscope-reorder -m "not slow" -ra --durations=25 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: that is a failure"; exit 1; fi

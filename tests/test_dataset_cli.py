@@ -17,7 +17,6 @@ from loss_lin_slope.export import RESULT_COLUMNS, dataset_schemas
 from loss_lin_slope.testing import make_synthetic_sweep
 from loss_lin_slope.verify import ISSUE_KINDS
 
-pytestmark = pytest.mark.xdist_group("dataset_cli")  # one worker builds the module's synthetic sweeps once
 KW = dict(epochs=16, steps_per_epoch=40, curvature_every_n_steps=100)
 FAULTS = {"missing": [1], "nan": [2], "duplicate": [3], "truncated": [4], "frequency": [5], "failed": [6],
           "diverged": [7], "interrupted": [8], "adjusted": [9]}

@@ -8,11 +8,8 @@ import shutil
 import time
 
 import pandas as pd
-import pytest
 import yaml
 from helpers import ENV
-
-pytestmark = pytest.mark.xdist_group("demo")  # with the other users of the shared `demo` (one worker builds it)
 
 
 def test_demo_end_to_end_then_rerun_reuses_runs(demo, tmp_path, lls):

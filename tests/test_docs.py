@@ -41,7 +41,6 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not in
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 WIDTH = 1280
-pytestmark = pytest.mark.xdist_group("docs")  # one worker builds the module's site once
 
 
 def front_matter_title(nb_path: Path) -> str:

@@ -99,7 +99,6 @@ def reference(tmp_path_factory):
         kill_tree(p.pid, signal.SIGKILL)
 
 
-@pytest.mark.xdist_group("reference")  # with the other readers of the module's `reference` run
 def test_tiny_run_records_every_metric_at_its_frequency(reference):
     "The reference run (TINY at the default lr 0.1; read only): its directory, summary, metrics and notebook."
     reference()  # finished
@@ -188,7 +187,6 @@ def test_unknown_notebook_parameter_names_the_closest():
         assert message in str(e.value), e.value
 
 
-@pytest.mark.xdist_group("reference")
 def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "tiny")
@@ -229,7 +227,6 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path, reference):
     assert summary_of(rd)["retries"] == 1
 
 
-@pytest.mark.xdist_group("reference")
 def test_signals_checkpoint_mark_interrupted_and_resume_exactly(tmp_path, reference):
     out = tmp_path / "runs"
     rd = run_dir_for(out, "tiny")

@@ -20,8 +20,7 @@ from helpers import TRAIN_NB, lls, lls_popen, wait_until
 from sweeplib import TINY, cluster_state, events, intervals, ledger, max_overlap, metric_steps, sacct, status, summary
 
 UP, WHY = cluster_state()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not UP, reason=WHY),
-              pytest.mark.xdist_group("slurm")]  # one worker: the module fixture submits and injects once
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not UP, reason=WHY)]
 
 SLURM = ["--executor", "slurm", "--time", "15", "--mem", "3", "--cpus-per-task", "1", "--gpus-per-task", "1",
          "--notebook", TRAIN_NB]

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-pytestmark = pytest.mark.xdist_group("demo")  # the tests that use the shared `wheel`/`demo` run on one worker
 DEV_ONLY = ("nbdev", "execnb", "statsmodels", "tensorboard")
 
 
