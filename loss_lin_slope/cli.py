@@ -850,3 +850,8 @@ def add_demo_commands(sub):
                    help="the runs go to DIR/preflight/ (default: $LLS_RUNS_DIR or ./runs)")
     p.add_argument("--out", dest="runs_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old spelling
     p.set_defaults(func=cmd_preflight)
+
+# %% ../nbs/23_cli.ipynb #5889f0c9
+#| eval: false
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,8 +20,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['CHOICES', 'VARIANTS', 'NAME_RULE', 'MAX_EPOCHS', 'MAX_STEPS', 'STAGE_CHANNELS', 'MIN_CHANNELS', 'FLAT_KEYS',
            'TOP_KEYS', 'METRICS', 'FREQUENCIES', 'NAN_ALLOWED', 'GRID', 'ConfigError', 'ModelConfig', 'OptimConfig',
-           'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig', 'ExperimentConfig', 'check_name',
-           'stage_widths', 'validate', 'make_config', 'priority', 'JobSpec', 'sweep_grid']
+           'ScheduleConfig', 'TrainerConfig', 'DataConfig', 'MonitorConfig', 'ExperimentConfig', 'close_matches',
+           'check_name', 'stage_widths', 'validate', 'make_config', 'priority', 'JobSpec', 'sweep_grid']
 
 # %% ../nbs/00_config.ipynb #23acbbaf
 class ConfigError(ValueError):
@@ -183,13 +183,27 @@ def to_dict(self: ExperimentConfig) -> dict:
     "Plain nested dict (tuples become lists), the form written to YAML."
     return _plain(dataclasses.asdict(self))
 
+# %% ../nbs/00_config.ipynb #2bfd3d5b
+def _initials(name: str) -> str:
+    words = [w for w in name.split(".")[-1].split("_") if w]
+    return "".join(w[0] for w in words) if len(words) > 1 else ""
+
+
+def close_matches(key: str, options, n: int = 1, cutoff: float = 0.5) -> list[str]:
+    """The `options` (at most `n`, best first) that a mistyped `key` most likely meant: one whose name is the key's
+    initials (`learning_rate` → `lr`) or whose initials are the key (`bs` → `batch_size`), else difflib's closest
+    spellings (`lrr` → `lr`); `[]` when none is close. Dotted keys and options are compared by their last part."""
+    opts, last = list(dict.fromkeys(options)), key.split(".")[-1]
+    abbr = [o for o in opts if o.split(".")[-1] == _initials(last) or _initials(o) == last]
+    return (abbr + [o for o in difflib.get_close_matches(last, opts, n=n, cutoff=cutoff) if o not in abbr])[:n]
+
 # %% ../nbs/00_config.ipynb #97066e8f
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
 def _suggest(key: str, options) -> str:
-    close = difflib.get_close_matches(key.split(".")[-1], list(options), n=1, cutoff=0.5)
+    close = close_matches(key, options)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 # %% ../nbs/00_config.ipynb #9f537de5

@@ -443,7 +443,7 @@ def loco_errors(y, X, configs) -> np.ndarray:
         err[m] = y[m] - A[m] @ beta
     return err
 
-# %% ../nbs/21_hypotheses.ipynb #2d4034ef
+# %% ../nbs/21_hypotheses.ipynb #7d638136
 def loco_rmse(y, X, configs) -> float:
     "RMSE of `loco_errors` (NaN when undefined)."
     e = loco_errors(y, X, configs)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import _thread
 import contextlib
-import difflib
 import fcntl
 import json
 import logging
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from fastcore.basics import patch
 
-from .config import FLAT_KEYS, ConfigError, ExperimentConfig, make_config
+from .config import FLAT_KEYS, ConfigError, ExperimentConfig, close_matches, make_config
 from .files import atomic_write_text, json_default, read_json
 from .look import plot_loss, show_summary  # noqa: F401 (train.ipynb calls run.show_summary)
 from .store import MetricStore, check_logger, live_sink
@@ -407,7 +406,7 @@ def notebook_config(given: dict[str, Any]) -> tuple[ExperimentConfig, dict[str, 
     Unknown names and bad values raise `ConfigError` naming the parameter."""
     for k, v in given.items():
         if k not in NOTEBOOK_PARAMETERS:
-            close = difflib.get_close_matches(k, list(NOTEBOOK_PARAMETERS), n=1, cutoff=0.5)
+            close = close_matches(k, NOTEBOOK_PARAMETERS)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(k, v, f"unknown notebook parameter{hint}; parameters: {', '.join(NOTEBOOK_PARAMETERS)}")
     p = {**NOTEBOOK_PARAMETERS, **given}

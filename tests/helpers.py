@@ -1,5 +1,5 @@
-"""What the tests share: the one runner of the real `lls` console script, and the helpers that start, wait for, stop
-and read papermill jobs of `nbs/train.ipynb`.
+"""What the tests share: the one runner of the real `lls` console script, the helpers that start, wait for, stop
+and read papermill jobs of `nbs/train.ipynb`, and the build and install of the wheel (the `wheel` fixture).
 
 Test modules import it as `helpers` (pytest puts `tests/` on `sys.path` for the modules it collects there);
 `conftest.py` also gives the runner as the `lls` fixture."""
@@ -144,3 +144,129 @@ def values(rd: Path) -> pd.DataFrame:
 
     df = store.read_metrics(rd)
     return df.drop(columns="time").set_index(["metric", "step"]).sort_index()
+
+
+# ---- the package as a user installs it (the `wheel` fixture, tests/test_wheel.py) -------------------------------
+
+def tracked_copy(dst: Path) -> Path:
+    "Copy what git would commit (tracked + untracked, not ignored) to `dst`, symlinks as symlinks."
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src, out = ROOT / rel, dst / rel
+        if not src.exists() and not src.is_symlink():  # deleted, not yet committed
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            out.symlink_to(os.readlink(src))
+        else:
+            shutil.copy2(src, out)
+    return dst
+
+
+def venv_env(venv: Path) -> dict:
+    "An environment for a venv's programs: its bin first on PATH, nothing of this checkout (no PYTHONPATH)."
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "IN_TEST")}
+    env.update(PATH=f"{Path(venv) / 'bin'}:/usr/local/bin:/usr/bin:/bin", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return env
+
+
+def requirement_closure(requires: list[str]) -> list:
+    """The distributions installed here that the PEP 508 requirements `requires` need, transitively (markers
+    evaluated, extras followed): what a fresh `pip install` of a wheel with these `Requires-Dist` would resolve
+    from this environment. A requirement that is not installed here is left to pip."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    dists = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions()}
+    todo, done, out = [(Requirement(r), "") for r in requires], set(), {}
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        if (name, tuple(sorted(req.extras))) in done or name not in dists:
+            continue
+        done.add((name, tuple(sorted(req.extras))))
+        out[name] = d = dists[name]
+        todo += [(Requirement(r), e) for r in d.requires or [] for e in ("", *req.extras)]
+    return sorted(out.values(), key=lambda d: canonicalize_name(d.metadata["Name"]))
+
+
+def seed_distributions(dists, venv: Path, site: Path) -> list[str]:
+    """Hard-link the files of the installed distributions `dists` into the fresh venv (site-packages to `site`, data
+    files such as Jupyter's kernel specs to the venv's prefix; their console scripts are left out: their shebangs
+    name this interpreter), dist-info included, so pip sees them installed at their versions; returns `name==version`."""
+    seeded = []
+    for d in dists:
+        base = Path(d.locate_file(""))
+        for f in d.files or []:
+            src = Path(os.path.normpath(base / f))
+            if src.is_relative_to(base):
+                dst = site / src.relative_to(base)
+            elif src.is_relative_to(sys.prefix) and not src.is_relative_to(Path(sys.prefix) / "bin"):
+                dst = Path(venv) / src.relative_to(sys.prefix)
+            else:
+                continue
+            if not src.is_file():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src, dst)
+            except FileExistsError:
+                pass
+            except OSError:  # another filesystem: copy
+                shutil.copy2(src, dst)
+        seeded.append(f"{d.metadata['Name']}=={d.version}")
+    return seeded
+
+
+def run_checked(cmd: list, **kw) -> subprocess.CompletedProcess:
+    "`subprocess.run(cmd)` with its output captured as text; raise with the output's tail if it exits non-zero."
+    p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {p.returncode}\n{(p.stdout + p.stderr)[-4000:]}")
+    return p
+
+
+def install_wheel(folder: Path) -> dict:
+    """Build the sdist and the wheel (from the sdist, as `python -m build` does) of a copy of the tracked files, and
+    install the wheel into a fresh venv in `folder` (no `--system-site-packages`, no PYTHONPATH: nothing of this
+    checkout is importable there).
+
+    Unpacking torch and its CUDA libraries (~5 GB) and ~150 other packages is nearly all of a plain `pip install`
+    (7+ minutes on the shared 2-core machine), so by default the wheel's run-time requirements, resolved
+    transitively from its `Requires-Dist` against this environment (`requirement_closure`), are seeded into the
+    venv as hard links to this environment's files (`seed_distributions`); pip then installs the wheel itself from
+    its metadata without the index (it fails if a requirement is missing), and `pip check` checks the whole venv.
+    `LLS_WHEEL_FULL_INSTALL=1` seeds nothing and lets pip install everything from the index."""
+    import email.parser
+    import zipfile
+
+    folder = Path(folder)
+    t0 = time.time()
+    src, dist = tracked_copy(folder / "src"), folder / "dist"
+    # --no-isolation: setuptools/wheel come from the dev environment (the [dev] extra has `build`); the wheel is
+    # built from the sdist, so a file missing from the sdist (settings.ini, the notebooks) fails here
+    run_checked([sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, src])
+    (whl,) = dist.glob("loss_lin_slope-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    build_s = time.time() - t0
+
+    venv, t1 = folder / "venv", time.time()
+    py, env = venv / "bin" / "python", venv_env(venv)
+    run_checked([sys.executable, "-m", "venv", venv])
+    site = Path(run_checked([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                            env=env).stdout.strip())
+    full = os.environ.get("LLS_WHEEL_FULL_INSTALL") == "1"
+    requires = email.parser.Parser().parsestr(meta).get_all("Requires-Dist") or []
+    seeded = [] if full else seed_distributions(requirement_closure(requires), venv, site)
+    # --no-compile: no .pyc for the packages pip installs (Python compiles what the demo imports, on import)
+    run_checked([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+                 *([] if full else ["--no-index"]), whl], env=env, timeout=1500)
+    run_checked([py, "-m", "pip", "check"], env=env)
+    return dict(whl=str(whl), venv=str(venv), python=str(py), lls=str(venv / "bin" / "lls"), site=str(site),
+                seeded=seeded, build_s=build_s, install_s=time.time() - t1)

@@ -2,8 +2,12 @@
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 
 import yaml
+from helpers import ROOT
 
 
 def test_plan_csv_has_216_rows(lls):
@@ -39,6 +43,7 @@ def test_bad_input_exits_2_with_one_line(lls):
         (("config", "adamw", "lr=-1"), "optim.lr"),
         (("config", "nope"), "variant='nope'"),
         (("config", "base", "lrr=0.1"), "did you mean 'lr'"),
+        (("config", "base", "learning_rate=0.1"), "did you mean 'lr'?"),  # the flat alias, not 'variant'
         (("config", "base", "lr"), "not key=value"),
         (("plan", "--variants", "base,bogus"), "'bogus' is not a variant"),
         (("plan", "--seeds", "a"), "not a comma-separated list of integers"),
@@ -122,3 +127,19 @@ def test_help_reads_well_in_a_terminal(lls):
         lines = p.stdout.splitlines()
         assert max(map(len, lines)) <= 100, (path, max(lines, key=len))
         assert not any(line.rstrip().endswith(("-", "--")) for line in lines), path
+
+
+def test_python_dash_m_is_lls(lls, tmp_path):
+    "`python -m loss_lin_slope …` and `python -m loss_lin_slope.cli …`, run outside the checkout, are `lls …`: same\n"
+    "output, same exit codes (the wheel test runs `python -m loss_lin_slope demo --help` from an installed wheel)."
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's package, from a directory outside it
+    env.pop("IN_TEST", None)
+    for args in (("plan", "--variants", "base", "--seeds", "0", "--format", "csv"), ("config", "base", "lr"),
+                 ("demo", "--help")):
+        want = lls(*args, cwd=tmp_path)
+        for mod in ("loss_lin_slope", "loss_lin_slope.cli"):
+            p = subprocess.run([sys.executable, "-m", mod, *args], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=120)
+            assert (p.returncode, p.stdout, p.stderr) == (want.returncode, want.stdout, want.stderr), (mod, args)
+    assert want.returncode == 0 and want.stdout.startswith("usage: lls demo"), want.stdout
+    assert lls("config", "base", "lr", cwd=tmp_path).returncode == 2

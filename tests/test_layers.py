@@ -9,7 +9,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "loss_lin_slope"
 LAYERS = ["config", "files", "cli_args", "slopes", "forms", "curvature", "noise", "loaders", "model", "module",
           "callbacks", "store", "look", "run", "ledger", "verify", "executors", "status", "recover", "profile", "sweep",
-          "testing", "export", "prune", "archive", "hypotheses", "report", "demo", "cli"]
+          "testing", "export", "prune", "archive", "hypotheses", "report", "demo", "cli", "__main__"]
 
 
 def package_imports(path: Path) -> set[str]:
