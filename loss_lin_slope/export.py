@@ -157,13 +157,17 @@ SERIES_FIELDS = {
         ("lambda_max", "f64", "Largest Hessian eigenvalue of the mean training loss on the run's fixed probe set "
                               "(runs.curv_probe_images images, micro-batches of runs.curv_micro_batch, BatchNorm "
                               "runs.curv_bn_mode), Lanczos", ""),
-        ("hessian_trace", "f64", "Hessian trace estimate (Hutch++ or Hutchinson)", ""),
-        ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate", ""),
+        ("hessian_trace", "f64", "Hessian trace estimate (Krylov-aware: the Lanczos basis's trace + deflated "
+                                 "Hutchinson probes; or Hutch++ / Hutchinson)", ""),
+        ("hessian_trace_stderr", "f64", "Stated standard error of hessian_trace (sample sd of its probes / √m)", ""),
+        ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate (Lanczos + trace probes)", ""),
         ("curv_seconds", "f64", "Wall time of this estimate", "s"),
         ("curv_lr", "f64", "Learning rate the next optimizer step applies at these parameters", ""),
         ("stability_ratio", "f64", "lambda_max / the SGD stability threshold 2(1+β)/η (η = curv_lr, β = momentum; "
                                    "Nesterov: (2+2β)/((1+2β)η)); 1 = edge of stability. NaN for AdamW "
-                                   "(preconditioned sharpness, out of scope)", "")],
+                                   "(preconditioned sharpness, out of scope)", ""),
+        ("curv_rel_residual", "f64", "Lanczos convergence: ‖Hv − λv‖ / |λ| of the returned eigenvector estimate", ""),
+        ("curv_converged", "f64", "1 if Lanczos met its stopping rule (tol 1e-3) within max_iter HVPs, else 0", "")],
     "noise": _KEY + [
         ("gradient_variance", "f64", "Trace of the per-example gradient covariance estimate", ""),
         ("grad_noise_scale", "f64", "Simple gradient noise scale B_simple = tr(Σ) / |G|² (McCandlish et al. 2018); NaN when the "
