@@ -1,6 +1,6 @@
 """Side by side, one process: `curvature.measure` against PyHessian and curvlinops at equal accuracy.
 
-The setting the peers support: a CIFAR ResNet-18 (width 0.25 by default) after a few hundred SGD steps (momentum 0.9,
+The setting the peers support: a CIFAR ResNet-18 (width 0.25 by default) after a few hundred SGD steps (`--steps`, 200) (momentum 0.9,
 augmented synthetic CIFAR-shaped data, batch 128), one 128-image probe of unaugmented training images, BatchNorm in
 **eval mode** (running statistics: PyHessian puts the model in eval mode, curvlinops refuses train-mode BatchNorm),
 float32, one CPU thread. The accuracy every method must reach:
@@ -13,21 +13,24 @@ Each method is run with its own knobs tightened step by step until it reaches th
 that reached it (CPU seconds of the one thread, HVPs) is reported — the tuning runs before it are not charged:
 
 * ours, `measure(bn_mode="eval")` at its defaults (Lanczos to 1e-3 + the Krylov-aware trace with `trace_matvecs`
-  deflated probes; the stated standard error); `trace_matvecs` doubles until the stated standard error is ≤ 5 %;
+  deflated probes; the stated standard error); if that is above 5 %, once more with the `trace_matvecs` its
+  spread says are enough;
 * PyHessian 0.1, `hessian(model, criterion, data, cuda=False)`: `.eigenvalues(tol=...)` (power iteration; tol 1e-3,
   then 1e-4, 1e-5 until within 1e-3) and `.trace(tol=...)` (Hutchinson stopping on a 1e-3 relative change of the
-  mean; the standard error of its returned samples; tol 1e-3, then maxIter doubling with tol=0 until ≤ 5 %); its
+  mean; the standard error of its returned samples; its default tol 1e-3, then tol=-inf with the maxIter its
+  samples' spread says is enough); its
   constructor's gradient graph is charged to it; HVPs counted by wrapping `pyhessian.hessian.hessian_vector_product`;
 * curvlinops (`HessianLinearOperator(model, CrossEntropyLoss(), params, [(x, y)], check_deterministic=False)`):
   λ by `scipy.sparse.linalg.eigsh(H.to_scipy(), k=1, which="LA", tol=...)` (1e-3, 1e-4, ... until within 1e-3;
   matvecs counted on the SciPy operator) and the trace by `hutchpp_trace(H, m)` and `xtrace(H, m)`. Neither states a
   standard error, so each one's is measured: `--peer-seeds` repeats at budget m on **our** operator of the same Hessian
   wrapped as a curvlinops `PyTorchLinearOperator` (the same numbers, cheaper HVPs; the spread of the repeats is the
-  standard error), m growing until ≤ 5 %; then curvlinops itself runs once at that m for its seconds.
+  standard error), m from the spread of our deflated probes (Hutch++ spends a third of its matvecs on deflated
+  probes, XTrace half), then ×1.5 until ≤ 5 %; then curvlinops itself runs once at that m for its seconds.
 
 Printed last: our seconds ÷ the best peer's seconds at equal accuracy, beside the goal (≤ 1/3).
 
-    python benchmarks/bench_curvature_peers.py                    # width 0.25, 300 steps, 128 images (CPU: long)
+    python benchmarks/bench_curvature_peers.py                    # width 0.25, 200 steps, 128 images (CPU: long)
     python benchmarks/bench_curvature_peers.py --quick --json out.json   # a small model: agreement only (the slow test)
 """
 
@@ -70,16 +73,22 @@ def briefly_trained(width: float, steps: int, n: int = 4096, batch: int = 128, s
     return net, x, y
 
 
-def ours(net, probe, ref_lam, trace_matvecs=None):
-    "`measure` at its defaults (bn eval), doubling `trace_matvecs` until the stated stderr is ≤ 5 %."
-    m = trace_matvecs or curvature.MEASURE["trace_matvecs"]
-    while True:
+def _enough(n, se, value, target=None):
+    "The sample count that brings a standard error `se` at `n` samples down to the target share of `value` (+10 %)."
+    target = TRACE_SE if target is None else target
+    return max(n, math.ceil(1.1 * n * (se / (target * abs(value))) ** 2)) if math.isfinite(target) else n
+
+
+def ours(net, probe, ref_lam):
+    "`measure` at its defaults (bn eval); if the stated stderr is above 5 %, once more with enough probes for 5 %."
+    m = curvature.MEASURE["trace_matvecs"]
+    for _ in range(3):
         t0 = _clock()
         lam, tr = curvature.measure(net, F.cross_entropy, probe, bn_mode="eval", trace_matvecs=m)
         sec = _clock() - t0
-        if not tr.stderr > TRACE_SE * abs(tr.value) or m >= 400:
+        if not tr.stderr > TRACE_SE * abs(tr.value):
             break
-        m *= 2
+        m = _enough(m, tr.stderr, tr.value)
     return dict(lam=lam.value, lam_err=abs(lam.value - ref_lam) / abs(ref_lam), trace=tr.value, trace_se=tr.stderr,
                 hvps=lam.n_matvecs + tr.n_matvecs, seconds=sec, knobs=f"trace_matvecs={m}",
                 lam_hvps=lam.n_matvecs)
@@ -109,8 +118,10 @@ def pyhessian_run(net, probe, ref_lam):
             if abs(lam - ref_lam) <= LAM_TOL * abs(ref_lam):
                 break
         eig_knobs = f"eigenvalues(tol={tol:g})"
-        # tol=-inf: no early stop (its rule divides by the running mean, so tol=0 stops at once when it is negative)
-        for tol_tr, max_iter in ((1e-3, 100), (-math.inf, 50), (-math.inf, 100), (-math.inf, 200), (-math.inf, 400)):
+        # its default first; then tol=-inf (no early stop: its rule divides by the running mean, so tol=0 stops at once
+        # when that is negative) with enough samples for 5 % from the spread of the first run's samples
+        tol_tr, max_iter = 1e-3, 100
+        for _ in range(3):
             torch.manual_seed(1)
             calls[0] = 0
             t0 = _clock()
@@ -119,6 +130,8 @@ def pyhessian_run(net, probe, ref_lam):
             se = np.std(s, ddof=1) / math.sqrt(len(s)) if len(s) > 1 else math.inf
             if not se > TRACE_SE * abs(np.mean(s)):
                 break
+            sd = np.std(s, ddof=1) if len(s) > 1 else abs(np.mean(s))
+            tol_tr, max_iter = -math.inf, _enough(1, sd, np.mean(s))
     finally:
         mod.hessian_vector_product = hvp_fn
     return dict(lam=lam, lam_err=abs(lam - ref_lam) / abs(ref_lam), trace=float(np.mean(s)), trace_se=se,
@@ -168,8 +181,11 @@ def as_curvlinops(op: curvature.HessianOperator):
     return Ours()
 
 
-def curvlinops_run(net, probe, ref_lam, seeds: int):
-    "eigsh on `to_scipy()` (tightened until within 1e-3) and hutchpp_trace / xtrace at the budget that reaches 5 %."
+def curvlinops_run(net, probe, ref_lam, seeds: int, per_probe_sd: float):
+    """eigsh on `to_scipy()` (tightened until within 1e-3) and hutchpp_trace / xtrace at the budget that reaches 5 %:
+    the first budget tried is what a Hutchinson-like rate predicts from our deflated probes' spread `per_probe_sd`
+    (relative; Hutch++ spends 1/3 of its matvecs on deflated probes, XTrace 1/2), then ×1.5 until the spread of
+    `seeds` repeats is ≤ 5 %."""
     from curvlinops import hutchpp_trace, xtrace
     from scipy.sparse.linalg import LinearOperator, eigsh
 
@@ -196,14 +212,16 @@ def curvlinops_run(net, probe, ref_lam, seeds: int):
     # the traces' spread at budget m, on our operator of the same Hessian (repeats are cheaper there)
     with curvature.hessian_operator(net, F.cross_entropy, probe, bn_mode="eval") as op:
         A = as_curvlinops(op)
-        for name, fn, budgets in (("hutchpp", hutchpp_trace, (30, 60, 90, 150, 240, 390)),
-                                  ("xtrace", xtrace, (20, 40, 60, 100, 160, 260))):
-            for m in budgets:
+        need = max(2, (per_probe_sd / TRACE_SE) ** 2) if math.isfinite(TRACE_SE) else 2
+        for name, fn, step, share in (("hutchpp", hutchpp_trace, 3, 3), ("xtrace", xtrace, 2, 2)):
+            m = step * max(1, math.ceil(share * need / step))
+            for _ in range(4):
                 torch.manual_seed(0)
                 vals = [float(fn(A, m)) for _ in range(seeds)]
                 se = float(np.std(vals, ddof=1)) if seeds > 1 else math.inf
                 if not se > TRACE_SE * abs(np.mean(vals)):
                     break
+                m = step * math.ceil(1.5 * m / step)
             out[name] = dict(m=m, spread=se, mean=float(np.mean(vals)))
     for name, fn in (("hutchpp", hutchpp_trace), ("xtrace", xtrace)):
         torch.manual_seed(1)
@@ -216,9 +234,9 @@ def curvlinops_run(net, probe, ref_lam, seeds: int):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--width", type=float, default=0.25)
-    ap.add_argument("--steps", type=int, default=300, help="SGD steps before measuring")
+    ap.add_argument("--steps", type=int, default=200, help="SGD steps before measuring")
     ap.add_argument("--probe", type=int, default=128)
-    ap.add_argument("--peer-seeds", type=int, default=4, help="repeats that measure the curvlinops traces' spread")
+    ap.add_argument("--peer-seeds", type=int, default=3, help="repeats that measure the curvlinops traces' spread")
     ap.add_argument("--quick", action="store_true", help="width 0.0625, 20 steps, 32 images: λ agreement only")
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args(argv)
@@ -245,7 +263,9 @@ def main(argv=None):
     print("ours:", res["ours"], flush=True)
     res["pyhessian"] = pyhessian_run(net, probe, ref.value)
     print("pyhessian:", res["pyhessian"], flush=True)
-    res["curvlinops"] = cl = curvlinops_run(net, probe, ref.value, a.peer_seeds)
+    o = res["ours"]
+    sd = o["trace_se"] * math.sqrt(o["hvps"] - o["lam_hvps"]) / abs(o["trace"])  # our deflated per-probe sd, relative
+    res["curvlinops"] = cl = curvlinops_run(net, probe, ref.value, a.peer_seeds, sd)
     print("curvlinops:", cl, flush=True)
     agree = {"pyhessian": res["pyhessian"]["lam_err"], "curvlinops": cl["lam_err"], "ours": res["ours"]["lam_err"]}
     res.update(reference=ref.value, agreement=agree, width=a.width, steps=a.steps, probe=a.probe,

@@ -653,7 +653,7 @@ TRACE_CHOICES = ("krylov", "hutch++", "hutchinson")
 TRACE_MIN_MATVECS = {"krylov": 2, "hutch++": 4, "hutchinson": 2}  # fewest HVPs that still give a standard error
 MEASURE = dict(tol=1e-3, max_iter=20, method="lanczos", trace_method="krylov", trace_matvecs=8, hvp="auto")
 
-
+# %% ../nbs/04_curvature.ipynb #41f49437
 def hvp_model(model: nn.Module) -> nn.Module:
     """The module the HVPs run on: on a CPU, a channels_last model is copied into the contiguous layout (its double
     backward measured 1.2–1.4× faster that way); elsewhere, or already contiguous, the model itself."""
@@ -662,7 +662,7 @@ def hvp_model(model: nn.Module) -> nn.Module:
         return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     return model
 
-
+# %% ../nbs/04_curvature.ipynb #7d94c081
 @contextmanager
 def tf32_mode(enabled: bool, device):
     "TF32 in CUDA matmuls and convolutions inside the block (`enabled`), the flags restored on exit; CUDA only."
