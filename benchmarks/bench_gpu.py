@@ -23,6 +23,12 @@ after warm-up, and their optimizer steps in the common window give the total ste
 total(1). These processes train without validation or monitors; the projection assumes the same speedup for whole
 runs. `sweep.recommend_workers_per_gpu` picks the fewest workers within 5 % of the best total that fit in memory.
 
+Curvature on the GPU (`curvature_choices`, after the per-run rows; `--no-curvature` skips it): the HVP routes of
+`curvature.HVP_METHODS` at the study's size (width 1, 128-image probe, BatchNorm train), one by one and 8 at once, in
+training steps of the same batch, and lambda_max with TF32 inside the HVPs against float32; it prints the values to
+set for `monitors.curvature_hvp` (the cheapest route; `curvature.HVP_DEFAULT["cuda"]` is today's double backward until
+this is measured) and `monitors.curvature_tf32` (true only if within 1e-3 of float32 and faster). ~1-2 min on a GPU.
+
 Projection: GPU-hours = sum over the 216 runs (54 per variant) of [50 x steady s/epoch (monitors on) + first-epoch
 overhead] / speedup(k*) / 3600. Not included: process start-up (imports, data generation/loading ~10-20 s per run;
 with k workers it overlaps with the others' GPU work), checkpoint writes, retries.
@@ -55,6 +61,7 @@ import warnings
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from loss_lin_slope import curvature
 from loss_lin_slope.callbacks import monitor_callbacks
 from loss_lin_slope.config import GRID, VARIANTS, ConfigError, make_config
 from loss_lin_slope.loaders import SyntheticDataModule
@@ -99,6 +106,50 @@ class EpochClock(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self._mark(pl_module)
+
+
+def curvature_choices(cuda: bool, tiny: bool) -> dict:
+    """The GPU settings of the curvature monitor, measured: the cheapest HVP route per vector (every route of
+    `curvature.HVP_METHODS`, one by one and 8 at once, `bench_curvature_hvp.hvp_routes`) → `monitors.curvature_hvp`,
+    and on CUDA lambda_max with TF32 inside the HVPs against float32 (same start vector) and their seconds →
+    `monitors.curvature_tf32` (on only if within 1e-3 and faster). Study size: width 1, a 128-image probe."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch.nn.functional as F
+    from bench_curvature_hvp import hvp_routes
+
+    from loss_lin_slope.loaders import make_synthetic, normalize
+    from loss_lin_slope.model import resnet18_cifar
+
+    width, probe = (0.125, 16) if tiny else (1.0, 128)
+    dev = "cuda" if cuda else "cpu"
+    print(f"\ncurvature HVP routes ({dev}, width {width:g}, {probe}-image probe, BatchNorm train; unit: one training "
+          f"step of the same batch):", flush=True)
+    r = hvp_routes(width=width, probe=probe, k=8, reps=3, device=dev)
+    best = min(r["rows"], key=lambda k: min(r["rows"][k]["one"], r["rows"][k]["mat"]))
+    route = best.split(" ")[0]
+    out = {"hvp_rows": r["rows"], "curvature_hvp": route, "curvature_tf32": False}
+    if cuda:
+        torch.manual_seed(0)
+        model = resnet18_cifar(width_mult=width).cuda().to(memory_format=torch.channels_last)
+        x, y = make_synthetic(probe, "train")
+        batch = (normalize(x).cuda(), y.cuda())
+        res = {}
+        for tf32 in (False, True):
+            curvature.measure(model, F.cross_entropy, batch, hvp=route, tf32=tf32)  # warm-up (cuDNN, allocator)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            lam, tr = curvature.measure(model, F.cross_entropy, batch, hvp=route, tf32=tf32, seed=1)
+            torch.cuda.synchronize()
+            res[tf32] = (lam.value, time.perf_counter() - t0, lam.n_matvecs + tr.n_matvecs)
+        rel = abs(res[True][0] - res[False][0]) / abs(res[False][0])
+        out.update(tf32_rel_diff=rel, fp32_s=res[False][1], tf32_s=res[True][1],
+                   curvature_tf32=bool(rel <= 1e-3 and res[True][1] < res[False][1]))
+        print(f"  lambda_max fp32 {res[False][0]:.6g} ({res[False][1]:.2f} s, {res[False][2]} HVPs), TF32 "
+              f"{res[True][0]:.6g} ({res[True][1]:.2f} s): relative difference {rel:.1e} (needs <= 1e-3)")
+    print(f"  set monitors.curvature_hvp: {route} (curvature.HVP_DEFAULT[{dev!r}] is "
+          f"{curvature.HVP_DEFAULT.get(dev)!r}); monitors.curvature_tf32: {str(out['curvature_tf32']).lower()}"
+          + ("" if cuda else " (TF32 is CUDA only: not measured here)"), flush=True)
+    return out
 
 
 def measure(cfg, monitors: bool) -> dict:
@@ -153,6 +204,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="also base with torch.compile (monitors on and off)")
     ap.add_argument("--gpu-mem", type=float, default=None, help="GiB per GPU (default: the device's; CPU: 8)")
     ap.add_argument("--json", default=None, help="also write every figure to this JSON file")
+    ap.add_argument("--no-curvature", action="store_true", help="skip the curvature HVP-route / TF32 measurement")
     a = ap.parse_args(argv)
     variants = [v for v in a.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
@@ -213,6 +265,8 @@ def main(argv=None) -> int:
         print(f"  base: fast path {plain['steady_s'] / off['steady_s']:.2f}x faster than fp32 NCHW without benchmark "
               f"(monitors off)")
 
+    curv = None if a.no_curvature else curvature_choices(cuda, a.tiny)
+
     conc_kw = {k: v for k, v in base_kw.items() if k != "epochs"}
     conc = profile_concurrency("base", workers, conc_steps, conc_warmup, **conc_kw)
     peaks = [r["peak_reserved"] for r in rows if r["peak_reserved"] is not None]
@@ -238,7 +292,7 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump({"device": device, "tiny": a.tiny, "rows": rows, "concurrency": conc, "recommendation": rec,
                        "gpu_mem_gib": gpu_mem, "projected_gpu_hours": gpu_hours, "target_gpu_hours": TARGET_GPU_HOURS,
-                       "variants": variants}, f, indent=1, default=str)
+                       "variants": variants, "curvature": curv}, f, indent=1, default=str)
     print(f"\nbenchmark wall time {time.perf_counter() - t_all:.0f} s")
     note = " (TINY CPU settings: NOT a GPU figure)" if a.tiny else ""
     extrap = "" if len(variants) == len(VARIANTS) else f" ({len(variants)} of 4 variants measured, scaled)"

@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from . import curvature, slopes
-from .config import METRICS, ExperimentConfig
+from .config import METRICS, ConfigError, ExperimentConfig
 
 # %% auto #0
 __all__ = ['log', 'CURVATURE_METRICS', 'steps_per_epoch', 'write_metrics', 'LossTap', 'LossSlopeLogger', 'CurvatureMonitor',
@@ -286,7 +286,8 @@ def _all_finite(module) -> bool:
         return bool(all(torch.isfinite(p).all() for p in module.parameters()))
 
 # %% ../nbs/09_callbacks.ipynb #504a9275
-CURVATURE_METRICS = ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds", "curv_lr", "stability_ratio")
+CURVATURE_METRICS = ("lambda_max", "hessian_trace", "hessian_trace_stderr", "curv_matvecs", "curv_seconds", "curv_lr",
+                     "stability_ratio", "curv_rel_residual", "curv_converged")
 
 
 def _optimizer_step_params(trainer) -> tuple[float, float | None, bool]:
@@ -301,23 +302,26 @@ def _optimizer_step_params(trainer) -> tuple[float, float | None, bool]:
 
 # %% ../nbs/09_callbacks.ipynb #a1a9429b
 class CurvatureMonitor(Callback):
-    """`lambda_max`, `hessian_trace`, `curv_matvecs`, `curv_seconds`, `curv_lr`, `stability_ratio` every
-    `compute_every_n_steps` optimizer steps, on one fixed probe set of the training set per run."""
+    """`CURVATURE_METRICS` (λ_max, the trace and its standard error, HVPs, seconds, the lr, the stability ratio,
+    Lanczos's relative residual and converged flag) every `compute_every_n_steps` optimizer steps, on one fixed probe
+    set of the training set per run, by one `curvature.measure` call."""
 
     def __init__(self, compute_every_n_steps: int = 500, n_samples: int | None = 128, subsample_ratio: float | None = None,
-                 micro_batch_size: int | None = 128, method: str = "lanczos", tol: float = 1e-3, max_iter: int = 30,
-                 trace_method: str = "hutch++", trace_matvecs: int = 30, seed: int = 0, bn_mode: str = "train",
-                 warm_start: bool = True, hvp_method: str = "double_backward"):
+                 micro_batch_size: int | None = 128, method: str = "lanczos", tol: float = 1e-3,
+                 max_iter: int = curvature.MEASURE["max_iter"], trace_method: str = curvature.MEASURE["trace_method"],
+                 trace_matvecs: int = curvature.MEASURE["trace_matvecs"], seed: int = 0, bn_mode: str = "train",
+                 hvp: str = "auto", tf32: bool = False):
         if bn_mode not in ("train", "eval"):
             raise ValueError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
         curvature.micro_batches(torch.zeros(1), torch.zeros(1), micro_batch_size)  # checks micro_batch_size
+        curvature._check_measure(method, trace_method, trace_matvecs, max_iter)
+        curvature.hvp_method(hvp, "cpu")  # checks the name
         self.every, self.n_samples, self.subsample_ratio = compute_every_n_steps, n_samples, subsample_ratio
         self.micro_batch_size, self.method, self.tol, self.max_iter = micro_batch_size, method, tol, max_iter
         self.trace_method, self.trace_matvecs, self.seed, self.bn_mode = trace_method, trace_matvecs, seed, bn_mode
-        self.warm_start, self.hvp_method = warm_start, hvp_method
+        self.hvp, self.tf32 = hvp, tf32
         self.last_step = 0
         self.probe_idx: torch.Tensor | None = None  # indices into the training set (CPU int64), drawn once per run
-        self.vector: torch.Tensor | None = None  # the last top eigenvector (warm start)
         self._probe = None
 
     @staticmethod
@@ -339,13 +343,14 @@ class CurvatureMonitor(Callback):
 def from_config(cls: CurvatureMonitor, cfg: ExperimentConfig) -> CurvatureMonitor:  # noqa: F811
     """The monitor at `cfg.monitors`' settings, seeded with `cfg.seed`: probe of `curvature_samples` images (null:
     `subsample_ratio` of the training set; both null: `data.batch_size` images), micro-batch
-    `curvature_micro_batch_size` (null: `data.batch_size`) capped at `max_batch_size`, BatchNorm `curvature_bn_mode`."""
+    `curvature_micro_batch_size` (null: `data.batch_size`) capped at `max_batch_size`, BatchNorm `curvature_bn_mode`,
+    the estimators and HVP route of `curvature_*`/`trace_*`."""
     m = cfg.monitors
     micro = min(m.curvature_micro_batch_size or cfg.data.batch_size, m.max_batch_size)
     n = m.curvature_samples if m.curvature_samples is not None or m.subsample_ratio else cfg.data.batch_size
     return cls(m.curvature_every_n_steps, n, m.subsample_ratio, micro, m.curvature_method,
                m.curvature_tol, m.curvature_max_iter, m.trace_method, m.trace_matvecs, cfg.seed,
-               m.curvature_bn_mode, m.curvature_warm_start)
+               m.curvature_bn_mode, m.curvature_hvp, m.curvature_tf32)
 
 # %% ../nbs/09_callbacks.ipynb #e62e3ebc
 @patch
@@ -356,10 +361,14 @@ def probe_size(self: CurvatureMonitor, n_train: int) -> int:
 
 @patch
 def setup(self: CurvatureMonitor, trainer, pl_module, stage):
-    "Check the probe size against the training set before any training (the data module is set up by now)."
+    """Before any training (the data module is set up by now): the probe size against the training set, and the
+    GPU-only options against the device the run trains on (`monitors.curvature_tf32`: CUDA only)."""
     if stage == "fit":
         x, _ = self._train_images(trainer)
         self.probe_size(len(x))
+        dev = getattr(getattr(trainer, "strategy", None), "root_device", None) or torch.device("cpu")
+        if self.tf32 and dev.type != "cuda":
+            raise ConfigError("monitors.curvature_tf32", True, f"only on a CUDA device (this run trains on {dev.type})")
 
 # %% ../nbs/09_callbacks.ipynb #fe96fcfd
 @patch
@@ -380,29 +389,23 @@ def probe(self: CurvatureMonitor, trainer, device) -> tuple[torch.Tensor, torch.
 @patch
 def measure(self: CurvatureMonitor, model, loss_fn, batch, step: int, lr: float = float("nan"), momentum: float | None = None,
             nesterov: bool = False) -> dict[str, float]:
-    """The six curvature metrics on `batch` (the probe set) at `step`: one micro-batched operator for Lanczos
-    (from the previous eigenvector when `warm_start`) and the trace; `lr`/`momentum` give the stability ratio."""
+    """`CURVATURE_METRICS` on `batch` (the probe set) at `step`: one `curvature.measure`, seeded with `(seed, step)`;
+    `lr`/`momentum` give the stability ratio."""
     model = getattr(model, "_orig_mod", model)  # never the torch.compile wrapper
-    xb, yb = batch[0], batch[1]
-    s = _step_seed(self.seed, step)
-    dev = xb.device
+    dev = batch[0].device
     _sync(dev)
     t0 = time.perf_counter()
-    with curvature.hessian_operator(model, loss_fn, (xb, yb), method=self.hvp_method, bn_mode=self.bn_mode,
-                                    micro_batch_size=self.micro_batch_size) as op:
-        init = self.vector if self.warm_start else None
-        kw = dict(tol=self.tol, max_iter=self.max_iter, seed=s, device=op.device, dtype=op.dtype, init=init)
-        lam = (curvature.lanczos(op, op.n, **kw) if self.method == "lanczos"
-               else curvature.power_iteration(op, op.n, **kw))
-        tr = curvature.TRACE_METHODS[self.trace_method](op, op.n, n_matvecs=self.trace_matvecs, seed=s + 1,
-                                                        device=op.device, dtype=op.dtype)
+    lam, tr = curvature.measure(model, loss_fn, batch, micro_batch_size=self.micro_batch_size, bn_mode=self.bn_mode,
+                                seed=_step_seed(self.seed, step),
+                                tol=self.tol, max_iter=self.max_iter, method=self.method, trace_method=self.trace_method,
+                                trace_matvecs=self.trace_matvecs, hvp=self.hvp, tf32=self.tf32)
     _sync(dev)
-    if math.isfinite(lam.value) and lam.vector is not None:
-        self.vector = lam.vector.detach()
     thr = curvature.stability_threshold(lr, momentum, nesterov) if momentum is not None else float("nan")
     self.last_estimate = lam
-    return {"lambda_max": lam.value, "hessian_trace": tr.value, "curv_matvecs": lam.n_matvecs + tr.n_matvecs,
-            "curv_seconds": time.perf_counter() - t0, "curv_lr": lr, "stability_ratio": lam.value / thr}
+    return {"lambda_max": lam.value, "hessian_trace": tr.value, "hessian_trace_stderr": tr.stderr,
+            "curv_matvecs": lam.n_matvecs + tr.n_matvecs, "curv_seconds": time.perf_counter() - t0, "curv_lr": lr,
+            "stability_ratio": lam.value / thr, "curv_rel_residual": lam.rel_residual,
+            "curv_converged": float(lam.converged)}
 
 # %% ../nbs/09_callbacks.ipynb #c446aa72
 @patch
@@ -428,18 +431,15 @@ def on_train_batch_end(self: CurvatureMonitor, trainer, pl_module, outputs, batc
 # %% ../nbs/09_callbacks.ipynb #741b4ae7
 @patch
 def state_dict(self: CurvatureMonitor):  # noqa: F811
-    "The last step measured, the probe set's indices and the last top eigenvector (exact resumption)."
-    return {"last_step": self.last_step, "probe_idx": self.probe_idx,
-            "vector": None if self.vector is None else self.vector.detach().cpu()}
+    "The last step measured and the probe set's indices (exact resumption: the probes are seeded by the step)."
+    return {"last_step": self.last_step, "probe_idx": self.probe_idx}
 
 
 @patch
 def load_state_dict(self: CurvatureMonitor, state):  # noqa: F811
-    "Restore `state_dict()` output."
+    "Restore `state_dict()` output (an older checkpoint's warm-start `vector` is ignored)."
     self.last_step = state["last_step"]
     self.probe_idx = state.get("probe_idx")
-    v = state.get("vector")
-    self.vector = v
     self._probe = None
 
 # %% ../nbs/09_callbacks.ipynb #d8c784e0

@@ -42,7 +42,8 @@ CHOICES = {
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "data.dataset": ("cifar10", "synthetic"),
     "monitors.curvature_method": ("lanczos", "power"),
-    "monitors.trace_method": ("hutch++", "hutchinson"),
+    "monitors.trace_method": ("krylov", "hutch++", "hutchinson"),
+    "monitors.curvature_hvp": ("auto", "double_backward", "fwd_rev", "fresh", "double_backward_vmap", "fwd_rev_vmap"),
     "monitors.curvature_bn_mode": ("train", "eval"),
 }
 
@@ -131,12 +132,13 @@ class MonitorConfig:
     curvature_micro_batch_size: typing.Optional[int] = None  # HVP micro-batch; null: data.batch_size (the optimizer's)
     max_batch_size: int = 1024  # memory cap on the curvature micro-batch
     curvature_bn_mode: str = "train"  # BatchNorm during curvature: each micro-batch's statistics | running ("eval")
-    curvature_warm_start: bool = True  # start Lanczos from the previous measurement's top eigenvector
     curvature_method: str = "lanczos"
     curvature_tol: float = 1e-3
-    curvature_max_iter: int = 30
-    trace_method: str = "hutch++"
-    trace_matvecs: int = 30
+    curvature_max_iter: int = 20  # Lanczos HVPs at most (measured: ~8-14 to 1e-3)
+    trace_method: str = "krylov"  # the Lanczos basis's trace + deflated probes (04_curvature); or hutch++ | hutchinson
+    trace_matvecs: int = 8  # the trace's own HVPs (krylov: deflated probes, ≥ 2; hutch++ ≥ 4; hutchinson ≥ 2)
+    curvature_hvp: str = "auto"  # HVP route; auto: curvature.HVP_DEFAULT for the device (CPU measured; GPU: bench_gpu.py)
+    curvature_tf32: bool = False  # CUDA only (checked where the run starts): TF32 inside the HVPs
     noise: bool = True
     noise_every_epochs: int = 2
     noise_batches: int = 8
@@ -346,6 +348,9 @@ def _check_data(da: DataConfig):
     _check(0 < lo <= hi, "data.crop_ratio", list(da.crop_ratio), "two numbers 0 < low ≤ high")
 
 # %% ../nbs/00_config.ipynb #717368f4
+_TRACE_MIN_MATVECS = {"krylov": 2, "hutch++": 4, "hutchinson": 2}  # = curvature.TRACE_MIN_MATVECS (no torch here)
+
+
 def _check_monitors(mo: MonitorConfig, da: DataConfig):
     "The values of the monitors section (the probe set is bounded by the training set of `da`)."
     pos = "a number > 0"
@@ -365,7 +370,11 @@ def _check_monitors(mo: MonitorConfig, da: DataConfig):
            "null (data.batch_size) or an integer ≥ 1")
     _check(mo.curvature_tol > 0, "monitors.curvature_tol", mo.curvature_tol, pos)
     _check(mo.curvature_max_iter >= 2, "monitors.curvature_max_iter", mo.curvature_max_iter, "an integer ≥ 2")
-    _check(mo.trace_matvecs >= 3, "monitors.trace_matvecs", mo.trace_matvecs, "an integer ≥ 3")
+    low = _TRACE_MIN_MATVECS[mo.trace_method]
+    _check(mo.trace_matvecs >= low, "monitors.trace_matvecs", mo.trace_matvecs,
+           f"an integer ≥ {low} for trace_method {mo.trace_method!r} (fewer give no standard error)")
+    _check(mo.trace_method != "krylov" or mo.curvature_method == "lanczos", "monitors.trace_method", mo.trace_method,
+           "hutch++ or hutchinson with curvature_method 'power' (krylov reuses the Lanczos basis)")
     _check(mo.noise_every_epochs >= 1, "monitors.noise_every_epochs", mo.noise_every_epochs, "an integer ≥ 1")
     _check(mo.noise_batches >= 2, "monitors.noise_batches", mo.noise_batches, "an integer ≥ 2")
     _check(mo.slope_threshold > 0, "monitors.slope_threshold", mo.slope_threshold, pos)
@@ -542,8 +551,8 @@ def replace(self: ExperimentConfig, **overrides) -> ExperimentConfig:
 METRICS: dict[str, str] = {
     **{m: "batch" for m in ("loss_train_nats", "loss_train_bits", "acc_train", "lr", "wd")},
     **{m: "val" for m in ("loss_val_nats", "loss_val_bits", "acc_val", "grad_norm_l2", "weight_norm_l2")},
-    **{m: "curvature" for m in ("lambda_max", "hessian_trace", "curv_matvecs", "curv_seconds", "curv_lr",
-                                "stability_ratio")},
+    **{m: "curvature" for m in ("lambda_max", "hessian_trace", "hessian_trace_stderr", "curv_matvecs", "curv_seconds",
+                                "curv_lr", "stability_ratio", "curv_rel_residual", "curv_converged")},
     **{m: "noise" for m in ("gradient_variance", "grad_noise_scale", "psd_tail", "residual_power")},
     "loss_slope_full": "epoch",
     "loss_slope_5_15": "epoch_after_window",

@@ -5,6 +5,7 @@
 # %% ../nbs/04_curvature.ipynb #bc7c5c32
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -17,10 +18,11 @@ from fastcore.basics import patch
 from torch import Tensor, nn
 
 # %% auto #0
-__all__ = ['BN_MODES', 'HVP_METHODS', 'TRACE_METHODS', 'trainable_params', 'flatten', 'unflatten', 'curvature_mode',
-           'select_batch', 'probe_size', 'probe_indices', 'micro_batches', 'HessianOperator', 'hessian_operator', 'hvp',
-           'Estimate', 'lanczos', 'power_iteration', 'lambda_max', 'hutchinson', 'hutchpp', 'hessian_trace',
-           'stability_threshold']
+__all__ = ['BN_MODES', 'HVP_METHODS', 'HVP_DEFAULT', 'TRACE_METHODS', 'TRACE_CHOICES', 'TRACE_MIN_MATVECS', 'MEASURE',
+           'trainable_params', 'flatten', 'unflatten', 'curvature_mode', 'select_batch', 'probe_size', 'probe_indices',
+           'micro_batches', 'hvp_method', 'HessianOperator', 'hessian_operator', 'hvp', 'Estimate', 'lanczos',
+           'power_iteration', 'lambda_max', 'hutchinson', 'hutchpp', 'hessian_trace', 'deflated_hutchinson',
+           'lanczos_trace', 'hvp_model', 'tf32_mode', 'measure', 'stability_threshold']
 
 # %% ../nbs/04_curvature.ipynb #9db7cc14
 def trainable_params(model: nn.Module) -> list[Tensor]:
@@ -151,7 +153,17 @@ def micro_batches(x: Tensor, y: Tensor, micro_batch_size: int | None = None) -> 
     return [(xc, yc, len(xc) / n) for xc, yc in zip(torch.tensor_split(x, k), torch.tensor_split(y, k))]
 
 # %% ../nbs/04_curvature.ipynb #5c7408fa
-HVP_METHODS = ("double_backward", "fwd_rev", "fresh")
+HVP_METHODS = ("double_backward", "fwd_rev", "fresh", "double_backward_vmap", "fwd_rev_vmap")
+HVP_DEFAULT = {"cpu": "double_backward", "cuda": "double_backward"}  # CPU: measured below; CUDA: set from bench_gpu.py
+
+
+def hvp_method(method: str, device) -> str:
+    "The HVP route `method` names; `\"auto\"` is `HVP_DEFAULT` for `device`'s type (`double_backward` elsewhere)."
+    if method == "auto":
+        return HVP_DEFAULT.get(torch.device(device).type, "double_backward")
+    if method not in HVP_METHODS:
+        raise ValueError(f"hvp must be 'auto' or one of {HVP_METHODS}, got {method!r}")
+    return method
 
 
 def _plain(t: Tensor) -> Tensor:
@@ -164,14 +176,16 @@ class HessianOperator:
     """Matrix-free Hessian of $L = \\sum_i (n_i/N)\\,\\ell_i$, the size-weighted mean of the micro-batch mean losses
     `loss_fn(model(x_i), y_i)`, w.r.t. `trainable_params(model)` (one micro-batch: the mean loss on `batch`).
 
-    Call with a flat vector `v` (length `n`) to get the flat `H @ v`, accumulated over micro-batches. Use inside
-    `curvature_mode` (or through `hessian_operator`, which does both) and `close()` it to release the graphs."""
+    Call with a flat vector `v` (length `n`) to get the flat `H @ v`, accumulated over micro-batches; `matmat(V)`
+    applies it to the rows of `V`. Use inside `curvature_mode` (or through `hessian_operator`, which does both) and
+    `close()` it to release the graphs."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], method: str = "double_backward",
                  micro_batch_size: int | None = None):
         if method not in HVP_METHODS:
             raise ValueError(f"method must be one of {HVP_METHODS}, got {method!r}")
         self.model, self.loss_fn, self.method = model, loss_fn, method
+        self.route, self.batched = method.removesuffix("_vmap"), method.endswith("_vmap")
         self.x, self.y = (_plain(t) for t in batch)
         self.chunks = micro_batches(self.x, self.y, micro_batch_size)
         self.micro_batch_size = micro_batch_size
@@ -182,10 +196,10 @@ class HessianOperator:
         self.device, self.dtype = self.params[0].device, self.params[0].dtype
         self.n_matvecs, self.loss = 0, float("nan")
         self._graphs = None
-        if method == "double_backward":
+        if self.route == "double_backward":
             self._graphs = [self._build_graph(xc, yc, w) for xc, yc, w in self.chunks]
             self.loss = sum(g[2] for g in self._graphs)
-        elif method == "fwd_rev":
+        elif self.route == "fwd_rev":
             self._build_funcs()
         else:
             with torch.no_grad():
@@ -239,25 +253,55 @@ def __call__(self: HessianOperator, v: Tensor) -> Tensor:
         raise ValueError(f"expected a flat vector of {self.n} entries, got shape {tuple(v.shape)}")
     v = v.to(device=self.device, dtype=self.dtype).contiguous()  # a column of a matrix is strided: slow backward
     self.n_matvecs += 1
-    if self.method == "fwd_rev":
-        from torch.func import jvp
-
-        tangents = dict(zip(self._names, unflatten(v, self.params)))
-        out = None
-        for gf in self._gradfs:
-            _, hv = jvp(gf, (self._theta,), (tangents,))
-            flat = flatten([hv[k] for k in self._names]).detach()
-            out = flat if out is None else out + flat
-        return out
+    if self.route == "fwd_rev":
+        return self._fwd_rev(v)
     vs = unflatten(v, self.params)
     out = torch.zeros(self.n, device=self.device, dtype=self.dtype)
     for j, (xc, yc, w) in enumerate(self.chunks):
-        fresh = self.method == "fresh"
+        fresh = self.route == "fresh"
         graph = self._build_graph(xc, yc, w) if fresh else self._graphs[j]
         hv = self._apply(graph, vs, retain=not fresh)
         if hv is not None:
             out += flatten(hv).detach()
         del graph
+    return out
+
+
+@patch
+def _fwd_rev(self: HessianOperator, v: Tensor) -> Tensor:
+    "Forward over reverse: `jvp` of each micro-batch's `grad` along `v`, summed (vmap-able over `v`)."
+    from torch.func import jvp
+
+    tangents = dict(zip(self._names, unflatten(v, self.params)))
+    out = None
+    for gf in self._gradfs:
+        _, hv = jvp(gf, (self._theta,), (tangents,))
+        flat = flatten([hv[k] for k in self._names])
+        out = flat if out is None else out + flat
+    return out.detach()
+
+# %% ../nbs/04_curvature.ipynb #b1a7c0d2
+@patch
+def matmat(self: HessianOperator, V: Tensor) -> Tensor:
+    "`H` applied to each row of `V` (k × n): all rows in one vmapped call for the `_vmap` routes, one by one otherwise."
+    if V.ndim != 2 or V.shape[1] != self.n:
+        raise ValueError(f"expected a k × {self.n} matrix, got shape {tuple(V.shape)}")
+    if not self.batched or len(V) < 2:
+        return torch.stack([self(v) for v in V]) if len(V) else V.new_zeros(0, self.n)
+    V = V.to(device=self.device, dtype=self.dtype).contiguous()
+    self.n_matvecs += len(V)
+    if self.route == "fwd_rev":
+        from torch.func import vmap
+
+        return vmap(self._fwd_rev)(V)
+    k, sizes = len(V), [p.numel() for p in self.params]
+    vs = [c.reshape(k, *p.shape) for c, p in zip(torch.split(V, sizes, dim=1), self.params)]
+    out = torch.zeros_like(V)
+    for live, grads, _ in self._graphs:
+        if grads:
+            hv = torch.autograd.grad(grads, self.params, grad_outputs=[vs[i] for i in live], retain_graph=True,
+                                     is_grads_batched=True, allow_unused=True, materialize_grads=True)
+            out += torch.cat([h.reshape(k, -1) for h in hv], 1).detach()
     return out
 
 # %% ../nbs/04_curvature.ipynb #85d7a206
@@ -409,11 +453,8 @@ def _ritz(alphas, betas, beta, history, which, stop, tol):
     return theta, theta_i, s, resid, err
 
 # %% ../nbs/04_curvature.ipynb #ef1e696e
-def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
-            which: str = "LA", stop: str = "gap", reorth: bool = True, device=None, dtype=torch.float32,
-            return_vector: bool = False, init: Tensor | None = None) -> Estimate:
-    """Extreme eigenvalue of the symmetric operator `matvec` on R^n by Lanczos (one matvec per iteration), started
-    from `init` (warm start) or a seeded random vector; `.vector` is the Ritz vector, `.rel_residual` its ‖Hv−θv‖/|θ|."""
+def _lanczos(matvec, n, tol, max_iter, seed, which, stop, reorth, device, dtype, init) -> tuple[Estimate, Tensor]:
+    "Lanczos as `lanczos` describes it → `(Estimate, Q)`, the basis as rows; `info`: T's `alphas`, `betas`, `tr_T` = Σα = tr(QᵀHQ)."
     if stop not in ("gap", "residual"):
         raise ValueError(f"stop must be 'gap' or 'residual', got {stop!r}")
     _pick(np.zeros(1), which)
@@ -429,7 +470,8 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
         alpha, w, beta = _lanczos_step(matvec, q, q_prev, beta_prev, basis, reorth, dtype)
         if not (math.isfinite(alpha) and math.isfinite(beta)):  # NaN/inf loss or parameters: give up, don't raise
             return Estimate(float("nan"), n_matvecs=j + 1, converged=False, method="lanczos",
-                            seconds=time.perf_counter() - t0, history=history, info={"reason": "non-finite HVP"})
+                            seconds=time.perf_counter() - t0, history=history,
+                            info={"reason": "non-finite HVP"}), basis.Q[:0]
         alphas.append(alpha)
         theta, theta_i, s, resid, err = _ritz(alphas, betas, beta, history, which, stop, tol)
         invariant = beta <= 1e-12 * max(np.abs(theta).max(), 1e-300) or j + 1 == n
@@ -440,14 +482,24 @@ def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_i
         q = w / beta
         basis.append(q)
         betas.append(beta)
+    Q = basis.Q[: len(s)]
     info = {"ritz_values": sorted(float(t) for t in theta), "error_bound": float(err), "stop": stop, "which": which,
-            "warm_start": warm}
-    vec = basis.Q[: len(s)].T @ torch.as_tensor(s, device=basis.buf.device, dtype=dtype)
-    if return_vector:
-        info["vector"] = vec
+            "warm_start": warm, "tr_T": float(np.sum(alphas)), "alphas": alphas, "betas": betas[: len(alphas) - 1]}
+    vec = Q.T @ torch.as_tensor(s, device=basis.buf.device, dtype=dtype)
     return Estimate(theta_i, n_matvecs=len(history), converged=converged, residual=float(resid),
                     method="lanczos", seconds=time.perf_counter() - t0, history=history, info=info,
-                    rel_residual=float(resid) / abs(theta_i) if theta_i else float("inf"), vector=vec)
+                    rel_residual=float(resid) / abs(theta_i) if theta_i else float("inf"), vector=vec), Q
+
+
+def lanczos(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
+            which: str = "LA", stop: str = "gap", reorth: bool = True, device=None, dtype=torch.float32,
+            return_vector: bool = False, init: Tensor | None = None) -> Estimate:
+    """Extreme eigenvalue of the symmetric operator `matvec` on R^n by Lanczos (one matvec per iteration), started
+    from `init` (warm start) or a seeded random vector; `.vector` is the Ritz vector, `.rel_residual` its ‖Hv−θv‖/|θ|."""
+    est, _ = _lanczos(matvec, n, tol, max_iter, seed, which, stop, reorth, device, dtype, init)
+    if return_vector:
+        est.info["vector"] = est.vector
+    return est
 
 # %% ../nbs/04_curvature.ipynb #4343e51e
 def power_iteration(matvec: Callable[[Tensor], Tensor], n: int, tol: float = 1e-3, max_iter: int = 100, seed: int = 0,
@@ -562,6 +614,116 @@ def hessian_trace(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tens
         est.info["hvp_method"] = hvp_method
     est.seconds = time.perf_counter() - t0
     return est
+
+# %% ../nbs/04_curvature.ipynb #b420504c
+def deflated_hutchinson(matvec: Callable[[Tensor], Tensor], n: int, Q: Tensor, n_probes: int = 8, seed: int = 0,
+                        device=None, dtype=torch.float32, matmat: Callable | None = None) -> Estimate:
+    """Hutchinson's estimate of tr((I−QQᵀ)H(I−QQᵀ)) for orthonormal rows `Q` with `n_probes` Rademacher probes
+    (`matmat`: applies H to the rows of a matrix at once); `stderr` = sample sd / √m, `info["samples"]`."""
+    if n_probes < 1:
+        raise ValueError(f"n_probes must be >= 1, got {n_probes}")
+    t0 = time.perf_counter()
+    gen = _generator(seed, device)
+    G = torch.stack([_rademacher(n, gen, device, dtype) for _ in range(n_probes)])
+    if len(Q):
+        G = G - (G @ Q.T) @ Q
+    HG = matmat(G) if matmat is not None else torch.stack([matvec(g) for g in G])
+    samples = (G * HG.to(dtype)).sum(1).tolist()
+    return Estimate(float(np.mean(samples)), stderr=_stderr(samples), n_matvecs=n_probes, method="deflated",
+                    seconds=time.perf_counter() - t0, info={"samples": samples, "rank": len(Q)})
+
+# %% ../nbs/04_curvature.ipynb #030a70ae
+def lanczos_trace(matvec: Callable[[Tensor], Tensor], n: int, n_probes: int = 8, tol: float = 1e-3,
+                  max_iter: int = 100, seed: int = 0, init: Tensor | None = None, device=None, dtype=torch.float32,
+                  matmat: Callable | None = None) -> tuple[Estimate, Estimate]:
+    """`(lambda_max, trace)`: Lanczos (`lanczos`, `which="LA"`, from `init` or seed `seed`) and the Krylov-aware
+    trace — tr(T_k) of its basis plus `n_probes` deflated Hutchinson probes (seed `seed + 1`)."""
+    lam, Q = _lanczos(matvec, n, tol, max_iter, seed, "LA", "gap", True, device, dtype, init)
+    if not math.isfinite(lam.value):
+        return lam, Estimate(float("nan"), n_matvecs=0, converged=False, method="krylov", info=dict(lam.info))
+    rest = deflated_hutchinson(matvec, n, Q, n_probes, seed + 1, device, dtype, matmat)
+    top = lam.info["tr_T"]
+    tr = Estimate(top + rest.value, stderr=rest.stderr, n_matvecs=rest.n_matvecs, method="krylov",
+                  seconds=rest.seconds, converged=math.isfinite(rest.value),
+                  info={"top_trace": top, "rank": len(Q), "samples": rest.info["samples"]})
+    return lam, tr
+
+# %% ../nbs/04_curvature.ipynb #4a6ac55f
+TRACE_CHOICES = ("krylov", "hutch++", "hutchinson")
+TRACE_MIN_MATVECS = {"krylov": 2, "hutch++": 4, "hutchinson": 2}  # fewest HVPs that still give a standard error
+MEASURE = dict(tol=1e-3, max_iter=20, method="lanczos", trace_method="krylov", trace_matvecs=8, hvp="auto")
+
+# %% ../nbs/04_curvature.ipynb #41f49437
+def hvp_model(model: nn.Module) -> nn.Module:
+    """The module the HVPs run on: on a CPU, a channels_last model is copied into the contiguous layout (its double
+    backward measured 1.2–1.4× faster that way); elsewhere, or already contiguous, the model itself."""
+    ps = trainable_params(model)
+    if ps and ps[0].device.type == "cpu" and any(p.dim() == 4 and not p.is_contiguous() for p in ps):
+        return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    return model
+
+# %% ../nbs/04_curvature.ipynb #7d94c081
+@contextmanager
+def tf32_mode(enabled: bool, device):
+    "TF32 in CUDA matmuls and convolutions inside the block (`enabled`), the flags restored on exit; CUDA only."
+    if not enabled:
+        yield
+        return
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"tf32 is a CUDA option; the model is on {torch.device(device).type}")
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+# %% ../nbs/04_curvature.ipynb #c2785570
+def _check_measure(method, trace_method, trace_matvecs, max_iter):
+    if method not in ("lanczos", "power"):
+        raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
+    if trace_method not in TRACE_CHOICES:
+        raise ValueError(f"trace_method must be one of {TRACE_CHOICES}, got {trace_method!r}")
+    if trace_method == "krylov" and method != "lanczos":
+        raise ValueError("trace_method='krylov' reuses the Lanczos basis: it needs method='lanczos'")
+    low = TRACE_MIN_MATVECS[trace_method]
+    if isinstance(trace_matvecs, bool) or not isinstance(trace_matvecs, int) or trace_matvecs < low:
+        raise ValueError(f"trace_matvecs must be an integer >= {low} for trace_method={trace_method!r} (fewer give "
+                         f"no standard error), got {trace_matvecs!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 2:
+        raise ValueError(f"max_iter must be an integer >= 2, got {max_iter!r}")
+
+
+def measure(model: nn.Module, loss_fn: Callable, batch: tuple[Tensor, Tensor], *, micro_batch_size: int | None = None,
+            bn_mode: str = "train", init: Tensor | None = None, seed: int = 0, tol: float = MEASURE["tol"],
+            max_iter: int = MEASURE["max_iter"], method: str = MEASURE["method"],
+            trace_method: str = MEASURE["trace_method"], trace_matvecs: int = MEASURE["trace_matvecs"],
+            hvp: str = MEASURE["hvp"], tf32: bool = False) -> tuple[Estimate, Estimate]:
+    """`(lambda_max, trace)` of the (micro-batched) mean loss on `batch` from one operator: Lanczos from `init` or
+    seed `seed`, then the trace (`"krylov"`: from the Lanczos basis + `trace_matvecs` deflated probes)."""
+    _check_measure(method, trace_method, trace_matvecs, max_iter)
+    params = trainable_params(model)
+    dev = params[0].device if params else torch.device("cpu")
+    route = hvp_method(hvp, dev)
+    t0 = time.perf_counter()
+    model = hvp_model(model)
+    with tf32_mode(tf32, dev), hessian_operator(model, loss_fn, batch, method=route, bn_mode=bn_mode,
+                                                micro_batch_size=micro_batch_size) as op:
+        kw = dict(seed=seed, device=op.device, dtype=op.dtype)
+        if trace_method == "krylov":
+            lam, tr = lanczos_trace(op, op.n, trace_matvecs, tol, max_iter, init=init, matmat=op.matmat, **kw)
+        else:
+            search = lanczos if method == "lanczos" else power_iteration
+            lam = search(op, op.n, tol=tol, max_iter=max_iter, init=init, **kw)
+            kw["seed"] = seed + 1
+            tr = TRACE_METHODS[trace_method](op, op.n, n_matvecs=trace_matvecs, **kw) if math.isfinite(lam.value) \
+                else Estimate(float("nan"), converged=False, method=trace_method)
+        info = dict(loss=op.loss, hvp_method=route, bn_mode=bn_mode, micro_batch_size=micro_batch_size,
+                    n_examples=len(op.x))
+    lam.info.update(info)
+    tr.info.update(info)
+    lam.seconds = tr.seconds = time.perf_counter() - t0
+    return lam, tr
 
 # %% ../nbs/04_curvature.ipynb #2ac7c55b
 def stability_threshold(lr: float, momentum: float = 0.0, nesterov: bool = False) -> float:

@@ -33,8 +33,7 @@ def scaled_burn_in_smooth(total_steps: int, smooth: int = 50, least: int = 8) ->
 
 # %% ../nbs/22_demo.ipynb #be03e421
 DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
-            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), curvature_thin=3, trace_matvecs=9,
-            backtest_boot=100)
+            batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), backtest_boot=100)
 
 
 def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_train: int = DEMO["n_train"],
@@ -46,9 +45,8 @@ def demo_params(epochs: int = DEMO["epochs"], dataset: str = "synthetic", n_trai
         raise ConfigError("n_train", n_train, f"at least one batch of batch_size={batch_size} images")
     params = dict(epochs=epochs, dataset=dataset, n_train=n_train, n_val=n_val, batch_size=batch_size,
                   width_mult=width_mult, data_dir=data_dir)
-    overrides = {"monitors.curvature_every_n_steps": scaled_curvature_every(spe) * DEMO["curvature_thin"],
+    overrides = {"monitors.curvature_every_n_steps": scaled_curvature_every(spe), "data.eval_batch_size": 256,
                  "monitors.burn_in_smooth": scaled_burn_in_smooth(spe * epochs),
-                 "monitors.trace_matvecs": DEMO["trace_matvecs"], "data.eval_batch_size": 256,
                  "data.crop_scale": DEMO["crop_scale"],
                  "monitors.flush_every_n_steps": 50}
     make_config(**params, **overrides)  # fail here, before any job starts

@@ -181,8 +181,10 @@ SERIES_FIELDS = {
         ("lambda_max", "f64", "Largest Hessian eigenvalue of the mean training loss on the run's fixed probe set "
                               "(runs.curv_probe_images images, micro-batches of runs.curv_micro_batch, BatchNorm "
                               "runs.curv_bn_mode), Lanczos", ""),
-        ("hessian_trace", "f64", "Hessian trace estimate (Hutch++ or Hutchinson)", ""),
-        ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate", ""),
+        ("hessian_trace", "f64", "Hessian trace estimate (Krylov-aware: the Lanczos basis's trace + deflated "
+                                 "Hutchinson probes; or Hutch++ / Hutchinson)", ""),
+        ("hessian_trace_stderr", "f64", "Stated standard error of hessian_trace (sample sd of its probes / √m)", ""),
+        ("curv_matvecs", "f64", "Hessian-vector products spent on this estimate (Lanczos + trace probes)", ""),
         ("curv_seconds", "f64", "Wall time of this estimate", "s"),
         ("curv_lr", "f64", "Learning rate the next optimizer step applies at these parameters", ""),
         ("curv_rel_residual", "f64", "Lanczos relative residual ‖Hv − λv‖/|λ| of lambda_max at this measurement "

@@ -136,13 +136,15 @@ def _val_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str,
 
 # %% ../nbs/18_testing.ipynb #e1607077
 def _curvature_rows(out: dict, cfg: ExperimentConfig, S: int, n_done: int, shape: str, a: float, gap: float, noise: float, rng, kind: str | None, cad: Cadence) -> None:
-    "Curvature monitor metrics: λ_max ∝ 1 / (curve + 0.1), the trace, the lr of the next step, the stability ratio."
+    "Curvature monitor metrics: λ_max ∝ 1 / (curve + 0.1), the trace (5 % stderr), the lr of the next step, the stability ratio, Lanczos converged."
     cs = cad.steps("curvature", n_done)
     lam = 20 / (_curve(shape, cs / S, a) + 0.1)
     clr = _lr_schedule(cs + 1, S, cfg)  # the lr of the next step
     ratio = lam * clr / (2 * (1 + cfg.optim.momentum)) if cfg.optim.name == "sgd" else np.full(len(cs), np.nan)
-    for m, v in (("lambda_max", lam), ("hessian_trace", 50 * lam), ("curv_matvecs", np.full(len(cs), 30.0)),
-                 ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs))), ("curv_lr", clr), ("stability_ratio", ratio)):
+    for m, v in (("lambda_max", lam), ("hessian_trace", 50 * lam), ("hessian_trace_stderr", 2.5 * lam),
+                 ("curv_matvecs", np.full(len(cs), 20.0)), ("curv_seconds", 0.8 + 0.05 * rng.random(len(cs))),
+                 ("curv_lr", clr), ("stability_ratio", ratio), ("curv_rel_residual", np.full(len(cs), 5e-3)),
+                 ("curv_converged", np.ones(len(cs)))):
         out[m] = (cs, v)
 
 # %% ../nbs/18_testing.ipynb #80efd11b
