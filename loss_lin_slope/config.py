@@ -136,7 +136,7 @@ class MonitorConfig:
     curvature_tol: float = 1e-3
     curvature_max_iter: int = 20  # Lanczos HVPs at most (measured: ~8-14 to 1e-3)
     trace_method: str = "krylov"  # the Lanczos basis's trace + deflated probes (04_curvature); or hutch++ | hutchinson
-    trace_matvecs: int = 8  # the trace's own HVPs (krylov: deflated probes, ≥ 2; hutch++ ≥ 4; hutchinson ≥ 2)
+    trace_matvecs: int = 4  # the trace's own HVPs (krylov: deflated probes, ≥ 2; hutch++ ≥ 4; hutchinson ≥ 2)
     curvature_hvp: str = "auto"  # HVP route; auto: curvature.HVP_DEFAULT for the device (CPU measured; GPU: bench_gpu.py)
     curvature_tf32: bool = False  # CUDA only (checked where the run starts): TF32 inside the HVPs
     noise: bool = True

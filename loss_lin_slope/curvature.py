@@ -651,7 +651,7 @@ def lanczos_trace(matvec: Callable[[Tensor], Tensor], n: int, n_probes: int = 8,
 # %% ../nbs/04_curvature.ipynb #4a6ac55f
 TRACE_CHOICES = ("krylov", "hutch++", "hutchinson")
 TRACE_MIN_MATVECS = {"krylov": 2, "hutch++": 4, "hutchinson": 2}  # fewest HVPs that still give a standard error
-MEASURE = dict(tol=1e-3, max_iter=20, method="lanczos", trace_method="krylov", trace_matvecs=8, hvp="auto")
+MEASURE = dict(tol=1e-3, max_iter=20, method="lanczos", trace_method="krylov", trace_matvecs=4, hvp="auto")
 
 # %% ../nbs/04_curvature.ipynb #41f49437
 def hvp_model(model: nn.Module) -> nn.Module:

@@ -118,14 +118,24 @@ def _without_env(*names: str):
 KERNEL_START_TRIES = 3  # a kernel that dies before its first reply is started again (see below), at most this often
 
 def _execute_notebook(pm, spec: dict, run_dir: Path, params: dict):
-    """`pm` (papermill) runs the notebook into `run_dir/train.ipynb`; a kernel that died before its first reply is
-    started again (see `run_job`)."""
+    """`pm` (papermill) runs the notebook into `run_dir/train.ipynb` with a kernel that talks over Unix sockets
+    (`KernelManager.transport = "ipc"`: no TCP ports to race for, nothing on the network, no "running over TCP
+    without encryption" warning), in a directory of its own: jupyter_client names the sockets `<ip>-<n>` with the
+    first free `n`, so two kernels started at once beside each other could pick the same names. A kernel that died
+    before its first reply is started again (see `run_job`)."""
+    import tempfile
+
+    from traitlets.config import Config
+
+    tmp = tempfile.gettempdir()
+    tmp = tmp if len(tmp) < 64 else "/tmp"  # a Unix socket's path has at most 107 bytes
     for start in range(KERNEL_START_TRIES):
         try:
-            with _without_env("IN_TEST"):  # the train notebook would run its tiny test config instead (see above)
+            with _without_env("IN_TEST"), tempfile.TemporaryDirectory(prefix="lls-kernel-", dir=tmp) as sock:
+                ipc = Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sock, "k")}})
                 pm.execute_notebook(spec["notebook"], str(run_dir / "train.ipynb"), parameters=params,
                                     cwd=spec.get("cwd"), kernel_name=_kernel_name(spec["notebook"]),
-                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr)
+                                    progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr, config=ipc)
             break
         except RuntimeError as e:  # the kernel died before running a cell: nothing of the run was touched
             if "Kernel died before replying to kernel_info" not in str(e) or start + 1 == KERNEL_START_TRIES:
@@ -136,8 +146,8 @@ def _execute_notebook(pm, spec: dict, run_dir: Path, params: dict):
 # %% ../nbs/13_executors.ipynb #b9608f11
 def run_job(spec: dict) -> dict:
     """Execute the train notebook for one run (the body of every job, SLURM or local). A kernel that dies at start
-    (jupyter_client picks its ports before the kernel binds them, so a concurrent process can take one: "Address
-    already in use", then "Kernel died before replying to kernel_info") is started again, at most
+    ("Kernel died before replying to kernel_info": with TCP, jupyter_client picked ports before the kernel bound them
+    and a concurrent process could take one; the kernels now use Unix sockets, the retry stays) is started again, at most
     `KERNEL_START_TRIES` times, with a `kernel_start_retry` event in the job record; no cell had run. A run locked by
     another process raises `RunRefused` after an `end` record with `outcome: refused` (see above)."""
     import papermill as pm
