@@ -1,5 +1,5 @@
 """Benchmark: `lls demo`, the README's main command, end to end — 16 real papermill runs (4 variants × lr {0.05, 0.2}
-× wd 1e-3 × 2 seeds, 16 epochs, width 0.125, 1,024 synthetic images, batch 32) on the local executor with 2 workers,
+× wd 1e-3 × 2 seeds, 10 epochs, width 0.125, 1,024 synthetic images, batch 32) on the local executor with 2 workers,
 then verify → export → report. Target (issue 9): ≤ 10 minutes on 2 CPU cores; the figure is printed last.
 
 Besides the time it prints what the demo found, from its dataset: runs complete, the verdict lines, and the median

@@ -824,7 +824,7 @@ def cmd_preflight(args) -> int:
 @command_group
 def add_demo_commands(sub):
     "Add `lls demo` and `lls preflight` to the `lls` subparsers `sub`."
-    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈17 min on 2 CPUs)",
+    p = sub.add_parser("demo", help="mini sweep on synthetic data → verify → export → report (≈8 min on 2 CPUs)",
                        description="Run the whole study in miniature with the local executor: all four variants, "
                                    "lr {0.05, 0.2} × wd 1e-3 × N seeds, tiny ResNet-18 on synthetic data; then "
                                    "verify, export the dataset and write the HTML report. Rerunning reuses "
@@ -832,7 +832,7 @@ def add_demo_commands(sub):
     p.add_argument("--out", default="demo", metavar="DIR",
                    help="output folder: the sweep goes to DIR/runs/demo, then DIR/dataset and DIR/report (default ./demo)")
     p.add_argument("--seeds", type=int, default=DEMO["seeds"], help="seeds per grid point (default 2)")
-    p.add_argument("--epochs", type=int, default=DEMO["epochs"], help="epochs per run (default 16)")
+    p.add_argument("--epochs", type=int, default=DEMO["epochs"], help=f"epochs per run (default {DEMO['epochs']})")
     p.add_argument("--dataset", choices=("synthetic", "cifar10"), default="synthetic",
                    help="synthetic CIFAR-shaped data (no download; default) or cifar10 from ./data")
     p.add_argument("--workers", type=int, default=2, help="concurrent runs (default 2)")

@@ -32,7 +32,7 @@ def scaled_burn_in_smooth(total_steps: int, smooth: int = 50, least: int = 8) ->
     return max(least, round(smooth * total_steps / STUDY_STEPS))
 
 # %% ../nbs/22_demo.ipynb #be03e421
-DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=16, n_train=1024, n_val=256,
+DEMO = dict(variants=tuple(VARIANTS), lrs=(0.05, 0.2), wds=(1e-3,), seeds=2, epochs=10, n_train=1024, n_val=256,
             batch_size=32, width_mult=0.125, crop_scale=(0.6, 1.0), backtest_boot=100)
 
 

@@ -409,7 +409,7 @@ def _word(sentence: str) -> str:
 
 # %% ../nbs/21a_report.ipynb #495b938c
 _SECTION_LINKS = [("gate", "pilot gate"), ("data", "data"), ("h1", "H1"), ("h2", "H2"), ("curves", "curves"),
-                  ("sharpness", "sharpness"), ("glossary", "glossary")]
+                  ("sharpness", "sharpness"), ("pruning", "pruning"), ("glossary", "glossary")]
 
 
 def _html_head(a: Analysis) -> list[str]:

@@ -2,7 +2,8 @@
 which no package registry here provides): `#|` directive lines are dropped from the code shown, cells marked
 `#| hide` or `#| include: false` are left out, IPython magics (`%…`) are not shown, every code fence says its
 language, and the stored outputs are kept (text as text, figures as image files in README_files/, committed
-beside README.md). Run from anywhere: `python tests/make_readme.py`; `tests/check.sh` runs it and fails if
+beside README.md). Images the notebooks link from nbs/images/ (`![..](images/x.png)`, as the docs site serves them)
+are linked as nbs/images/x.png, so one file serves both. Run from anywhere: `python tests/make_readme.py`; `tests/check.sh` runs it and fails if
 README.md or README_files/ then differ from what is committed."""
 import re
 import shutil
@@ -42,6 +43,7 @@ def render(out: Path = ROOT) -> Path:
     body, res = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": FILES,
                                                                      "unique_key": "README"})
     body = re.sub(r"\n{3,}", "\n\n", body).strip() + "\n"
+    body = body.replace("](images/", "](nbs/images/")  # the README sits one folder above the notebooks
     shutil.rmtree(out / FILES, ignore_errors=True)
     for name, data in (res.get("outputs") or {}).items():
         p = out / name

@@ -1,7 +1,7 @@
 """`lls demo`, the README's main command, end to end at a reduced size (1 seed, 2 epochs: 8 real papermill runs of
 the four variants on the local executor, then verify → export → report): the shared `demo` fixture (conftest.py),
 run once per session by the installed wheel from an empty directory; then a rerun, by this checkout's `lls`, that
-reuses the finished runs. The full-size demo (2 seeds, 16 epochs) is timed by hand (benchmarks/bench_demo.py),
+reuses the finished runs. The full-size demo (2 seeds, 10 epochs) is timed by hand (benchmarks/bench_demo.py),
 not in CI."""
 import re
 import shutil
