@@ -106,7 +106,8 @@ def test_orphaned_live_run_is_running_never_resubmitted_and_its_queue_is_picked_
     release.mkdir()
     args = ["sweep", "submit", "hup", "--runs-dir", out, *GRID, "--executor", "local", "--gpus", "none",
             "--workers-per-gpu", "1", "--notebook", nb, "--no-progress"]
-    p = lls_popen(*args)
+    # a terminal's lls has SIGHUP's default action; under `nohup` (or a CI runner that ignores SIGHUP) it would inherit SIG_IGN
+    p = lls_popen(*args, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     job_pids = []
     try:
         live = wait_until(lambda: next((rid for rid, e in ledger(out, "hup")["runs"].items() if e["state"] == "running"
